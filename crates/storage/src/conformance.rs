@@ -1,0 +1,1 @@
+//! The storage conformance suite: every backend must pass it (filled in by the storage work).

@@ -1,0 +1,1 @@
+//! etcd backend: see crate docs.
