@@ -1,1 +1,11 @@
-fn main(){}
+use apiserver::{Args, Config};
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    component_base::logging::init("info");
+    let config = Config::try_from(args)?;
+    let shutdown = component_base::signals::shutdown_token();
+    apiserver::run(config, shutdown).await
+}

@@ -1,0 +1,251 @@
+//! Encoding and decoding of API objects: request bodies (JSON, YAML, Kubernetes protobuf),
+//! stored values, and the `resourceVersion` the store owns.
+//!
+//! Stored values are compact JSON with sorted keys and without `metadata.resourceVersion`; the
+//! version is the store's `mod_revision`, spliced into the bytes on the way out so a GET never
+//! re-encodes the object.
+
+use apimachinery::errors::ApiError;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+/// Largest request body accepted (upstream's 3 MiB limit).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    Json,
+    Yaml,
+    Protobuf,
+}
+
+/// The media type of a request body, by its Content-Type (parameters ignored).
+pub fn body_format(content_type: Option<&str>) -> Result<BodyFormat, ApiError> {
+    let ct = content_type.unwrap_or("application/json");
+    let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match media.as_str() {
+        "application/json" | "" | "*/*" => Ok(BodyFormat::Json),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => Ok(BodyFormat::Yaml),
+        "application/vnd.kubernetes.protobuf" => Ok(BodyFormat::Protobuf),
+        _ => Err(ApiError::unsupported_media_type(ct)),
+    }
+}
+
+/// Decode a request body into a JSON object.
+pub fn decode_body(format: BodyFormat, body: &[u8]) -> Result<Value, ApiError> {
+    let v: Value = match format {
+        BodyFormat::Json => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        })?,
+        BodyFormat::Yaml => {
+            let y: Value = serde_yaml::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: yaml: {e}")))?;
+            y
+        }
+        BodyFormat::Protobuf => {
+            let (_, _, v) = protobuf_json::decode(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding protobuf body: {e}")))?;
+            v
+        }
+    };
+    if !v.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "couldn't get version/kind; json parse error: json: cannot unmarshal {} into Go value of type struct {{ APIVersion string \"json:\\\"apiVersion,omitempty\\\"\"; Kind string \"json:\\\"kind,omitempty\\\"\" }}",
+            json_type_name(&v)
+        )));
+    }
+    Ok(v)
+}
+
+pub fn json_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Encode an object for storage: sorted-key compact JSON without `metadata.resourceVersion`.
+pub fn encode_for_storage(obj: &Value) -> Bytes {
+    let mut obj = obj.clone();
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+        m.remove("selfLink");
+    }
+    Bytes::from(serde_json::to_vec(&obj).expect("serializing a JSON value cannot fail"))
+}
+
+/// Decode a stored value and set its resourceVersion.
+pub fn decode_stored(value: &[u8], rv: i64) -> Result<Value, ApiError> {
+    let mut v: Value = serde_json::from_slice(value)
+        .map_err(|e| ApiError::internal(format!("stored object is not valid JSON: {e}")))?;
+    set_rv(&mut v, rv);
+    Ok(v)
+}
+
+/// Splice `"resourceVersion":"<rv>"` into stored bytes without re-encoding the object.
+pub fn with_rv(value: &[u8], rv: i64) -> Vec<u8> {
+    let Some(at) = top_level_metadata_body(value) else {
+        // Not our encoding: decode and re-encode.
+        return match decode_stored(value, rv) {
+            Ok(v) => serde_json::to_vec(&v).unwrap_or_default(),
+            Err(_) => value.to_vec(),
+        };
+    };
+    let rv_field = format!("\"resourceVersion\":\"{rv}\"");
+    let mut out = Vec::with_capacity(value.len() + rv_field.len() + 1);
+    out.extend_from_slice(&value[..at]);
+    out.extend_from_slice(rv_field.as_bytes());
+    if value.get(at) != Some(&b'}') {
+        out.push(b',');
+    }
+    out.extend_from_slice(&value[at..]);
+    out
+}
+
+/// Offset just after the `{` that opens the top-level `"metadata"` object of compact JSON.
+/// Scans structure (depth and strings) so nested objects with a `metadata` key, such as a
+/// ControllerRevision's `data`, are never mistaken for it.
+fn top_level_metadata_body(v: &[u8]) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < v.len() {
+        match v[i] {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < v.len() && v[i] != b'"' {
+                    if v[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                if depth == 1 && &v[start..i.min(v.len())] == b"metadata" && v.get(i + 1) == Some(&b':') && v.get(i + 2) == Some(&b'{') {
+                    return Some(i + 3);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+pub fn set_rv(obj: &mut Value, rv: i64) {
+    if let Some(m) = meta_mut(obj) {
+        m.insert("resourceVersion".into(), Value::String(rv.to_string()));
+    }
+}
+
+/// `metadata` as a mutable map, created if missing.
+pub fn meta_mut(obj: &mut Value) -> Option<&mut Map<String, Value>> {
+    let o = obj.as_object_mut()?;
+    let m = o.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+    if !m.is_object() {
+        *m = Value::Object(Map::new());
+    }
+    m.as_object_mut()
+}
+
+pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get(field)?.as_str()
+}
+
+pub fn name_of(obj: &Value) -> &str {
+    meta_str(obj, "name").unwrap_or("")
+}
+
+pub fn labels_of(obj: &Value) -> Option<&Map<String, Value>> {
+    obj.get("metadata")?.get("labels")?.as_object()
+}
+
+/// Parse a resourceVersion string as upstream does (a non-negative integer).
+pub fn parse_rv(rv: &str) -> Result<i64, ApiError> {
+    rv.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
+        ApiError::bad_request(format!("Invalid value: {rv:?}: must be a valid resourceVersion"))
+    })
+}
+
+/// Build a list body by concatenating already-encoded items.
+pub fn list_body(api_version: &str, list_kind: &str, rv: i64, cont: Option<&str>, remaining: Option<i64>, items: &[Vec<u8>]) -> Vec<u8> {
+    let mut meta = Map::new();
+    meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
+    if let Some(c) = cont {
+        meta.insert("continue".into(), Value::String(c.to_string()));
+    }
+    if let Some(r) = remaining {
+        meta.insert("remainingItemCount".into(), Value::from(r));
+    }
+    let total: usize = items.iter().map(|i| i.len() + 1).sum();
+    let mut out = Vec::with_capacity(total + 128);
+    out.extend_from_slice(b"{\"apiVersion\":");
+    out.extend_from_slice(serde_json::to_string(api_version).unwrap_or_default().as_bytes());
+    out.extend_from_slice(b",\"items\":[");
+    for (i, it) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(it);
+    }
+    out.extend_from_slice(b"],\"kind\":");
+    out.extend_from_slice(serde_json::to_string(list_kind).unwrap_or_default().as_bytes());
+    out.extend_from_slice(b",\"metadata\":");
+    out.extend_from_slice(serde_json::to_string(&meta).unwrap_or_default().as_bytes());
+    out.push(b'}');
+    out
+}
+
+/// Set `apiVersion` on stored bytes of another version (only used for converted kinds; the
+/// common path never rewrites bytes).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+pub fn now_micro() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn rv_splice_matches_decode() {
+        let obj = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","resourceVersion":"9"},"data":{"metadata":{"x":"y"}}});
+        let stored = encode_for_storage(&obj);
+        let spliced: Value = serde_json::from_slice(&with_rv(&stored, 42)).unwrap();
+        assert_eq!(spliced["metadata"]["resourceVersion"], "42");
+        assert_eq!(spliced["data"]["metadata"]["x"], "y");
+        assert_eq!(spliced, decode_stored(&stored, 42).unwrap());
+        let nested = encode_for_storage(&json!({"data":{"metadata":{"a":"\\\"b"}},"kind":"ControllerRevision","metadata":{"name":"r"}}));
+        let v: Value = serde_json::from_slice(&with_rv(&nested, 7)).unwrap();
+        assert_eq!(v["metadata"]["resourceVersion"], "7");
+        assert!(v["data"]["metadata"].get("resourceVersion").is_none());
+        let empty = encode_for_storage(&json!({"kind":"X","metadata":{}}));
+        let v: Value = serde_json::from_slice(&with_rv(&empty, 1)).unwrap();
+        assert_eq!(v["metadata"]["resourceVersion"], "1");
+    }
+
+    #[test]
+    fn list_body_is_valid_json() {
+        let b = list_body("v1", "PodList", 5, Some("tok"), Some(3), &[b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]);
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["items"].as_array().unwrap().len(), 2);
+        assert_eq!(v["metadata"]["continue"], "tok");
+        assert_eq!(v["metadata"]["remainingItemCount"], 3);
+    }
+
+    #[test]
+    fn bad_bodies_are_400() {
+        assert_eq!(decode_body(BodyFormat::Json, b"{nope").unwrap_err().code, 400);
+        assert_eq!(decode_body(BodyFormat::Json, b"[1]").unwrap_err().code, 400);
+        assert_eq!(decode_body(BodyFormat::Yaml, b"a: [").unwrap_err().code, 400);
+        assert_eq!(body_format(Some("text/plain")).unwrap_err().code, 415);
+    }
+}
