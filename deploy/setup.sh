@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs everything building, running and testing kubrs needs on Debian, Ubuntu or
+# Raspberry Pi OS. Idempotent; run as root (or with sudo available).
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+need_pkgs=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have protoc || need_pkgs+=(protobuf-compiler)   # etcd-client's build compiles etcd's protos
+have etcd || need_pkgs+=(etcd-server)           # the etcd backend and its tests
+have etcdctl || need_pkgs+=(etcd-client)
+have containerd || need_pkgs+=(containerd)      # node agent runtime (later issues)
+have runc || need_pkgs+=(runc)
+[ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || need_pkgs+=(containernetworking-plugins)
+have iptables || need_pkgs+=(iptables)
+have ip || need_pkgs+=(iproute2)
+have cc || need_pkgs+=(build-essential)
+have curl || need_pkgs+=(curl)
+have pkg-config || need_pkgs+=(pkg-config)
+
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+  echo "setup: installing ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q >/dev/null
+  $SUDO apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+if ! have cargo; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "setup: installing the Rust toolchain with rustup"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+fi
+
+if ! have kubectl; then
+  echo "setup: note: no kubectl on PATH; install kubectl to talk to the cluster (the test suite needs it)." >&2
+fi
