@@ -1,0 +1,165 @@
+//! The embedded upstream OpenAPI v2 document and a cheap, borrowed view of it.
+//!
+//! The document is kept only in its gzipped form (≈300 KB). Every consumer inflates it, reads
+//! it through [`RawDoc`] — a map of path and definition names to *unparsed* JSON slices of the
+//! inflated text — and drops it again. Nothing here ever materialises the whole document as a
+//! `serde_json::Value` (≈40 MB); callers parse only the slices they need.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::OnceLock;
+
+/// The upstream kube-apiserver v1.36 OpenAPI v2 document, gzipped.
+pub(crate) static SWAGGER_GZ: &[u8] = include_bytes!("../data/swagger-v1.36.json.gz");
+
+/// Bumped whenever a transformation in this crate changes its output, so that document hashes
+/// (and therefore client caches keyed by them) change with it.
+const TRANSFORM_REVISION: &str = "openapi-crate/1";
+
+/// Top-level members of the v2 document, each an unparsed slice of the inflated text.
+#[derive(Deserialize)]
+pub(crate) struct RawDoc<'a> {
+    pub swagger: &'a str,
+    #[serde(borrow)]
+    pub info: &'a RawValue,
+    #[serde(borrow)]
+    pub paths: BTreeMap<&'a str, &'a RawValue>,
+    #[serde(borrow)]
+    pub definitions: BTreeMap<&'a str, &'a RawValue>,
+    #[serde(borrow, default)]
+    pub parameters: BTreeMap<&'a str, &'a RawValue>,
+    #[serde(borrow, default)]
+    pub security: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "securityDefinitions")]
+    pub security_definitions: Option<&'a RawValue>,
+}
+
+/// Inflates the embedded document.
+pub(crate) fn inflate() -> String {
+    let mut text = String::with_capacity(4_400_000);
+    flate2::read::GzDecoder::new(SWAGGER_GZ)
+        .read_to_string(&mut text)
+        .expect("embedded OpenAPI document is valid gzip and UTF-8");
+    text
+}
+
+/// Inflates the embedded document and hands a borrowed view of it to `f`; the text is freed
+/// when `f` returns.
+pub(crate) fn with_doc<R>(f: impl FnOnce(&RawDoc<'_>) -> R) -> R {
+    let text = inflate();
+    let doc: RawDoc<'_> =
+        serde_json::from_str(&text).expect("embedded OpenAPI document has the v2 shape");
+    f(&doc)
+}
+
+/// Parses one raw slice. The embedded document is known-good, so failure is a build defect.
+pub(crate) fn parse(raw: &RawValue) -> serde_json::Value {
+    serde_json::from_str(raw.get()).expect("embedded OpenAPI slice is valid JSON")
+}
+
+/// The discovery key upstream's `/openapi/v3` root uses for a v2 path: `api/v1` and
+/// `apis/<group>/<version>` for group-versions, `api`, `apis`, `apis/<group>` for the
+/// discovery endpoints, and the path itself (without slashes) for the rest (`version`, `logs`,
+/// `.well-known/openid-configuration`, `openid/v1/jwks`).
+pub(crate) fn gv_key(path: &str) -> &str {
+    let trimmed = path.trim_start_matches('/');
+    let segments = match trimmed.split('/').next() {
+        Some("api") => 2,
+        Some("apis") => 3,
+        Some("logs") => 1,
+        _ => usize::MAX,
+    };
+    let mut end = trimmed.len();
+    for (seen, (i, _)) in trimmed.match_indices('/').enumerate() {
+        if seen + 1 == segments {
+            end = i;
+            break;
+        }
+    }
+    trimmed[..end].trim_end_matches('/')
+}
+
+/// Names of the definitions a raw JSON slice refers to through `#/definitions/<name>`,
+/// found by scanning the text rather than parsing it.
+pub(crate) fn scan_refs<'t>(text: &'t str, mut out: impl FnMut(&'t str)) {
+    const MARKER: &str = "#/definitions/";
+    let mut rest = text;
+    while let Some(i) = rest.find(MARKER) {
+        rest = &rest[i + MARKER.len()..];
+        let end = rest.find('"').unwrap_or(rest.len());
+        out(&rest[..end]);
+        rest = &rest[end..];
+    }
+}
+
+/// 64-bit FNV-1a, used for stable document hashes (not for security).
+pub(crate) fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
+    let mut h = seed;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// A digest of the embedded data and this crate's transformations, computed once.
+pub(crate) fn data_digest() -> u64 {
+    static DIGEST: OnceLock<u64> = OnceLock::new();
+    *DIGEST.get_or_init(|| {
+        let h = fnv1a(0xcbf2_9ce4_8422_2325, SWAGGER_GZ);
+        fnv1a(h, TRANSFORM_REVISION.as_bytes())
+    })
+}
+
+/// A stable, upper-case hex digest naming one generated document (`what` distinguishes
+/// documents). 128 bits, like a truncated sha512 of upstream's `hash=` values; clients treat
+/// the value as opaque.
+pub(crate) fn document_hash(what: &str) -> String {
+    let a = fnv1a(data_digest(), what.as_bytes());
+    let b = fnv1a(a ^ 0x9e37_79b9_7f4a_7c15, what.as_bytes());
+    format!("{a:016X}{b:016X}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gv_key_groups_paths_like_upstream() {
+        for (path, key) in [
+            ("/api/", "api"),
+            ("/api/v1/", "api/v1"),
+            ("/api/v1/namespaces/{namespace}/pods/{name}", "api/v1"),
+            ("/apis/", "apis"),
+            ("/apis/apps/", "apis/apps"),
+            ("/apis/apps/v1/", "apis/apps/v1"),
+            ("/apis/apps/v1/watch/deployments", "apis/apps/v1"),
+            ("/version/", "version"),
+            ("/logs/{logpath}", "logs"),
+            ("/logs/", "logs"),
+            ("/.well-known/openid-configuration/", ".well-known/openid-configuration"),
+            ("/openid/v1/jwks/", "openid/v1/jwks"),
+        ] {
+            assert_eq!(gv_key(path), key, "{path}");
+        }
+    }
+
+    #[test]
+    fn scan_refs_finds_every_definition_reference() {
+        let mut found = Vec::new();
+        scan_refs(
+            r##"{"a":{"$ref":"#/definitions/x.Y"},"items":{"$ref":"#/definitions/z"}}"##,
+            |r| found.push(r),
+        );
+        assert_eq!(found, ["x.Y", "z"]);
+    }
+
+    #[test]
+    fn document_hash_is_stable_and_distinct() {
+        assert_eq!(document_hash("api/v1"), document_hash("api/v1"));
+        assert_ne!(document_hash("api/v1"), document_hash("apis/apps/v1"));
+        assert_eq!(document_hash("api/v1").len(), 32);
+    }
+}
