@@ -1,0 +1,347 @@
+//! The schema-driven decoder: protobuf bytes of a message from the generated table → the JSON
+//! value upstream's encoding/json would produce for the decoded Go object.
+//!
+//! Semantics, mirroring gogo-protobuf decoding followed by Go's JSON encoding:
+//! * singular scalars: last occurrence wins; numbers and bools present on the wire are kept
+//!   (zero included: a pointer field like `replicas: 0` must survive); strings and bytes that
+//!   are empty are omitted unless OpenAPI lists the property as required (no `omitempty`);
+//! * singular messages: repeated occurrences merge (their encodings are concatenated, which
+//!   is protobuf's merge rule); a present message is emitted even when empty (`status: {}`);
+//! * repeated fields accept packed and unpacked encodings; empty lists and maps are omitted;
+//! * map entries default a missing key/value to the zero value; a later duplicate key wins;
+//! * unknown fields (any wire type, groups included) are skipped; a known field with the
+//!   wrong wire type is an error, as in the Go decoder.
+
+use base64::Engine as _;
+use serde_json::{Map, Number, Value};
+
+use crate::schema::{message, Card, Message, Special, Ty};
+use crate::wire::{self, Reader};
+use crate::DecodeError;
+
+/// Nesting limit for messages and embedded envelopes: bounds recursion on hostile input.
+/// Real objects (a CRD's JSONSchemaProps included) stay far below it.
+pub(crate) const MAX_DEPTH: usize = 100;
+
+/// What has been read for one field of a message.
+enum Acc {
+    Scalar(Value),
+    /// Singular bytes (last wins) or message (concatenated occurrences = merge); with the
+    /// absolute offset of the first occurrence, for error messages.
+    Raw(Vec<u8>, usize),
+    List(Vec<Value>),
+    Map(Map<String, Value>),
+}
+
+fn mismatch(msg: &'static Message, idx: usize, wire_type: u8, offset: usize) -> DecodeError {
+    let field = &msg.fields[idx];
+    DecodeError::WireTypeMismatch {
+        message: msg.name,
+        field: if field.json.is_empty() {
+            "(inline)"
+        } else {
+            field.json
+        },
+        tag: field.tag,
+        found: wire::wire_type_name(wire_type),
+        offset,
+    }
+}
+
+fn number<T: Into<Number>>(v: T) -> Value {
+    Value::Number(v.into())
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn base64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// One scalar value whose key (with `wire_type`) was just read from `r`, or `None` if the
+/// wire type does not fit `ty`.
+fn scalar(ty: Ty, wire_type: u8, r: &mut Reader<'_>) -> Result<Option<Value>, DecodeError> {
+    let offset = r.offset();
+    Ok(Some(match (ty, wire_type) {
+        // Go converts with int32(v): truncation of the (sign-extended) varint.
+        (Ty::I32, wire::VARINT) => number(r.varint()? as i64 as i32),
+        (Ty::I64, wire::VARINT) => number(r.varint()? as i64),
+        (Ty::Bool, wire::VARINT) => Value::Bool(r.varint()? != 0),
+        (Ty::F64, wire::FIXED64) => {
+            let v = f64::from_bits(r.fixed64()?);
+            Value::Number(Number::from_f64(v).ok_or(DecodeError::NonFiniteDouble { offset })?)
+        }
+        (Ty::Str, wire::LEN) => Value::String(lossy(r.bytes()?.0)),
+        (Ty::Bytes, wire::LEN) => Value::String(base64(r.bytes()?.0)),
+        _ => return Ok(None),
+    }))
+}
+
+/// Reads all fields of `msg` from `buf` (which starts at absolute offset `base`).
+fn collect(
+    msg: &'static Message,
+    buf: &[u8],
+    base: usize,
+    depth: usize,
+) -> Result<Vec<Option<Acc>>, DecodeError> {
+    let mut accs: Vec<Option<Acc>> = msg.fields.iter().map(|_| None).collect();
+    let mut r = Reader::new(buf, base);
+    while !r.is_empty() {
+        let key_offset = r.offset();
+        let (tag, wt) = r.key()?;
+        let Some(idx) = msg.field_index(tag) else {
+            r.skip(tag, wt)?;
+            continue;
+        };
+        let field = &msg.fields[idx];
+        let slot = &mut accs[idx];
+        match (field.card, field.ty) {
+            (Card::One | Card::Inline, Ty::M(_) | Ty::Bytes) => {
+                if wt != wire::LEN {
+                    return Err(mismatch(msg, idx, wt, key_offset));
+                }
+                let (bytes, offset) = r.bytes()?;
+                match slot {
+                    Some(Acc::Raw(prev, _)) if matches!(field.ty, Ty::M(_)) => {
+                        prev.extend_from_slice(bytes)
+                    }
+                    _ => *slot = Some(Acc::Raw(bytes.to_vec(), offset)),
+                }
+            }
+            (Card::One | Card::Inline, ty) => {
+                let v = scalar(ty, wt, &mut r)?.ok_or_else(|| mismatch(msg, idx, wt, key_offset))?;
+                *slot = Some(Acc::Scalar(v));
+            }
+            (Card::Many, ty) => {
+                let list = match slot {
+                    Some(Acc::List(list)) => list,
+                    _ => {
+                        *slot = Some(Acc::List(Vec::new()));
+                        match slot {
+                            Some(Acc::List(list)) => list,
+                            _ => unreachable!("just set"),
+                        }
+                    }
+                };
+                match (ty, wt) {
+                    (Ty::M(m), wire::LEN) => {
+                        let (bytes, offset) = r.bytes()?;
+                        list.push(message_value(m, bytes, offset, depth + 1)?.unwrap_or(Value::Null));
+                    }
+                    (Ty::I32 | Ty::I64 | Ty::Bool | Ty::F64, wire::LEN) => {
+                        let (bytes, offset) = r.bytes()?;
+                        let packed_wt = if ty == Ty::F64 {
+                            wire::FIXED64
+                        } else {
+                            wire::VARINT
+                        };
+                        let mut packed = Reader::new(bytes, offset);
+                        while !packed.is_empty() {
+                            // `scalar` accepts `packed_wt` for every numeric type.
+                            if let Some(v) = scalar(ty, packed_wt, &mut packed)? {
+                                list.push(v);
+                            }
+                        }
+                    }
+                    _ => {
+                        let v = scalar(ty, wt, &mut r)?
+                            .ok_or_else(|| mismatch(msg, idx, wt, key_offset))?;
+                        list.push(v);
+                    }
+                }
+            }
+            (Card::Map, ty) => {
+                if wt != wire::LEN {
+                    return Err(mismatch(msg, idx, wt, key_offset));
+                }
+                let (bytes, offset) = r.bytes()?;
+                let (k, v) = map_entry(ty, bytes, offset, depth)?;
+                match slot {
+                    Some(Acc::Map(map)) => {
+                        map.insert(k, v);
+                    }
+                    _ => *slot = Some(Acc::Map(Map::from_iter([(k, v)]))),
+                }
+            }
+        }
+    }
+    Ok(accs)
+}
+
+/// A `map<string, ty>` entry: key = 1, value = 2, missing parts default to zero values.
+fn map_entry(
+    ty: Ty,
+    buf: &[u8],
+    base: usize,
+    depth: usize,
+) -> Result<(String, Value), DecodeError> {
+    let mut key = String::new();
+    let mut value = None;
+    let mut r = Reader::new(buf, base);
+    while !r.is_empty() {
+        let key_offset = r.offset();
+        let (tag, wt) = r.key()?;
+        match (tag, wt) {
+            (1, wire::LEN) => key = lossy(r.bytes()?.0),
+            (2, _) => {
+                value = Some(match ty {
+                    Ty::M(m) if wt == wire::LEN => {
+                        let (bytes, offset) = r.bytes()?;
+                        message_value(m, bytes, offset, depth + 1)?.unwrap_or(Value::Null)
+                    }
+                    _ => scalar(ty, wt, &mut r)?.ok_or(DecodeError::MapEntryWireType {
+                        found: wire::wire_type_name(wt),
+                        offset: key_offset,
+                    })?,
+                });
+            }
+            (1, _) => {
+                return Err(DecodeError::MapEntryWireType {
+                    found: wire::wire_type_name(wt),
+                    offset: key_offset,
+                })
+            }
+            _ => r.skip(tag, wt)?,
+        }
+    }
+    let value = match value {
+        Some(v) => v,
+        None => match ty {
+            Ty::Str | Ty::Bytes => Value::String(String::new()),
+            Ty::I32 | Ty::I64 => number(0),
+            Ty::F64 => number(0),
+            Ty::Bool => Value::Bool(false),
+            Ty::M(m) => message_value(m, &[], base, depth + 1)?.unwrap_or(Value::Null),
+        },
+    };
+    Ok((key, value))
+}
+
+/// The JSON value of message `index` encoded in `buf`; `None` when Go would write nothing
+/// useful (zero Time, empty RawExtension), so the caller omits the property.
+pub(crate) fn message_value(
+    index: u16,
+    buf: &[u8],
+    base: usize,
+    depth: usize,
+) -> Result<Option<Value>, DecodeError> {
+    if depth > MAX_DEPTH {
+        return Err(DecodeError::TooDeep { offset: base });
+    }
+    let msg = message(index);
+    let accs = collect(msg, buf, base, depth)?;
+    let get = |tag: u32| msg.field_index(tag).and_then(|i| accs[i].as_ref());
+    let int = |tag: u32| match get(tag) {
+        Some(Acc::Scalar(Value::Number(n))) => n.as_i64().unwrap_or(0),
+        _ => 0,
+    };
+    let string = |tag: u32| match get(tag) {
+        Some(Acc::Scalar(Value::String(s))) => Some(s.clone()),
+        _ => None,
+    };
+    let list = |tag: u32| match get(tag) {
+        Some(Acc::List(l)) if !l.is_empty() => Some(Value::Array(l.clone())),
+        _ => None,
+    };
+    let sub = |tag: u32| -> Result<Option<Value>, DecodeError> {
+        let Some(i) = msg.field_index(tag) else {
+            return Ok(None);
+        };
+        match (&accs[i], msg.fields[i].ty) {
+            (Some(Acc::Raw(bytes, offset)), Ty::M(m)) => message_value(m, bytes, *offset, depth + 1),
+            _ => Ok(None),
+        }
+    };
+    Ok(match msg.special {
+        Special::Plain => Some(Value::Object(object(msg, accs, depth)?)),
+        Special::Time if buf.is_empty() => None,
+        Special::Time => Some(Value::String(crate::format::rfc3339(int(1)))),
+        Special::MicroTime if buf.is_empty() => None,
+        Special::MicroTime => Some(Value::String(crate::format::rfc3339_micro(
+            int(1),
+            int(2) as i32,
+        ))),
+        Special::Duration => Some(Value::String(crate::format::go_duration(int(1)))),
+        // Upstream re-parses and re-formats the quantity; the canonical form is left to the
+        // server's quantity handling. Absent means the zero Quantity, "0".
+        Special::Quantity => Some(Value::String(string(1).unwrap_or_else(|| "0".into()))),
+        Special::IntOrString => Some(if int(1) == 1 {
+            Value::String(string(3).unwrap_or_default())
+        } else {
+            number(int(2) as i32)
+        }),
+        Special::RawJson => match get(1) {
+            Some(Acc::Raw(raw, offset)) if !raw.is_empty() => Some(raw_json(raw, *offset, depth)?),
+            _ => None,
+        },
+        Special::StringList => Some(list(1).unwrap_or(Value::Array(Vec::new()))),
+        Special::PropsOrArray => match list(2) {
+            Some(l) => Some(l),
+            None => sub(1)?,
+        },
+        Special::PropsOrBool => match sub(2)? {
+            Some(schema) => Some(schema),
+            None => Some(Value::Bool(matches!(
+                get(1),
+                Some(Acc::Scalar(Value::Bool(true)))
+            ))),
+        },
+        Special::PropsOrStringArray => match list(2) {
+            Some(l) => Some(l),
+            None => sub(1)?,
+        },
+    })
+}
+
+/// Embedded raw bytes: JSON as is, or a nested `k8s\0` envelope decoded recursively.
+fn raw_json(raw: &[u8], offset: usize, depth: usize) -> Result<Value, DecodeError> {
+    if crate::is_protobuf(raw) {
+        return crate::decode_envelope(raw, offset, depth + 1).map(|(_, _, v)| v);
+    }
+    serde_json::from_slice(raw).map_err(|e| DecodeError::InvalidEmbeddedJson {
+        offset,
+        reason: e.to_string(),
+    })
+}
+
+fn object(
+    msg: &'static Message,
+    accs: Vec<Option<Acc>>,
+    depth: usize,
+) -> Result<Map<String, Value>, DecodeError> {
+    let mut out = Map::new();
+    let mut inlined = Vec::new();
+    for (field, acc) in msg.fields.iter().zip(accs) {
+        let Some(acc) = acc else { continue };
+        let value = match acc {
+            Acc::Scalar(Value::String(s)) if s.is_empty() && !field.required => continue,
+            Acc::Scalar(v) => v,
+            Acc::Raw(bytes, offset) => match field.ty {
+                Ty::M(m) => match message_value(m, &bytes, offset, depth + 1)? {
+                    Some(Value::Object(o)) if field.card == Card::Inline => {
+                        inlined.push(o);
+                        continue;
+                    }
+                    Some(v) => v,
+                    None => continue,
+                },
+                _ if bytes.is_empty() && !field.required => continue,
+                _ => Value::String(base64(&bytes)),
+            },
+            Acc::List(l) if l.is_empty() => continue,
+            Acc::List(l) => Value::Array(l),
+            Acc::Map(m) if m.is_empty() => continue,
+            Acc::Map(m) => Value::Object(m),
+        };
+        out.insert(field.json.to_string(), value);
+    }
+    // Embedded structs' properties; the outer struct's own fields shadow them, as in Go.
+    for o in inlined {
+        for (k, v) in o {
+            out.entry(k).or_insert(v);
+        }
+    }
+    Ok(out)
+}
