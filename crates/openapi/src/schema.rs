@@ -275,11 +275,15 @@ impl KindSchema {
         &self.compact.defs[self.def as usize].node
     }
 
-    /// The `required` property names of the object at `path` (same addressing as
-    /// [`KindSchema::field`]); `None` when there is no such field.
+    /// The `required` property names of the object at `path` (of its items, for a list; same
+    /// addressing as [`KindSchema::field`]); `None` when there is no such field.
     pub fn required(&self, path: &[&str]) -> Option<Vec<String>> {
-        let node = self.node(path)?;
-        let shape = self.compact.resolve(node);
+        let c = &*self.compact;
+        let mut shape = c.resolve(self.node(path)?);
+        // For a list, the items' required fields.
+        while let (Ty::Array, Some(items)) = (shape.ty, shape.items.as_deref()) {
+            shape = c.resolve(items);
+        }
         Some(shape.required.iter().map(|r| r.to_string()).collect())
     }
 
