@@ -24,6 +24,7 @@ use futures::stream::BoxStream;
 pub mod conformance;
 pub mod embedded;
 pub mod etcd;
+pub mod testing;
 
 /// A stored key with its value and revisions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,7 +139,7 @@ pub trait Storage: Send + Sync + 'static {
     async fn guaranteed_update(
         &self,
         key: &str,
-        try_update: &(dyn Fn(Option<&KeyValue>) -> std::result::Result<Option<Bytes>, UpdateAbort> + Send + Sync),
+        try_update: &(dyn for<'k> Fn(Option<&'k KeyValue>) -> std::result::Result<Option<Bytes>, UpdateAbort> + Send + Sync),
     ) -> std::result::Result<Option<KeyValue>, UpdateError> {
         let mut current = self.get(key).await?;
         for _ in 0..64 {

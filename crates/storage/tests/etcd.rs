@@ -1,0 +1,232 @@
+//! The etcd backend against a real etcd (`/usr/bin/etcd`, or `$ETCD_BIN`), one per test.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use storage::etcd::EtcdStore;
+use storage::testing::{EtcdProcess, StartError};
+use storage::{Error, EventType, ListOptions, Storage};
+use tokio_util::sync::CancellationToken;
+
+async fn etcd() -> EtcdProcess {
+    EtcdProcess::start()
+        .await
+        .unwrap_or_else(|e| panic!("starting etcd for the storage tests: {e}"))
+}
+
+async fn connect(etcd: &EtcdProcess, prefix: &str) -> EtcdStore {
+    EtcdStore::connect(&etcd.endpoints(), prefix)
+        .await
+        .expect("connect to etcd")
+}
+
+#[tokio::test]
+async fn etcd_passes_the_storage_conformance_suite() {
+    let etcd = etcd().await;
+    let store = connect(&etcd, "").await;
+    storage::conformance::run_all(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_passes_the_suite_behind_an_extra_key_prefix() {
+    let etcd = etcd().await;
+    let store = connect(&etcd, "/isolated").await;
+    storage::conformance::run_all(&store).await;
+}
+
+#[tokio::test]
+async fn extra_key_prefix_isolates_stores_sharing_one_etcd() {
+    let etcd = etcd().await;
+    let (a, b) = (connect(&etcd, "/a").await, connect(&etcd, "/b").await);
+    let key = "/registry/pods/ns/p";
+    let mut watch_b = b.watch("/registry/", 0).await.expect("watch");
+    a.create(key, Bytes::from_static(b"in a"))
+        .await
+        .expect("create in a");
+    assert_eq!(b.get(key).await, Ok(None));
+    let rev_b = b
+        .create(key, Bytes::from_static(b"in b"))
+        .await
+        .expect("create in b");
+    assert_eq!(
+        a.get(key).await.expect("get").expect("value in a").value,
+        Bytes::from_static(b"in a")
+    );
+
+    // Keys come back without the extra prefix, and each store only sees its own.
+    let listed = b
+        .list("/registry/", &ListOptions::default())
+        .await
+        .expect("list");
+    assert_eq!(
+        listed
+            .items
+            .iter()
+            .map(|kv| (kv.key.as_str(), kv.value.clone()))
+            .collect::<Vec<_>>(),
+        [(key, Bytes::from_static(b"in b"))]
+    );
+    assert_eq!(a.count("").await, Ok(1));
+    let event = watch_b.next().await.expect("an event").expect("no error");
+    assert_eq!(
+        (event.event_type, event.key.as_str(), event.revision),
+        (EventType::Added, key, rev_b)
+    );
+}
+
+#[tokio::test]
+async fn etcd_serves_lists_at_past_revisions() {
+    let etcd = etcd().await;
+    let store = connect(&etcd, "").await;
+    let r1 = store
+        .create("/registry/a", Bytes::from_static(b"1"))
+        .await
+        .expect("create");
+    let r2 = store
+        .update("/registry/a", Bytes::from_static(b"2"), r1)
+        .await
+        .expect("update");
+    let past = store
+        .list(
+            "/registry/",
+            &ListOptions {
+                revision: r1,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("list at r1");
+    assert_eq!(
+        (
+            past.revision,
+            past.items[0].value.clone(),
+            past.items[0].mod_revision
+        ),
+        (r1, Bytes::from_static(b"1"), r1)
+    );
+    let now = store
+        .list("/registry/", &ListOptions::default())
+        .await
+        .expect("list");
+    assert_eq!((now.revision, now.items[0].mod_revision), (r2, r2));
+}
+
+#[tokio::test]
+async fn watch_reports_unavailable_then_ends_when_etcd_goes_away() {
+    let mut etcd = etcd().await;
+    let store = connect(&etcd, "").await;
+    let mut watch = store.watch("/registry/", 0).await.expect("watch");
+    let rev = store
+        .create("/registry/a", Bytes::from_static(b"1"))
+        .await
+        .expect("create");
+    assert_eq!(
+        watch
+            .next()
+            .await
+            .expect("event")
+            .expect("no error")
+            .revision,
+        rev
+    );
+    etcd.kill();
+    let item = tokio::time::timeout(Duration::from_secs(30), watch.next())
+        .await
+        .expect("watch noticed etcd going away");
+    assert!(
+        matches!(item, Some(Err(Error::Unavailable(_)))),
+        "expected Unavailable, got {item:?}"
+    );
+    let end = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("watch ended");
+    assert!(end.is_none(), "expected the end of the watch, got {end:?}");
+    let write = tokio::time::timeout(
+        Duration::from_secs(30),
+        store.create("/registry/b", Bytes::new()),
+    )
+    .await;
+    assert!(
+        matches!(write, Ok(Err(Error::Unavailable(_)))),
+        "a write without etcd must fail Unavailable, got {write:?}"
+    );
+}
+
+#[tokio::test]
+async fn compactor_compacts_to_the_revision_seen_one_interval_earlier() {
+    let etcd = etcd().await;
+    let store = connect(&etcd, "/compactor").await;
+    let first = store
+        .create("/registry/a", Bytes::from_static(b"1"))
+        .await
+        .expect("create");
+    store
+        .update("/registry/a", Bytes::from_static(b"2"), first)
+        .await
+        .expect("update");
+    let token = CancellationToken::new();
+    let compactor = store.spawn_compactor(Duration::from_millis(200), token.clone());
+    // The first tick records the revision, the second compacts to it.
+    let expired = async {
+        loop {
+            match store
+                .list(
+                    "/registry/",
+                    &ListOptions {
+                        revision: first,
+                        ..Default::default()
+                    },
+                )
+                .await
+            {
+                Err(Error::Expired { .. }) => break,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => panic!("list at {first}: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), expired)
+        .await
+        .expect("the compactor compacted");
+    // History since the previous tick is kept: the latest revision is still readable exactly.
+    let latest = store.current_revision().await.expect("current revision");
+    store
+        .list(
+            "/registry/",
+            &ListOptions {
+                revision: latest,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("list at the latest revision");
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(10), compactor)
+        .await
+        .expect("compactor stops")
+        .expect("compactor task");
+}
+
+#[tokio::test]
+async fn connecting_to_an_absent_etcd_fails_unavailable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let result = EtcdStore::connect(&[format!("http://127.0.0.1:{port}")], "").await;
+    assert!(
+        matches!(result, Err(Error::Unavailable(_))),
+        "expected Unavailable, got {result:?}"
+    );
+}
+
+#[tokio::test]
+async fn missing_etcd_binary_is_reported_clearly() {
+    let err = EtcdProcess::start_with("/nonexistent/etcd".as_ref())
+        .await
+        .expect_err("no etcd there");
+    assert!(matches!(err, StartError::MissingBinary(_)));
+    assert!(err.to_string().contains("/nonexistent/etcd"), "{err}");
+}
