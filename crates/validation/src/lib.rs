@@ -44,8 +44,10 @@ pub fn default_object(group: &str, _version: &str, kind: &str, obj: &mut Value) 
     if !obj.is_object() {
         return;
     }
-    if let ("", "Pod") = (group, kind) {
-        core::pod::default_pod(obj)
+    match (group, kind) {
+        ("", "Pod") => core::pod::default_pod(obj),
+        ("", "Service") => core::service::default_service(obj),
+        _ => {}
     }
 }
 
@@ -59,6 +61,8 @@ pub fn validate(group: &str, _version: &str, kind: &str, obj: &Value, old: Optio
     match (group, kind, old) {
         ("", "Pod", None) => errs.extend(core::pod::validate_pod(obj)),
         ("", "Pod", Some(old)) => errs.extend(core::pod::validate_pod_update(obj, old)),
+        ("", "Service", None) => errs.extend(core::service::validate_service(obj)),
+        ("", "Service", Some(old)) => errs.extend(core::service::validate_service_update(obj, old)),
         _ => {}
     }
     errs
@@ -67,8 +71,10 @@ pub fn validate(group: &str, _version: &str, kind: &str, obj: &Value, old: Optio
 /// Validation of the status subresource on update.
 pub fn validate_status_update(group: &str, _version: &str, kind: &str, obj: &Value, old: &Value) -> Vec<FieldError> {
     let mut errs = meta::validate_object_meta_update(obj, old);
-    if let ("", "Pod") = (group, kind) {
-        errs.extend(core::pod::validate_pod_status_update(obj, old))
+    match (group, kind) {
+        ("", "Pod") => errs.extend(core::pod::validate_pod_status_update(obj, old)),
+        ("", "Service") => errs.extend(core::service::validate_service_status(obj)),
+        _ => {}
     }
     errs
 }

@@ -1,3 +1,4 @@
 //! The core (`""`) API group.
 
 pub(crate) mod pod;
+pub(crate) mod service;
