@@ -1,0 +1,293 @@
+//! The embedded store's in-memory state: every current object, the global revision and a
+//! bounded ring of recent events, all guarded by one lock.
+//!
+//! Guarantees: the ring holds *every* event with a revision in `oldest..=revision` (each write
+//! bumps the revision by exactly one and produces exactly one event, so the ring is indexed by
+//! `revision - oldest`); reads under one lock acquisition are a consistent snapshot; a list at an
+//! older revision still covered by the ring is served exactly, by undoing the ring's newer events.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::{Error, EventType, KeyValue, ListOptions, ListResult, Result, WatchEvent};
+
+/// One stored object. Values are shared (by refcount) with the events that wrote them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub value: Bytes,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+}
+
+impl Entry {
+    pub fn to_key_value(&self, key: &str) -> KeyValue {
+        KeyValue {
+            key: key.to_string(),
+            value: self.value.clone(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+        }
+    }
+}
+
+/// One change, with enough of the previous state to undo it (for lists at older revisions).
+#[derive(Debug)]
+pub(crate) struct Event {
+    pub event_type: EventType,
+    pub key: String,
+    /// The state after the change; for a deletion, the deleted object (with its old revisions).
+    pub entry: Entry,
+    pub revision: i64,
+    pub prev: Option<Entry>,
+}
+
+impl Event {
+    pub fn to_watch_event(&self) -> WatchEvent {
+        WatchEvent {
+            event_type: self.event_type,
+            key: self.key.clone(),
+            value: self.entry.value.clone(),
+            prev_value: self.prev.as_ref().map(|p| p.value.clone()),
+            revision: self.revision,
+        }
+    }
+}
+
+/// What a watcher gets from one look at the ring.
+#[derive(Debug)]
+pub(crate) struct Catchup {
+    pub events: Vec<WatchEvent>,
+    /// The next revision to look at.
+    pub next: i64,
+    /// Whether `next` is past the current revision (nothing more to read until a new write).
+    pub caught_up: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub map: BTreeMap<String, Entry>,
+    pub revision: i64,
+    history: VecDeque<Arc<Event>>,
+    /// Every event with a revision in `oldest..=revision` is in `history`.
+    oldest: i64,
+    history_limit: usize,
+}
+
+impl State {
+    pub fn new(map: BTreeMap<String, Entry>, revision: i64, history_limit: usize) -> Self {
+        Self {
+            map,
+            revision,
+            history: VecDeque::new(),
+            oldest: revision + 1,
+            history_limit: history_limit.max(1),
+        }
+    }
+
+    /// The oldest revision whose event is still retained (`revision + 1` when none is).
+    pub fn oldest(&self) -> i64 {
+        self.oldest
+    }
+
+    pub fn get(&self, key: &str) -> Option<KeyValue> {
+        self.map.get(key).map(|e| e.to_key_value(key))
+    }
+
+    /// Publishes a committed batch: `events` carry consecutive revisions following `revision`.
+    pub fn apply(&mut self, events: Vec<Arc<Event>>) {
+        for ev in events {
+            debug_assert_eq!(
+                ev.revision,
+                self.revision + 1,
+                "revisions must be consecutive"
+            );
+            match ev.event_type {
+                EventType::Deleted => {
+                    self.map.remove(&ev.key);
+                }
+                EventType::Added | EventType::Modified => {
+                    // Replace the value in place when the key exists to avoid reallocating it.
+                    match self.map.get_mut(&ev.key) {
+                        Some(slot) => *slot = ev.entry.clone(),
+                        None => {
+                            self.map.insert(ev.key.clone(), ev.entry.clone());
+                        }
+                    }
+                }
+            }
+            self.revision = ev.revision;
+            self.history.push_back(ev);
+        }
+        while self.history.len() > self.history_limit {
+            self.history.pop_front();
+        }
+        self.oldest = self
+            .history
+            .front()
+            .map(|e| e.revision)
+            .unwrap_or(self.revision + 1);
+    }
+
+    /// Drops retained events older than `revision`.
+    pub fn compact(&mut self, revision: i64) {
+        let target = revision.min(self.revision + 1);
+        while self.history.front().is_some_and(|e| e.revision < target) {
+            self.history.pop_front();
+        }
+        self.oldest = self.oldest.max(target);
+    }
+
+    /// Events under `prefix` with revision >= `next`, scanning at most `max_scan` events.
+    pub fn events_since(&self, next: i64, prefix: &str, max_scan: usize) -> Result<Catchup> {
+        if next < self.oldest {
+            return Err(Error::Expired {
+                requested: next - 1,
+                oldest: self.oldest,
+            });
+        }
+        // next >= oldest, so the offset is non-negative; it may point past the end.
+        let start = usize::try_from(next - self.oldest).unwrap_or(usize::MAX);
+        let mut events = Vec::new();
+        let mut new_next = next.max(self.oldest);
+        for ev in self.history.iter().skip(start).take(max_scan) {
+            if ev.key.starts_with(prefix) {
+                events.push(ev.to_watch_event());
+            }
+            new_next = ev.revision + 1;
+        }
+        Ok(Catchup {
+            events,
+            next: new_next,
+            caught_up: new_next > self.revision,
+        })
+    }
+
+    pub fn count(&self, prefix: &str) -> usize {
+        self.map
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .count()
+    }
+
+    pub fn list(&self, prefix: &str, opts: &ListOptions) -> Result<ListResult> {
+        let at = if opts.revision == 0 {
+            self.revision
+        } else {
+            opts.revision
+        };
+        if at > self.revision {
+            // Upstream answers "too large resource version" (retryable); there is no dedicated
+            // variant, and the revision may simply not have been written yet.
+            return Err(Error::Unavailable(format!(
+                "revision {at} is newer than the current revision {}",
+                self.revision
+            )));
+        }
+        if at < self.oldest - 1 {
+            return Err(Error::Expired {
+                requested: at,
+                oldest: self.oldest,
+            });
+        }
+        let lower = match &opts.start_after {
+            Some(s) if s.as_str() >= prefix => Bound::Excluded(s.as_str()),
+            _ => Bound::Included(prefix),
+        };
+        let current = self
+            .map
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, e)| (k.as_str(), Some(e)));
+        let limit = if opts.limit == 0 {
+            usize::MAX
+        } else {
+            opts.limit
+        };
+
+        if at == self.revision {
+            return Ok(page(current, limit, at));
+        }
+        // Undo, newest first, every retained event newer than `at`: for each key the last
+        // undo written is the state before its oldest newer event, i.e. its state at `at`.
+        let mut overlay: BTreeMap<&str, Option<&Entry>> = BTreeMap::new();
+        let skip = usize::try_from(at + 1 - self.oldest).unwrap_or(0);
+        let after = |k: &str| match lower {
+            Bound::Excluded(s) => k > s,
+            _ => true,
+        };
+        for ev in self.history.iter().skip(skip).rev() {
+            if ev.key.starts_with(prefix) && after(&ev.key) {
+                overlay.insert(ev.key.as_str(), ev.prev.as_ref());
+            }
+        }
+        Ok(page(
+            Merge {
+                current: current.peekable(),
+                overlay: overlay.into_iter().peekable(),
+            },
+            limit,
+            at,
+        ))
+    }
+}
+
+fn page<'a>(
+    mut items: impl Iterator<Item = (&'a str, Option<&'a Entry>)>,
+    limit: usize,
+    revision: i64,
+) -> ListResult {
+    let mut out = Vec::new();
+    for (k, e) in items.by_ref() {
+        if let Some(e) = e {
+            out.push(e.to_key_value(k));
+            if out.len() == limit {
+                break;
+            }
+        }
+    }
+    let remaining = items.filter(|(_, e)| e.is_some()).count();
+    ListResult {
+        items: out,
+        revision,
+        remaining,
+    }
+}
+
+/// Merges the current map with an overlay of older states; the overlay wins on equal keys.
+struct Merge<
+    'a,
+    C: Iterator<Item = (&'a str, Option<&'a Entry>)>,
+    O: Iterator<Item = (&'a str, Option<&'a Entry>)>,
+> {
+    current: std::iter::Peekable<C>,
+    overlay: std::iter::Peekable<O>,
+}
+
+impl<'a, C, O> Iterator for Merge<'a, C, O>
+where
+    C: Iterator<Item = (&'a str, Option<&'a Entry>)>,
+    O: Iterator<Item = (&'a str, Option<&'a Entry>)>,
+{
+    type Item = (&'a str, Option<&'a Entry>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let order = match (self.current.peek(), self.overlay.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((c, _)), Some((o, _))) => c.cmp(o),
+        };
+        match order {
+            Ordering::Less => self.current.next(),
+            Ordering::Greater => self.overlay.next(),
+            Ordering::Equal => {
+                self.current.next();
+                self.overlay.next()
+            }
+        }
+    }
+}

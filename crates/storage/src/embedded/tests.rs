@@ -1,0 +1,238 @@
+//! Unit tests of the in-memory state (history ring, lists at older revisions) and encoding.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::state::{Entry, Event, State};
+use super::writer::{decode, encode};
+use crate::{Error, EventType, ListOptions};
+
+/// Applies one write to `state` the way the writer does.
+fn write(state: &mut State, key: &str, value: Option<&str>) {
+    let revision = state.revision + 1;
+    let prev = state.map.get(key).cloned();
+    let (event_type, entry) = match (value, &prev) {
+        (Some(v), None) => (
+            EventType::Added,
+            Entry {
+                value: Bytes::from(v.to_string()),
+                create_revision: revision,
+                mod_revision: revision,
+            },
+        ),
+        (Some(v), Some(p)) => (
+            EventType::Modified,
+            Entry {
+                value: Bytes::from(v.to_string()),
+                create_revision: p.create_revision,
+                mod_revision: revision,
+            },
+        ),
+        (None, Some(p)) => (EventType::Deleted, p.clone()),
+        (None, None) => panic!("deleting missing key {key}"),
+    };
+    state.apply(vec![Arc::new(Event {
+        event_type,
+        key: key.to_string(),
+        entry,
+        revision,
+        prev,
+    })]);
+}
+
+fn keys_values(state: &State, prefix: &str, opts: &ListOptions) -> Vec<(String, String)> {
+    state
+        .list(prefix, opts)
+        .expect("list")
+        .items
+        .into_iter()
+        .map(|kv| (kv.key, String::from_utf8(kv.value.to_vec()).expect("utf8")))
+        .collect()
+}
+
+#[test]
+fn list_at_older_revision_undoes_newer_events() {
+    let mut s = State::new(BTreeMap::new(), 0, 100);
+    write(&mut s, "/a/1", Some("v1")); // 1
+    write(&mut s, "/a/2", Some("v1")); // 2
+    write(&mut s, "/b/1", Some("v1")); // 3
+    write(&mut s, "/a/1", Some("v2")); // 4
+    write(&mut s, "/a/2", None); // 5
+    write(&mut s, "/a/3", Some("v1")); // 6
+    write(&mut s, "/a/1", Some("v3")); // 7
+
+    let at = |rev| ListOptions {
+        revision: rev,
+        ..Default::default()
+    };
+    let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+    assert_eq!(
+        keys_values(&s, "/a/", &at(0)),
+        vec![kv("/a/1", "v3"), kv("/a/3", "v1")]
+    );
+    assert_eq!(
+        keys_values(&s, "/a/", &at(7)),
+        vec![kv("/a/1", "v3"), kv("/a/3", "v1")]
+    );
+    assert_eq!(
+        keys_values(&s, "/a/", &at(4)),
+        vec![kv("/a/1", "v2"), kv("/a/2", "v1")]
+    );
+    assert_eq!(
+        keys_values(&s, "/a/", &at(2)),
+        vec![kv("/a/1", "v1"), kv("/a/2", "v1")]
+    );
+    assert_eq!(keys_values(&s, "/a/", &at(1)), vec![kv("/a/1", "v1")]);
+    // Revision 0 is "latest", so the empty initial state is asked for as the oldest-1 bound.
+    let r4 = s.list("/a/", &at(4)).expect("list");
+    assert_eq!(r4.revision, 4);
+    assert_eq!(r4.items[0].mod_revision, 4);
+    assert_eq!(r4.items[0].create_revision, 1);
+    assert_eq!(r4.items[1].mod_revision, 2);
+
+    // Pagination at an older revision.
+    let page1 = s
+        .list(
+            "/a/",
+            &ListOptions {
+                revision: 4,
+                limit: 1,
+                ..Default::default()
+            },
+        )
+        .expect("list");
+    assert_eq!(page1.items.len(), 1);
+    assert_eq!(page1.remaining, 1);
+    let page2 = s
+        .list(
+            "/a/",
+            &ListOptions {
+                revision: 4,
+                limit: 1,
+                start_after: Some(page1.items[0].key.clone()),
+            },
+        )
+        .expect("list");
+    assert_eq!(page2.items[0].key, "/a/2");
+    assert_eq!(page2.remaining, 0);
+}
+
+#[test]
+fn history_is_bounded_and_older_reads_expire() {
+    let mut s = State::new(BTreeMap::new(), 10, 3);
+    assert_eq!(s.oldest(), 11);
+    assert!(s
+        .list(
+            "/",
+            &ListOptions {
+                revision: 10,
+                ..Default::default()
+            }
+        )
+        .is_ok());
+    for i in 0..5 {
+        write(&mut s, &format!("/k{i}"), Some("v"));
+    }
+    // Revisions 11..=15 written, the last 3 (13..=15) retained.
+    assert_eq!(s.oldest(), 13);
+    assert!(s
+        .list(
+            "/",
+            &ListOptions {
+                revision: 12,
+                ..Default::default()
+            }
+        )
+        .is_ok());
+    assert_eq!(
+        s.list(
+            "/",
+            &ListOptions {
+                revision: 11,
+                ..Default::default()
+            }
+        ),
+        Err(Error::Expired {
+            requested: 11,
+            oldest: 13
+        })
+    );
+    assert!(matches!(
+        s.list(
+            "/",
+            &ListOptions {
+                revision: 16,
+                ..Default::default()
+            }
+        ),
+        Err(Error::Unavailable(_))
+    ));
+    assert!(matches!(
+        s.events_since(12, "/", 100),
+        Err(Error::Expired {
+            requested: 11,
+            oldest: 13
+        })
+    ));
+    let c = s.events_since(13, "/", 100).expect("events");
+    assert_eq!(
+        c.events.iter().map(|e| e.revision).collect::<Vec<_>>(),
+        vec![13, 14, 15]
+    );
+    assert!(c.caught_up);
+    assert_eq!(c.next, 16);
+
+    s.compact(15);
+    assert_eq!(s.oldest(), 15);
+    s.compact(100);
+    assert_eq!(
+        s.oldest(),
+        16,
+        "compacting past the head keeps the head watchable"
+    );
+    assert!(s
+        .events_since(16, "/", 100)
+        .expect("events")
+        .events
+        .is_empty());
+}
+
+#[test]
+fn events_since_scans_in_chunks_and_filters_by_prefix() {
+    let mut s = State::new(BTreeMap::new(), 0, 100);
+    for i in 0..10 {
+        write(
+            &mut s,
+            &format!("/{}/{i}", if i % 2 == 0 { "even" } else { "odd" }),
+            Some("v"),
+        );
+    }
+    let c = s.events_since(1, "/even/", 4).expect("events");
+    assert_eq!(
+        c.events.iter().map(|e| e.revision).collect::<Vec<_>>(),
+        vec![1, 3]
+    );
+    assert_eq!(c.next, 5);
+    assert!(!c.caught_up);
+    let c = s.events_since(5, "/even/", 100).expect("events");
+    assert_eq!(
+        c.events.iter().map(|e| e.revision).collect::<Vec<_>>(),
+        vec![5, 7, 9]
+    );
+    assert!(c.caught_up);
+}
+
+#[test]
+fn entries_round_trip_through_the_file_encoding() {
+    let e = Entry {
+        value: Bytes::from_static(b"{\"a\":1}"),
+        create_revision: 3,
+        mod_revision: i64::MAX,
+    };
+    let mut buf = Vec::new();
+    encode(&e, &mut buf);
+    assert_eq!(decode(&buf), Some(e));
+    assert_eq!(decode(&buf[..10]), None);
+}
