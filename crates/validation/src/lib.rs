@@ -6,6 +6,7 @@
 //! Everything is a pure function over objects in their external JSON form. Kinds without
 //! dedicated rules get object-metadata validation only.
 
+mod apps;
 mod core;
 mod meta;
 mod util;
@@ -47,6 +48,7 @@ pub fn default_object(group: &str, _version: &str, kind: &str, obj: &mut Value) 
     match (group, kind) {
         ("", "Pod") => core::pod::default_pod(obj),
         ("", "Service") => core::service::default_service(obj),
+        ("apps", k) => apps::default(k, obj),
         _ => {}
     }
 }
@@ -63,6 +65,7 @@ pub fn validate(group: &str, _version: &str, kind: &str, obj: &Value, old: Optio
         ("", "Pod", Some(old)) => errs.extend(core::pod::validate_pod_update(obj, old)),
         ("", "Service", None) => errs.extend(core::service::validate_service(obj)),
         ("", "Service", Some(old)) => errs.extend(core::service::validate_service_update(obj, old)),
+        ("apps", k, old) => errs.extend(apps::validate(k, obj, old)),
         _ => {}
     }
     errs
@@ -74,6 +77,7 @@ pub fn validate_status_update(group: &str, _version: &str, kind: &str, obj: &Val
     match (group, kind) {
         ("", "Pod") => errs.extend(core::pod::validate_pod_status_update(obj, old)),
         ("", "Service") => errs.extend(core::service::validate_service_status(obj)),
+        ("apps", k) => errs.extend(apps::validate_status(k, obj)),
         _ => {}
     }
     errs

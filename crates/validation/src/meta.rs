@@ -147,6 +147,68 @@ pub(crate) fn validate_object_meta_update(obj: &Value, old: &Value) -> Errs {
     errs
 }
 
+/// `ValidateLabelSelector` (strict: label values in selectors must be valid).
+pub(crate) fn validate_label_selector(sel: &Value, path: &Path) -> Errs {
+    let mut errs = validate_labels(&str_map(sel, "matchLabels"), &path.child("matchLabels"));
+    for (i, e) in arr(sel, "matchExpressions").iter().enumerate() {
+        let p = path.child("matchExpressions").index(i);
+        let values = arr(e, "values");
+        let op = st(e, "operator");
+        match op {
+            "In" | "NotIn" => {
+                if values.is_empty() {
+                    errs.push(required_d(&p.child("values"), "must be specified when `operator` is 'In' or 'NotIn'"));
+                }
+            }
+            "Exists" | "DoesNotExist" => {
+                if !values.is_empty() {
+                    errs.push(forbidden(&p.child("values"), "may not be specified when `operator` is 'Exists' or 'DoesNotExist'"));
+                }
+            }
+            _ => errs.push(invalid(&p.child("operator"), op, "not a valid selector operator")),
+        }
+        let key = st(e, "key");
+        errs.extend(is_qualified_name(key).into_iter().map(|m| invalid(&p.child("key"), key, &m)));
+        for (j, v) in values.iter().enumerate() {
+            let v = v.as_str().unwrap_or("");
+            errs.extend(is_valid_label_value(v).into_iter().map(|m| invalid(&p.child("values").index(j), v, &m)));
+        }
+    }
+    errs
+}
+
+/// The gogo-protobuf `String()` of a `*metav1.LabelSelector`, which upstream prints for selector
+/// values in field errors.
+pub(crate) fn label_selector_string(sel: Option<&Value>) -> String {
+    let Some(sel) = sel.filter(|s| !s.is_null()) else { return "nil".to_string() };
+    let labels: String = str_map(sel, "matchLabels").iter().map(|(k, v)| format!("{k}: {v},")).collect();
+    let exprs: String = arr(sel, "matchExpressions")
+        .iter()
+        .map(|e| {
+            let vals: Vec<&str> = arr(e, "values").iter().filter_map(Value::as_str).collect();
+            format!("LabelSelectorRequirement{{Key:{},Operator:{},Values:[{}],}},", st(e, "key"), st(e, "operator"), vals.join(" "))
+        })
+        .collect();
+    format!("&LabelSelector{{MatchLabels:map[string]string{{{labels}}},MatchExpressions:[]LabelSelectorRequirement{{{exprs}}},}}")
+}
+
+/// Go's `%#v` of an object's `labels` map (`map[string]string(nil)` when absent).
+pub(crate) fn labels_go_string(meta: Option<&Value>) -> String {
+    match meta.and_then(|m| obj(m, "labels")) {
+        None => "map[string]string(nil)".to_string(),
+        Some(_) => go_string_map(&str_map(meta.unwrap_or(&Value::Null), "labels")),
+    }
+}
+
+/// Whether `selector` (a JSON `metav1.LabelSelector`) matches `labels`; None when unparsable.
+pub(crate) fn selector_matches(selector: &Value, meta: Option<&Value>) -> Option<bool> {
+    let sel = apimachinery::selectors::LabelSelector::from_json(selector).ok()?;
+    if sel.is_empty() && !sel.is_nothing() {
+        return Some(true);
+    }
+    Some(sel.matches(meta.and_then(|m| obj(m, "labels"))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
