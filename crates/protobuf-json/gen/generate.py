@@ -200,12 +200,90 @@ def parse_crate(root):
     return msgs
 
 
+# ---------------------------------------------------------------------------------------------
+# Descriptors embedded in a kubectl binary: gzipped FileDescriptorProtos of every k8s.io/api
+# package as compiled by go-to-protobuf, *with* the gogoproto options the published
+# generated.proto files strip. `(gogoproto.nullable) = false` says the Go field is a value, not
+# a pointer: that decides whether a zero value present on the wire is written to JSON.
+
+def pb_fields(buf):
+    """Yield (field number, wire type, value) of a protobuf message (value: int or bytes)."""
+    i = 0
+    while i < len(buf):
+        key, i = pb_varint(buf, i)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            v, i = pb_varint(buf, i)
+        elif wt == 2:
+            n, i = pb_varint(buf, i)
+            v, i = buf[i : i + n], i + n
+        elif wt == 1:
+            v, i = buf[i : i + 8], i + 8
+        elif wt == 5:
+            v, i = buf[i : i + 4], i + 4
+        else:
+            raise ValueError("unsupported wire type %d" % wt)
+        yield num, wt, v
+
+
+def pb_varint(buf, i):
+    shift = value = 0
+    while True:
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return value, i
+
+
+def kubectl_descriptors(binary):
+    """{proto full message name: {field number: {"name", "nullable", "embed"}}} from a kubectl binary."""
+    import zlib
+
+    data = open(binary, "rb").read()
+    out = {}
+    for m in re.finditer(b"\x1f\x8b\x08\x00\x00\x00\x00\x00", data):
+        try:
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data[m.start() : m.start() + 4_000_000])
+        except zlib.error:
+            continue
+        if b"generated.proto" not in d[:120]:
+            continue
+        try:
+            fields = list(pb_fields(d))
+        except (ValueError, IndexError):
+            continue
+        package = next((v.decode() for n, _, v in fields if n == 2), "")
+        for n, _, v in fields:
+            if n == 4:
+                add_descriptor(package, v, out)
+    return out
+
+
+def add_descriptor(prefix, msg, out):
+    fields = list(pb_fields(msg))
+    name = prefix + "." + next(v.decode() for n, _, v in fields if n == 1)
+    table = out.setdefault(name, {})
+    for n, _, v in fields:
+        if n == 3:
+            add_descriptor(name, v, out)
+        if n != 2:
+            continue
+        f = {k: val for k, _, val in pb_fields(v) if k in (1, 3, 8)}
+        opts = {k: val for k, _, val in pb_fields(f.get(8, b""))}
+        table[f[3]] = {"name": f[1].decode(), "nullable": opts.get(65001, 1) != 0, "embed": opts.get(65002, 0) != 0}
+
+
 def main():
     ap = argparse.ArgumentParser()
     default_pb = sorted(glob.glob(os.path.expanduser("~/.cargo/registry/src/*/k8s-pb-0.9.0/src")))
     ap.add_argument("--k8s-pb", default=default_pb[-1] if default_pb else None)
     ap.add_argument("--openapi", default="/work/shared/reference/kubernetes-openapi-v2-release-1.36.json")
     ap.add_argument("--out", default=OUT)
+    kubectls = sorted(glob.glob("/usr/lib/google-cloud-sdk/bin/kubectl.1.*"), key=lambda p: int(p.rsplit(".", 1)[1]))
+    ap.add_argument("--kubectl-binary", default=kubectls[-1] if kubectls else None,
+                    help="kubectl whose embedded descriptors give Go pointer-ness (gogoproto.nullable)")
     args = ap.parse_args()
     if not args.k8s_pb:
         sys.exit("k8s-pb sources not found; pass --k8s-pb")
@@ -213,7 +291,13 @@ def main():
     defs = json.load(open(args.openapi))["definitions"]
     defs_ci = {k.lower(): k for k in defs}
     msgs = parse_crate(args.k8s_pb)
+    descs = kubectl_descriptors(args.kubectl_binary) if args.kubectl_binary else {}
+    if not descs:
+        print("warning: no kubectl descriptors; zero-value presence falls back to heuristics", file=sys.stderr)
 
+    descs_ci = {}
+    for k in descs:
+        descs_ci.setdefault(k.lower(), []).append(k)
     # Proto full name, spelled as upstream (OpenAPI casing) where known.
     full = {}
     openapi_def = {}
@@ -226,6 +310,9 @@ def main():
                 if k.lower().endswith("." + name.lower()) and k.startswith(openapi_prefix(mod)[: -len(mod[-1])]):
                     proper = k.rsplit(".", 1)[1]
                     break
+        if not d:
+            for k in descs_ci.get((proto_package(mod) + "." + name).lower(), []):
+                proper = k.rsplit(".", 1)[1]
         full[(mod, name)] = proto_package(mod) + "." + proper
         openapi_def[(mod, name)] = d
 
@@ -265,6 +352,7 @@ def main():
                 learned_inline.add(f["target"][1])
 
     guessed = []
+    stats = {"descriptor": 0}
     out_msgs = []
     for key in order:
         mod, name = key
@@ -281,13 +369,27 @@ def main():
                         break
                 if json_name:
                     break
-            found = json_name is not None
-            if not found and is_inline_candidate(f) and (openapi_def[key] or f["target"][1] in learned_inline):
-                # A Go embedded struct (`json:",inline"`): a proto field named after its type whose
-                # JSON properties are the parent's own.
+            desc = descs.get(fname, {}).get(f["tag"])
+            if desc and json_name and desc["name"] != json_name:
+                print("warning: %s tag %d: OpenAPI says %s, kubectl's descriptor %s"
+                      % (fname, f["tag"], json_name, desc["name"]), file=sys.stderr)
+            if desc:
+                stats["descriptor"] += 1
+            # go-to-protobuf rarely marks embedding (gogoproto.embed), so mostly infer it.
+            inline = (desc and desc["embed"]) or (
+                json_name is None and is_inline_candidate(f)
+                and (openapi_def[key] or f["target"][1] in learned_inline))
+            if inline:
+                # A Go embedded struct (`json:",inline"`): its JSON properties are the parent's.
                 fields.append((f["tag"], "", "M(%d)" % index[f["target"]], "Inline", False))
                 print("inline: %s.%s" % (fname, f["rust"]), file=sys.stderr)
                 continue
+            if not json_name and desc:
+                json_name = desc["name"]
+                if json_name[:1].isupper() or json_name[1:2].isupper():
+                    # go-to-protobuf fell back to the Go field name (lower-cased first letter)
+                    # where it could not parse the json tag: "uID", "aPIGroup", "Webhooks".
+                    json_name = go_json_name(json_name[:1].upper() + json_name[1:])
             if not json_name:
                 g = global_props.get(norm(f["rust"]), set())
                 if len(g) == 1:
@@ -300,6 +402,15 @@ def main():
                     json_name = lower_camel(f["rust"])
                     if fname not in SPECIAL:
                         guessed.append("%s.%s -> %s" % (fname, f["rust"], json_name))
+            # Whether a zero value present on the wire is written: Go writes it for pointers
+            # (nullable) and for fields without omitempty (OpenAPI `required`).
+            if desc:
+                keep_zero = desc["nullable"] or required
+            elif f["wire"] in ("string", "bytes"):
+                keep_zero = required
+            else:
+                # Unknown pointer-ness: keeping is safe (`replicas: 0` must survive).
+                keep_zero = True
             if f["wire"] == "message":
                 tgt = f["target"]
                 if tgt not in index:
@@ -312,7 +423,7 @@ def main():
                         print("warning: shape mismatch %s.%s (%s)" % (fname, json_name, full[tgt]), file=sys.stderr)
             else:
                 ty = SCALARS[f["wire"]]
-            fields.append((f["tag"], json_name, ty, f["card"], required))
+            fields.append((f["tag"], json_name, ty, f["card"], keep_zero))
         out_msgs.append((fname, SPECIAL.get(fname, "Plain"), fields))
 
     missing_special = set(SPECIAL) - {m[0] for m in out_msgs}
@@ -343,13 +454,13 @@ def main():
     w.append("// @generated by crates/protobuf-json/gen/generate.py from k8s-pb %s and %s; do not edit.\n" % (
         os.path.basename(os.path.dirname(args.k8s_pb.rstrip("/"))), os.path.basename(args.openapi)))
     w.append("use crate::schema::{Card::*, Message, Special, Ty::*};\n")
-    w.append("use crate::schema::{f, r};\n\n")
+    w.append("use crate::schema::{f, k};\n\n")
     w.append("pub(crate) static MESSAGES: [Message; %d] = [\n" % len(out_msgs))
     for i, (fname, special, fields) in enumerate(out_msgs):
         w.append("    // %d\n" % i)
         w.append('    Message {\n        name: "%s",\n        special: Special::%s,\n        fields: &[\n' % (fname, special))
         for tag, jn, ty, card, req in fields:
-            w.append('            %s(%d, "%s", %s, %s),\n' % ("r" if req else "f", tag, jn, ty, card))
+            w.append('            %s(%d, "%s", %s, %s),\n' % ("k" if req else "f", tag, jn, ty, card))
         w.append("        ],\n    },\n")
     w.append("];\n\n")
     w.append("/// (apiVersion, kind, index into MESSAGES), sorted for binary search.\n")
@@ -364,7 +475,8 @@ def main():
         print("guessed: " + g, file=sys.stderr)
     print(
         "wrote %s: %d messages, %d fields, %d kinds, %d guessed names"
-        % (args.out, len(out_msgs), sum(len(m[2]) for m in out_msgs), len(kinds), len(guessed)),
+        % (args.out, len(out_msgs), sum(len(m[2]) for m in out_msgs), len(kinds), len(guessed))
+        + "; %d fields described by kubectl's descriptors" % stats["descriptor"],
         file=sys.stderr,
     )
 

@@ -2,9 +2,11 @@
 //! value upstream's encoding/json would produce for the decoded Go object.
 //!
 //! Semantics, mirroring gogo-protobuf decoding followed by Go's JSON encoding:
-//! * singular scalars: last occurrence wins; numbers and bools present on the wire are kept
-//!   (zero included: a pointer field like `replicas: 0` must survive); strings and bytes that
-//!   are empty are omitted unless OpenAPI lists the property as required (no `omitempty`);
+//! * singular scalars: last occurrence wins; a zero value ("", 0, false, empty bytes) present
+//!   on the wire is written only where Go would write it: for pointer fields (`replicas: 0`,
+//!   `storageClassName: ""`) and fields without `omitempty`. gogo writes every non-pointer
+//!   field, so `generation: 0`, `hostPort: 0`, `stdin: false` are dropped like Go's encoder
+//!   does. Where the generator had no pointer information, numbers and bools are kept;
 //! * singular messages: repeated occurrences merge (their encodings are concatenated, which
 //!   is protobuf's merge rule); a present message is emitted even when empty (`status: {}`);
 //! * repeated fields accept packed and unpacked encodings; empty lists and maps are omitted;
@@ -306,6 +308,15 @@ fn raw_json(raw: &[u8], offset: usize, depth: usize) -> Result<Value, DecodeErro
     })
 }
 
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.is_empty(),
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        _ => false,
+    }
+}
+
 fn object(
     msg: &'static Message,
     accs: Vec<Option<Acc>>,
@@ -316,7 +327,7 @@ fn object(
     for (field, acc) in msg.fields.iter().zip(accs) {
         let Some(acc) = acc else { continue };
         let value = match acc {
-            Acc::Scalar(Value::String(s)) if s.is_empty() && !field.required => continue,
+            Acc::Scalar(v) if !field.keep_zero && is_zero(&v) => continue,
             Acc::Scalar(v) => v,
             Acc::Raw(bytes, offset) => match field.ty {
                 Ty::M(m) => match message_value(m, &bytes, offset, depth + 1)? {
@@ -327,7 +338,7 @@ fn object(
                     Some(v) => v,
                     None => continue,
                 },
-                _ if bytes.is_empty() && !field.required => continue,
+                _ if bytes.is_empty() && !field.keep_zero => continue,
                 _ => Value::String(base64(&bytes)),
             },
             Acc::List(l) if l.is_empty() => continue,

@@ -72,8 +72,10 @@ pub(crate) struct Field {
     pub json: &'static str,
     pub ty: Ty,
     pub card: Card,
-    /// Listed in the OpenAPI `required` set: Go has no `omitempty`, so empty strings are kept.
-    pub required: bool,
+    /// Whether a zero scalar present on the wire ("", 0, false, empty bytes) is written to
+    /// JSON: true for Go pointer fields (`replicas: 0`, `storageClassName: ""`) and fields
+    /// without `omitempty`; false for plain `omitempty` values (`generation`, `hostPort`).
+    pub keep_zero: bool,
 }
 
 #[derive(Debug)]
@@ -84,25 +86,25 @@ pub(crate) struct Message {
     pub fields: &'static [Field],
 }
 
-/// An optional field (`omitempty` upstream).
+/// A field whose zero value Go omits (a value with `omitempty`).
 pub(crate) const fn f(tag: u32, json: &'static str, ty: Ty, card: Card) -> Field {
     Field {
         tag,
         json,
         ty,
         card,
-        required: false,
+        keep_zero: false,
     }
 }
 
-/// A required field (no `omitempty` upstream).
-pub(crate) const fn r(tag: u32, json: &'static str, ty: Ty, card: Card) -> Field {
+/// A field whose zero value Go writes when present (a pointer, or no `omitempty`).
+pub(crate) const fn k(tag: u32, json: &'static str, ty: Ty, card: Card) -> Field {
     Field {
         tag,
         json,
         ty,
         card,
-        required: true,
+        keep_zero: true,
     }
 }
 
