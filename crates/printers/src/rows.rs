@@ -693,8 +693,8 @@ impl Ctx<'_> {
         // Upstream keys conditions by type in a map, so the last Ready condition wins.
         let ready = arr(o, &["status", "conditions"])
             .iter()
-            .filter(|c| s(c, &["type"]) == "Ready")
-            .last();
+            .rev()
+            .find(|c| s(c, &["type"]) == "Ready");
         let mut status = vec![match ready {
             Some(c) if s(c, &["status"]) == "True" => "Ready",
             Some(_) => "NotReady",
@@ -1167,3 +1167,6 @@ fn format_hpa_metrics(specs: &[Value], statuses: &[Value]) -> String {
     }
     list.join(", ")
 }
+
+#[cfg(test)]
+mod tests;
