@@ -26,7 +26,7 @@ pub use validate::{decode_error_message, strict_decoding_error, unknown_field_wa
 
 use schema::Compact;
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// `Content-Type` of [`OpenApi::v2_protobuf`] (what kubectl asks `/openapi/v2` for).
@@ -153,8 +153,14 @@ impl OpenApi {
         if let Some(hit) = self.v3_cache.lock().ok()?.gzipped.get(gv_path) {
             return Some(Arc::clone(hit));
         }
-        let json = self.v3_group_version_uncached(gv_path)?;
-        let gz: Arc<[u8]> = gzip(&json).into();
+        // Compressed while written, so the uncompressed document never exists here.
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let found = source::with_doc(|doc| v3::group_version(doc, gv_path, &mut enc))
+            .expect("writing to a Vec cannot fail");
+        if !found {
+            return None;
+        }
+        let gz: Arc<[u8]> = enc.finish().expect("writing to a Vec cannot fail").into();
         let mut cache = self.v3_cache.lock().ok()?;
         if cache.bytes + gz.len() <= V3_CACHE_BUDGET {
             cache.bytes += gz.len();
@@ -165,13 +171,15 @@ impl OpenApi {
 
     /// Builds the v3 document without touching the cache.
     pub fn v3_group_version_uncached(&self, gv_path: &str) -> Option<Vec<u8>> {
-        source::with_doc(|doc| v3::group_version(doc, gv_path))
-            .map(|doc| serde_json::to_vec(&doc).expect("a Value always serializes"))
+        let mut out = Vec::new();
+        source::with_doc(|doc| v3::group_version(doc, gv_path, &mut out))
+            .expect("writing to a Vec cannot fail")
+            .then_some(out)
     }
 
     /// `/openapi/v2` as JSON: the embedded upstream document, unchanged.
     pub fn v2_json(&self) -> Vec<u8> {
-        source::inflate().into_bytes()
+        source::inflate()
     }
 
     /// `/openapi/v2` as JSON narrowed to the served group-versions (their paths, the
@@ -205,10 +213,4 @@ impl OpenApi {
         }
         source::document_hash(&what)
     }
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(data).expect("writing to a Vec cannot fail");
-    enc.finish().expect("writing to a Vec cannot fail")
 }

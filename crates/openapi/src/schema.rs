@@ -6,7 +6,7 @@
 //! document itself is dropped right after. [`KindSchema`] is a cheap handle on one top-level
 //! kind and answers patch-metadata lookups by JSON path.
 
-use crate::source::{self, RawDoc};
+use crate::source::{self, Doc};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -79,9 +79,9 @@ impl Compact {
         source::with_doc(Self::from_doc)
     }
 
-    fn from_doc(doc: &RawDoc<'_>) -> Self {
+    fn from_doc(doc: &Doc) -> Self {
         // BTreeMap iteration is sorted, so indexes into `names` are stable binary-search ranks.
-        let names: Vec<&str> = doc.definitions.keys().copied().collect();
+        let names: Vec<&str> = doc.definitions.keys().map(String::as_str).collect();
         let index = |name: &str| names.binary_search(&name).ok().map(|i| i as u32);
         let mut defs = Vec::with_capacity(names.len());
         let mut gvks = Vec::new();
@@ -99,11 +99,11 @@ impl Compact {
                 }
             }
             let node = build_node(&value, &index);
-            let accepts_number = *name == QUANTITY
+            let accepts_number = name == QUANTITY
                 || node.format.as_deref() == Some("int-or-string")
                 || node.ext.as_ref().is_some_and(|e| e.int_or_string);
             defs.push(Def {
-                name: (*name).into(),
+                name: name.as_str().into(),
                 node,
                 accepts_number,
             });

@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::sync::OnceLock;
 
@@ -18,39 +18,45 @@ pub(crate) static SWAGGER_GZ: &[u8] = include_bytes!("../data/swagger-v1.36.json
 /// (and therefore client caches keyed by them) change with it.
 const TRANSFORM_REVISION: &str = "openapi-crate/1";
 
-/// Top-level members of the v2 document, each an unparsed slice of the inflated text.
+/// Top-level members of the v2 document, each entry an unparsed, separately allocated slice
+/// of JSON text.
+///
+/// Owned slices rather than borrows of one inflated string: the document is parsed straight
+/// from the gzip stream, so no single multi-megabyte buffer is ever allocated (glibc keeps
+/// the heap grown after one such buffer is freed, which would show up as idle RSS).
 #[derive(Deserialize)]
-pub(crate) struct RawDoc<'a> {
-    pub swagger: &'a str,
-    #[serde(borrow)]
-    pub info: &'a RawValue,
-    #[serde(borrow)]
-    pub paths: BTreeMap<&'a str, &'a RawValue>,
-    #[serde(borrow)]
-    pub definitions: BTreeMap<&'a str, &'a RawValue>,
-    #[serde(borrow, default)]
-    pub parameters: BTreeMap<&'a str, &'a RawValue>,
-    #[serde(borrow, default)]
-    pub security: Option<&'a RawValue>,
-    #[serde(borrow, default, rename = "securityDefinitions")]
-    pub security_definitions: Option<&'a RawValue>,
+pub(crate) struct Doc {
+    pub swagger: String,
+    pub info: Box<RawValue>,
+    pub paths: BTreeMap<String, Box<RawValue>>,
+    pub definitions: BTreeMap<String, Box<RawValue>>,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, Box<RawValue>>,
+    #[serde(default)]
+    pub security: Option<Box<RawValue>>,
+    #[serde(default, rename = "securityDefinitions")]
+    pub security_definitions: Option<Box<RawValue>>,
 }
 
-/// Inflates the embedded document.
-pub(crate) fn inflate() -> String {
-    let mut text = String::with_capacity(4_400_000);
-    flate2::read::GzDecoder::new(SWAGGER_GZ)
-        .read_to_string(&mut text)
-        .expect("embedded OpenAPI document is valid gzip and UTF-8");
+/// A reader over the inflated embedded document.
+pub(crate) fn reader() -> impl Read {
+    std::io::BufReader::with_capacity(32 * 1024, flate2::read::GzDecoder::new(SWAGGER_GZ))
+}
+
+/// Inflates the embedded document into one buffer.
+pub(crate) fn inflate() -> Vec<u8> {
+    let mut text = Vec::with_capacity(4_200_000);
+    reader()
+        .read_to_end(&mut text)
+        .expect("embedded OpenAPI document is valid gzip");
     text
 }
 
-/// Inflates the embedded document and hands a borrowed view of it to `f`; the text is freed
+/// Parses the embedded document into raw slices and hands it to `f`; everything is freed
 /// when `f` returns.
-pub(crate) fn with_doc<R>(f: impl FnOnce(&RawDoc<'_>) -> R) -> R {
-    let text = inflate();
-    let doc: RawDoc<'_> =
-        serde_json::from_str(&text).expect("embedded OpenAPI document has the v2 shape");
+pub(crate) fn with_doc<R>(f: impl FnOnce(&Doc) -> R) -> R {
+    let doc: Doc =
+        serde_json::from_reader(reader()).expect("embedded OpenAPI document has the v2 shape");
     f(&doc)
 }
 
@@ -92,6 +98,48 @@ pub(crate) fn scan_refs<'t>(text: &'t str, mut out: impl FnMut(&'t str)) {
         out(&rest[..end]);
         rest = &rest[end..];
     }
+}
+
+/// Names of `#/parameters/<name>` references in a raw slice.
+pub(crate) fn scan_params<'t>(text: &'t str, out: &mut BTreeSet<&'t str>) {
+    const MARKER: &str = "#/parameters/";
+    let mut rest = text;
+    while let Some(i) = rest.find(MARKER) {
+        rest = &rest[i + MARKER.len()..];
+        let end = rest.find('"').unwrap_or(rest.len());
+        out.insert(&rest[..end]);
+        rest = &rest[end..];
+    }
+}
+
+/// The definitions (sorted) and `#/parameters/` entries the given raw path items reach,
+/// directly or through other definitions, found by scanning text.
+pub(crate) fn reachable<'a>(
+    doc: &'a Doc,
+    paths: &[(&'a str, &'a RawValue)],
+) -> (BTreeSet<&'a str>, BTreeSet<&'a str>) {
+    let mut params = BTreeSet::new();
+    let mut pending = Vec::new();
+    for (_, raw) in paths {
+        scan_params(raw.get(), &mut params);
+        scan_refs(raw.get(), |r| pending.push(r));
+    }
+    let params: BTreeSet<&'a str> = params
+        .into_iter()
+        .filter_map(|p| doc.parameters.get_key_value(p).map(|(k, _)| k.as_str()))
+        .collect();
+    for p in &params {
+        scan_refs(doc.parameters[*p].get(), |r| pending.push(r));
+    }
+    let mut reached = BTreeSet::new();
+    while let Some(name) = pending.pop() {
+        if let Some((key, raw)) = doc.definitions.get_key_value(name) {
+            if reached.insert(key.as_str()) {
+                scan_refs(raw.get(), |r| pending.push(r));
+            }
+        }
+    }
+    (reached, params)
 }
 
 /// 64-bit FNV-1a, used for stable document hashes (not for security).

@@ -8,14 +8,13 @@
 //! encoding one path item or definition at a time.
 
 use crate::pb::Writer;
-use crate::source::{self, RawDoc};
+use crate::source::{self, Doc};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use std::collections::BTreeSet;
 
 /// The parts of the document one response carries.
-pub(crate) struct View<'d, 'a> {
-    pub doc: &'d RawDoc<'a>,
+pub(crate) struct View<'a> {
+    pub doc: &'a Doc,
     pub paths: Vec<(&'a str, &'a RawValue)>,
     pub definitions: Vec<(&'a str, &'a RawValue)>,
     pub parameters: Vec<(&'a str, &'a RawValue)>,
@@ -43,48 +42,32 @@ fn keep(key: &str, served: &[&str]) -> bool {
     true
 }
 
-impl<'d, 'a> View<'d, 'a> {
+impl<'a> View<'a> {
     /// Everything, or only what `served` group-versions need (their paths, and the parameters
     /// and definitions those reach).
-    pub(crate) fn new(doc: &'d RawDoc<'a>, served: Option<&[&str]>) -> Self {
+    pub(crate) fn new(doc: &'a Doc, served: Option<&[&str]>) -> Self {
         let Some(served) = served else {
             return View {
                 doc,
-                paths: doc.paths.iter().map(|(k, v)| (*k, *v)).collect(),
-                definitions: doc.definitions.iter().map(|(k, v)| (*k, *v)).collect(),
-                parameters: doc.parameters.iter().map(|(k, v)| (*k, *v)).collect(),
+                paths: doc.paths.iter().map(|(k, v)| (k.as_str(), &**v)).collect(),
+                definitions: doc.definitions.iter().map(|(k, v)| (k.as_str(), &**v)).collect(),
+                parameters: doc.parameters.iter().map(|(k, v)| (k.as_str(), &**v)).collect(),
             };
         };
         let paths: Vec<_> = doc
             .paths
             .iter()
             .filter(|(k, _)| keep(source::gv_key(k), served))
-            .map(|(k, v)| (*k, *v))
+            .map(|(k, v)| (k.as_str(), &**v))
             .collect();
-        let mut params = BTreeSet::new();
-        let mut pending = Vec::new();
-        for (_, raw) in &paths {
-            scan_params(raw.get(), &mut params);
-            source::scan_refs(raw.get(), |r| pending.push(r));
-        }
-        let parameters: Vec<_> = params
-            .iter()
-            .filter_map(|p| doc.parameters.get_key_value(p).map(|(k, v)| (*k, *v)))
-            .collect();
-        for (_, raw) in &parameters {
-            source::scan_refs(raw.get(), |r| pending.push(r));
-        }
-        let mut reached = BTreeSet::new();
-        while let Some(name) = pending.pop() {
-            if let Some((key, raw)) = doc.definitions.get_key_value(name) {
-                if reached.insert(*key) {
-                    source::scan_refs(raw.get(), |r| pending.push(r));
-                }
-            }
-        }
-        let definitions = reached
+        let (definitions, parameters) = source::reachable(doc, &paths);
+        let definitions = definitions
             .into_iter()
-            .map(|k| (k, doc.definitions[k]))
+            .map(|k| (k, &*doc.definitions[k]))
+            .collect();
+        let parameters = parameters
+            .into_iter()
+            .map(|k| (k, &*doc.parameters[k]))
             .collect();
         View {
             doc,
@@ -117,16 +100,16 @@ impl<'d, 'a> View<'d, 'a> {
         object(&mut out, &self.parameters);
         out.extend_from_slice(b",\"paths\":");
         object(&mut out, &self.paths);
-        if let Some(security) = self.doc.security {
+        if let Some(security) = &self.doc.security {
             out.extend_from_slice(b",\"security\":");
             out.extend_from_slice(security.get().as_bytes());
         }
-        if let Some(defs) = self.doc.security_definitions {
+        if let Some(defs) = &self.doc.security_definitions {
             out.extend_from_slice(b",\"securityDefinitions\":");
             out.extend_from_slice(defs.get().as_bytes());
         }
         out.extend_from_slice(b",\"swagger\":");
-        serde_json::to_writer(&mut out, self.doc.swagger).expect("writing to a Vec cannot fail");
+        serde_json::to_writer(&mut out, &self.doc.swagger).expect("writing to a Vec cannot fail");
         out.push(b'}');
         out
     }
@@ -134,8 +117,8 @@ impl<'d, 'a> View<'d, 'a> {
     /// The view as a gnostic `openapi.v2.Document` message.
     pub(crate) fn to_protobuf(&self) -> Vec<u8> {
         let mut w = Writer::default();
-        w.string(1, self.doc.swagger);
-        if let Value::Object(info) = source::parse(self.doc.info) {
+        w.string(1, &self.doc.swagger);
+        if let Value::Object(info) = source::parse(&self.doc.info) {
             w.message(2, |m| {
                 for (k, v) in &info {
                     match k.as_str() {
@@ -174,14 +157,14 @@ impl<'d, 'a> View<'d, 'a> {
                 }
             });
         }
-        if let Some(raw) = self.doc.security {
+        if let Some(raw) = &self.doc.security {
             if let Value::Array(reqs) = source::parse(raw) {
                 for req in &reqs {
                     w.message(12, |m| security_requirement(m, req));
                 }
             }
         }
-        if let Some(raw) = self.doc.security_definitions {
+        if let Some(raw) = &self.doc.security_definitions {
             if let Value::Object(defs) = source::parse(raw) {
                 w.message(13, |m| {
                     for (name, def) in &defs {
@@ -194,18 +177,6 @@ impl<'d, 'a> View<'d, 'a> {
             }
         }
         w.buf
-    }
-}
-
-/// Names of `#/parameters/<name>` references in a raw slice.
-fn scan_params<'t>(text: &'t str, out: &mut BTreeSet<&'t str>) {
-    const MARKER: &str = "#/parameters/";
-    let mut rest = text;
-    while let Some(i) = rest.find(MARKER) {
-        rest = &rest[i + MARKER.len()..];
-        let end = rest.find('"').unwrap_or(rest.len());
-        out.insert(&rest[..end]);
-        rest = &rest[end..];
     }
 }
 

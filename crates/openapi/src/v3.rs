@@ -8,60 +8,71 @@
 //! (a property's description) is wrapped as `allOf: [{$ref}]` beside them. Descriptions and
 //! `x-kubernetes-*` extensions are kept (`kubectl explain` and client-side apply read them).
 
-use crate::source::{self, RawDoc};
+use crate::source::{self, Doc};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
+use std::io::{self, Write};
 
 const V2_PREFIX: &str = "#/definitions/";
 const V3_PREFIX: &str = "#/components/schemas/";
 const METHODS: [&str; 7] = ["get", "put", "post", "delete", "options", "head", "patch"];
 
-/// Builds the v3 document for one discovery key (`api/v1`, `apis/apps/v1`, `version`, …).
-/// `None` when the v2 document has no path under that key.
-pub(crate) fn group_version(doc: &RawDoc<'_>, key: &str) -> Option<Value> {
-    let mut refs = BTreeSet::new();
-    let mut paths = Map::new();
-    for (path, raw) in &doc.paths {
-        if source::gv_key(path) != key {
-            continue;
-        }
-        let item = source::parse(raw);
-        paths.insert((*path).to_owned(), convert_path_item(doc, item, &mut refs));
-    }
+/// Writes the v3 document (JSON) for one discovery key (`api/v1`, `apis/apps/v1`,
+/// `version`, …) to `out`. `false` (and nothing written) when the v2 document has no path
+/// under that key.
+///
+/// Streams: each path item and schema is parsed, converted and serialized on its own, so the
+/// peak is the raw v2 slices plus the output, never the whole document as a `Value`.
+pub(crate) fn group_version(doc: &Doc, key: &str, out: &mut impl Write) -> io::Result<bool> {
+    let paths: Vec<_> = doc
+        .paths
+        .iter()
+        .filter(|(p, _)| source::gv_key(p) == key)
+        .map(|(p, v)| (p.as_str(), &**v))
+        .collect();
     if paths.is_empty() {
-        return None;
+        return Ok(false);
     }
+    let (schemas, _) = source::reachable(doc, &paths);
 
-    // Every definition reachable from the operations, converted as it is reached.
-    let mut schemas = Map::new();
-    let mut pending: Vec<String> = refs.into_iter().collect();
-    while let Some(name) = pending.pop() {
-        if schemas.contains_key(&name) {
-            continue;
+    let mut unused = BTreeSet::new();
+    out.write_all(b"{\"components\":{\"schemas\":{")?;
+    for (i, name) in schemas.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
         }
-        let Some(raw) = doc.definitions.get(name.as_str()) else {
-            continue;
-        };
-        let mut found = BTreeSet::new();
-        let schema = convert_schema(source::parse(raw), &mut found);
-        pending.extend(found.into_iter().filter(|r| !schemas.contains_key(r)));
-        schemas.insert(name, schema);
+        let schema = convert_schema(source::parse(&doc.definitions[*name]), &mut unused);
+        entry(out, name, &schema)?;
     }
-
-    let mut components = Map::new();
-    components.insert("schemas".into(), Value::Object(schemas));
-    if let Some(raw) = doc.security_definitions {
-        components.insert("securitySchemes".into(), source::parse(raw));
+    out.write_all(b"}")?;
+    if let Some(raw) = &doc.security_definitions {
+        // `apiKey` security schemes have the same shape in v2 and v3.
+        out.write_all(b",\"securitySchemes\":")?;
+        out.write_all(raw.get().as_bytes())?;
     }
-    let mut root = Map::new();
-    root.insert("components".into(), Value::Object(components));
-    root.insert("info".into(), source::parse(doc.info));
-    root.insert("openapi".into(), json!("3.0.0"));
-    root.insert("paths".into(), Value::Object(paths));
-    Some(Value::Object(root))
+    out.write_all(b"},\"info\":")?;
+    out.write_all(doc.info.get().as_bytes())?;
+    out.write_all(b",\"openapi\":\"3.0.0\",\"paths\":{")?;
+    for (i, (path, raw)) in paths.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        let item = convert_path_item(doc, source::parse(raw), &mut unused);
+        entry(out, path, &item)?;
+    }
+    out.write_all(b"}}")?;
+    Ok(true)
 }
 
-fn convert_path_item(doc: &RawDoc<'_>, item: Value, refs: &mut BTreeSet<String>) -> Value {
+/// Writes `"key":value`.
+fn entry(out: &mut impl Write, key: &str, value: &Value) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, key)?;
+    out.write_all(b":")?;
+    serde_json::to_writer(&mut *out, value)?;
+    Ok(())
+}
+
+fn convert_path_item(doc: &Doc, item: Value, refs: &mut BTreeSet<String>) -> Value {
     let Value::Object(item) = item else {
         return item;
     };
@@ -87,7 +98,7 @@ fn string_list(v: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn convert_operation(doc: &RawDoc<'_>, op: Value, refs: &mut BTreeSet<String>) -> Value {
+fn convert_operation(doc: &Doc, op: Value, refs: &mut BTreeSet<String>) -> Value {
     let Value::Object(mut op) = op else {
         return op;
     };
@@ -124,7 +135,7 @@ fn convert_operation(doc: &RawDoc<'_>, op: Value, refs: &mut BTreeSet<String>) -
 /// Converts a parameter list, inlining `#/parameters/…` references. A body parameter becomes
 /// `requestBody` in `op`.
 fn convert_parameters(
-    doc: &RawDoc<'_>,
+    doc: &Doc,
     params: Value,
     refs: &mut BTreeSet<String>,
     op: &mut Map<String, Value>,
