@@ -356,3 +356,252 @@ fn object(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::message_by_name;
+
+    /// Minimal protobuf writer for hand-built test bodies.
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn key(tag: u32, wt: u8, out: &mut Vec<u8>) {
+        varint(u64::from(tag) << 3 | u64::from(wt), out);
+    }
+    fn len(tag: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        key(tag, wire::LEN, &mut out);
+        varint(payload.len() as u64, &mut out);
+        out.extend_from_slice(payload);
+        out
+    }
+    fn int(tag: u32, v: i64) -> Vec<u8> {
+        let mut out = Vec::new();
+        key(tag, wire::VARINT, &mut out);
+        varint(v as u64, &mut out);
+        out
+    }
+    fn cat(parts: &[Vec<u8>]) -> Vec<u8> {
+        parts.concat()
+    }
+    fn decode_as(name: &str, buf: &[u8]) -> Value {
+        let idx = message_by_name(name).unwrap_or_else(|| panic!("{name}"));
+        message_value(idx, buf, 0, 0).unwrap().unwrap()
+    }
+
+    #[test]
+    fn decodes_the_configmap_example_from_the_wire_doc() {
+        // Exactly kubectl's shape: every non-pointer ObjectMeta string written even when empty,
+        // generation 0, creationTimestamp as an empty message.
+        let meta = cat(&[
+            len(1, b"cfg"),
+            len(2, b""),
+            len(3, b""),
+            len(4, b""),
+            len(5, b""),
+            len(6, b""),
+            int(7, 0),
+            len(8, b""),
+        ]);
+        let raw = cat(&[
+            len(1, &meta),
+            len(2, &cat(&[len(1, b"a"), len(2, b"b")])),
+            len(2, &cat(&[len(1, b"e"), len(2, b"")])),
+        ]);
+        let type_meta = cat(&[len(1, b"v1"), len(2, b"ConfigMap")]);
+        let mut body = b"k8s\0".to_vec();
+        body.extend(cat(&[len(1, &type_meta), len(2, &raw), len(3, b""), len(4, b"")]));
+        assert_eq!(&body[..21], b"k8s\0\x0a\x0f\x0a\x02v1\x12\x09ConfigMap");
+        let (av, kind, v) = crate::decode(&body).unwrap();
+        assert_eq!((av.as_str(), kind.as_str()), ("v1", "ConfigMap"));
+        assert_eq!(
+            v,
+            serde_json::json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cfg"},
+                               "data":{"a":"b","e":""}})
+        );
+    }
+
+    #[test]
+    fn secret_bytes_map_becomes_base64() {
+        let raw = cat(&[
+            len(1, &len(1, b"s")),
+            len(2, &cat(&[len(1, b"k"), len(2, b"v")])),
+            len(2, &cat(&[len(1, b"bin"), len(2, &[0, 0xff])])),
+            len(3, b"Opaque"),
+        ]);
+        let v = decode_as("k8s.io.api.core.v1.Secret", &raw);
+        assert_eq!(
+            v,
+            serde_json::json!({"metadata":{"name":"s"},"data":{"k":"dg==","bin":"AP8="},"type":"Opaque"})
+        );
+    }
+
+    #[test]
+    fn service_target_port_int_or_string() {
+        let port = |target: Vec<u8>| {
+            len(
+                1,
+                &cat(&[len(2, b"TCP"), int(3, 80), len(4, &target), int(5, 0)]),
+            )
+        };
+        let raw = len(
+            2,
+            &cat(&[
+                port(cat(&[int(1, 0), int(2, 8080), len(3, b"")])),
+                port(cat(&[int(1, 1), int(2, 0), len(3, b"http")])),
+                len(2, &cat(&[len(1, b"app"), len(2, b"web")])),
+            ]),
+        );
+        let v = decode_as("k8s.io.api.core.v1.Service", &raw);
+        assert_eq!(
+            v["spec"]["ports"],
+            serde_json::json!([{"protocol":"TCP","port":80,"targetPort":8080},
+                               {"protocol":"TCP","port":80,"targetPort":"http"}])
+        );
+        assert_eq!(v["spec"]["selector"], serde_json::json!({"app":"web"}));
+    }
+
+    #[test]
+    fn zero_time_is_omitted_and_epoch_is_not() {
+        let ns = |time: Vec<u8>| {
+            decode_as(
+                "k8s.io.api.core.v1.Namespace",
+                &len(1, &cat(&[len(1, b"n"), len(8, &time)])),
+            )
+        };
+        assert_eq!(ns(Vec::new())["metadata"], serde_json::json!({"name":"n"}));
+        assert_eq!(
+            ns(int(1, 0))["metadata"]["creationTimestamp"],
+            "1970-01-01T00:00:00Z"
+        );
+        // Time drops nanoseconds, as upstream's protobuf decoding does.
+        assert_eq!(
+            ns(cat(&[int(1, 1_700_000_000), int(2, 5)]))["metadata"]["creationTimestamp"],
+            "2023-11-14T22:13:20Z"
+        );
+    }
+
+    #[test]
+    fn packed_and_unpacked_repeated_scalars_and_negative_int32() {
+        let mut packed = Vec::new();
+        for v in [1000u64, 2000] {
+            varint(v, &mut packed);
+        }
+        let raw = cat(&[len(4, &packed), int(4, 3000), int(2, -5)]);
+        // int64 -5 and int32 -5 are both 10-byte varints.
+        assert_eq!(int(2, -5).len(), 11);
+        let v = decode_as("k8s.io.api.core.v1.PodSecurityContext", &raw);
+        assert_eq!(
+            v,
+            serde_json::json!({"supplementalGroups":[1000,2000,3000],"runAsUser":-5})
+        );
+        // int32: ContainerPort.containerPort (tag 3) from a sign-extended varint.
+        let v = decode_as("k8s.io.api.core.v1.ContainerPort", &int(3, -1));
+        assert_eq!(v, serde_json::json!({"containerPort":-1}));
+    }
+
+    #[test]
+    fn unknown_fields_are_skipped_and_singular_messages_merge() {
+        let raw = cat(&[
+            len(1, &len(1, b"n")),
+            int(99, 7),
+            len(100, b"junk"),
+            vec![0x9d, 0x06, 1, 2, 3, 4], // field 99 fixed32
+            len(1, &len(11, &cat(&[len(1, b"a"), len(2, b"b")]))), // merged into metadata
+        ]);
+        let v = decode_as("k8s.io.api.core.v1.Namespace", &raw);
+        assert_eq!(
+            v,
+            serde_json::json!({"metadata":{"name":"n","labels":{"a":"b"}}})
+        );
+    }
+
+    #[test]
+    fn wrong_wire_type_for_a_known_field_is_an_error() {
+        let idx = message_by_name("k8s.io.api.core.v1.ConfigMap").unwrap();
+        let err = message_value(idx, &int(1, 3), 10, 0).unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::WireTypeMismatch {
+                message: "k8s.io.api.core.v1.ConfigMap",
+                field: "metadata",
+                tag: 1,
+                found: "varint",
+                offset: 10,
+            }
+        );
+        assert!(err.to_string().contains("offset 10"));
+        assert_eq!(err.status_code(), 400);
+    }
+
+    #[test]
+    fn hostile_nesting_is_rejected_not_overflowed() {
+        // JSONSchemaProps.not (tag 28) nested far beyond the limit.
+        let mut buf = Vec::new();
+        for _ in 0..(MAX_DEPTH + 10) {
+            buf = len(28, &buf);
+        }
+        let idx = message_by_name(
+            "k8s.io.apiextensions_apiserver.pkg.apis.apiextensions.v1.JSONSchemaProps",
+        )
+        .unwrap();
+        assert!(matches!(
+            message_value(idx, &buf, 0, 0),
+            Err(DecodeError::TooDeep { .. })
+        ));
+    }
+
+    #[test]
+    fn envelope_errors_are_specific() {
+        assert_eq!(
+            crate::decode(b"{\"kind\":\"x\"}").unwrap_err(),
+            DecodeError::MissingMagic
+        );
+        let mut body = b"k8s\0".to_vec();
+        body.extend(len(2, b""));
+        assert_eq!(
+            crate::decode(&body).unwrap_err(),
+            DecodeError::MissingTypeMeta
+        );
+        let mut body = b"k8s\0".to_vec();
+        body.extend(cat(&[
+            len(1, &cat(&[len(1, b"v1"), len(2, b"ConfigMap")])),
+            len(3, b"gzip"),
+        ]));
+        assert_eq!(
+            crate::decode(&body).unwrap_err(),
+            DecodeError::UnsupportedContentEncoding("gzip".into())
+        );
+        let mut body = b"k8s\0".to_vec();
+        body.extend([0x0a, 0x20, 0x0a]);
+        assert!(matches!(
+            crate::decode(&body).unwrap_err(),
+            DecodeError::Truncated { offset: 5, .. }
+        ));
+    }
+
+    #[test]
+    fn every_prefix_of_a_real_body_fails_cleanly() {
+        let body = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/deployment.pb"
+        ))
+        .unwrap();
+        assert!(crate::decode(&body).is_ok());
+        for n in 0..body.len() {
+            // Must return (Ok or Err), never panic; most prefixes are truncations.
+            let _ = crate::decode(&body[..n]);
+        }
+        let mut flipped = body.clone();
+        for i in 4..flipped.len() {
+            flipped[i] ^= 0x5a;
+            let _ = crate::decode(&flipped);
+            flipped[i] ^= 0x5a;
+        }
+    }
+}
