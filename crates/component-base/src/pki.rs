@@ -167,7 +167,7 @@ impl Pki {
             .create(dir)
             .map_err(|source| io_err(dir, source))?;
 
-        let (ca_cert_pem, ca_key_pem, fresh_ca) = load_or_create_ca(dir)?;
+        let (ca_cert_pem, ca_key_pem) = load_or_create_ca(dir)?;
         let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|e| invalid(dir, CA_KEY_FILE, e))?;
         let ca_cert_der =
             pem_to_cert_der(&ca_cert_pem).map_err(|reason| invalid(dir, CA_CERT_FILE, reason))?;
@@ -190,7 +190,6 @@ impl Pki {
         let (cert, key) = pki.load_or_issue_leaf(
             APISERVER_CERT_FILE,
             APISERVER_KEY_FILE,
-            fresh_ca,
             |leaf| missing_sans(leaf, &wanted_sans),
             || pki.issue_serving_cert(APISERVER_COMMON_NAME, &wanted_sans),
         )?;
@@ -200,7 +199,6 @@ impl Pki {
         let (cert, key) = pki.load_or_issue_leaf(
             ADMIN_CERT_FILE,
             ADMIN_KEY_FILE,
-            fresh_ca,
             |leaf| match subject_common_name(leaf) {
                 Some(cn) if cn == ADMIN_USER => None,
                 other => Some(format!("common name is {other:?}, want {ADMIN_USER:?}")),
@@ -293,7 +291,6 @@ impl Pki {
         &self,
         cert_file: &str,
         key_file: &str,
-        fresh_ca: bool,
         check: impl Fn(&X509Certificate<'_>) -> Option<String>,
         issue: impl FnOnce() -> Result<(String, String)>,
     ) -> Result<(String, String)> {
@@ -301,7 +298,6 @@ impl Pki {
         let key_path = self.dir.join(key_file);
         let existing = (read_optional(&cert_path)?, read_optional(&key_path)?);
         let reason = match existing {
-            _ if fresh_ca => Some("the CA was just created".to_string()),
             (Some(cert), Some(key)) => match self.leaf_problem(&cert, &key, &check) {
                 None => return Ok((cert, key)),
                 problem => problem,
@@ -503,8 +499,11 @@ impl SigningKey for GroupPatchSigner<'_> {
     }
 }
 
-/// Loads `ca.crt`/`ca.key`, or creates them when both are absent. Returns `(cert, key, fresh)`.
-fn load_or_create_ca(dir: &Path) -> Result<(String, String, bool)> {
+/// Loads `ca.crt`/`ca.key`, or creates them when both are absent. Returns `(cert, key)`.
+///
+/// Leaves issued by a previous CA need no special handling here: they fail the signature
+/// check in [`Pki::leaf_problem`] and get reissued.
+fn load_or_create_ca(dir: &Path) -> Result<(String, String)> {
     let cert_path = dir.join(CA_CERT_FILE);
     let key_path = dir.join(CA_KEY_FILE);
     match (read_optional(&cert_path)?, read_optional(&key_path)?) {
@@ -527,7 +526,7 @@ fn load_or_create_ca(dir: &Path) -> Result<(String, String, bool)> {
                     "CA certificate is expired or not yet valid; replace the PKI",
                 ));
             }
-            Ok((cert, key, false))
+            Ok((cert, key))
         }
         (None, None) => {
             let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
@@ -552,7 +551,7 @@ fn load_or_create_ca(dir: &Path) -> Result<(String, String, bool)> {
             write(&key_path, &key, 0o600)?;
             write(&cert_path, &cert, 0o644)?;
             tracing::info!(dir = %dir.display(), "created cluster CA");
-            Ok((cert, key, true))
+            Ok((cert, key))
         }
         (Some(_), None) => Err(invalid(dir, CA_KEY_FILE, "missing while ca.crt exists")),
         (None, Some(_)) => Err(invalid(dir, CA_CERT_FILE, "missing while ca.key exists")),

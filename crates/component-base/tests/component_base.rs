@@ -186,6 +186,29 @@ fn leaf_signed_by_another_ca_is_reissued() {
 }
 
 #[test]
+fn new_ca_reissues_every_leaf_but_keeps_service_account_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = Pki::load_or_create(dir.path(), &[]).unwrap();
+    std::fs::remove_file(dir.path().join("ca.crt")).unwrap();
+    std::fs::remove_file(dir.path().join("ca.key")).unwrap();
+    let new = Pki::load_or_create(dir.path(), &[]).unwrap();
+    assert_ne!(old.ca_cert_pem(), new.ca_cert_pem());
+    assert_ne!(old.apiserver_cert_pem(), new.apiserver_cert_pem());
+    assert_ne!(old.admin_cert_pem(), new.admin_cert_pem());
+    assert_eq!(old.service_account_key_pem(), new.service_account_key_pem());
+    handshake(
+        server_config(&new).unwrap(),
+        client_config(
+            new.ca_cert_pem(),
+            Some((new.admin_cert_pem(), new.admin_key_pem())),
+        )
+        .unwrap(),
+        "localhost",
+    )
+    .unwrap();
+}
+
+#[test]
 fn half_present_ca_is_an_error_not_replaced() {
     let dir = tempfile::tempdir().unwrap();
     Pki::load_or_create(dir.path(), &[]).unwrap();
