@@ -113,7 +113,8 @@ fn collect(
                 }
             }
             (Card::One | Card::Inline, ty) => {
-                let v = scalar(ty, wt, &mut r)?.ok_or_else(|| mismatch(msg, idx, wt, key_offset))?;
+                let v =
+                    scalar(ty, wt, &mut r)?.ok_or_else(|| mismatch(msg, idx, wt, key_offset))?;
                 *slot = Some(Acc::Scalar(v));
             }
             (Card::Many, ty) => {
@@ -130,7 +131,9 @@ fn collect(
                 match (ty, wt) {
                     (Ty::M(m), wire::LEN) => {
                         let (bytes, offset) = r.bytes()?;
-                        list.push(message_value(m, bytes, offset, depth + 1)?.unwrap_or(Value::Null));
+                        list.push(
+                            message_value(m, bytes, offset, depth + 1)?.unwrap_or(Value::Null),
+                        );
                     }
                     (Ty::I32 | Ty::I64 | Ty::Bool | Ty::F64, wire::LEN) => {
                         let (bytes, offset) = r.bytes()?;
@@ -252,7 +255,9 @@ pub(crate) fn message_value(
             return Ok(None);
         };
         match (&accs[i], msg.fields[i].ty) {
-            (Some(Acc::Raw(bytes, offset)), Ty::M(m)) => message_value(m, bytes, *offset, depth + 1),
+            (Some(Acc::Raw(bytes, offset)), Ty::M(m)) => {
+                message_value(m, bytes, *offset, depth + 1)
+            }
             _ => Ok(None),
         }
     };
@@ -415,7 +420,12 @@ mod tests {
         ]);
         let type_meta = cat(&[len(1, b"v1"), len(2, b"ConfigMap")]);
         let mut body = b"k8s\0".to_vec();
-        body.extend(cat(&[len(1, &type_meta), len(2, &raw), len(3, b""), len(4, b"")]));
+        body.extend(cat(&[
+            len(1, &type_meta),
+            len(2, &raw),
+            len(3, b""),
+            len(4, b""),
+        ]));
         assert_eq!(&body[..21], b"k8s\0\x0a\x0f\x0a\x02v1\x12\x09ConfigMap");
         let (av, kind, v) = crate::decode(&body).unwrap();
         assert_eq!((av.as_str(), kind.as_str()), ("v1", "ConfigMap"));

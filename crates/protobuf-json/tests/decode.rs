@@ -141,12 +141,16 @@ fn every_captured_kubectl_body_decodes_with_its_kind() {
             continue;
         }
         let body = std::fs::read(&path).unwrap();
-        let (api_version, kind, value) = protobuf_json::decode(&body)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let (api_version, kind, value) =
+            protobuf_json::decode(&body).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(value["apiVersion"], api_version.as_str());
         assert_eq!(value["kind"], kind.as_str());
         // The namespace comes from the URL, never from kubectl's body.
-        assert!(value["metadata"].get("namespace").is_none(), "{}", path.display());
+        assert!(
+            value["metadata"].get("namespace").is_none(),
+            "{}",
+            path.display()
+        );
         seen += 1;
     }
     assert!(seen >= 20, "only {seen} fixtures");
@@ -287,7 +291,10 @@ fn deployment_encoded_by_prost_round_trips() {
     };
     let body = envelope("apps/v1", "Deployment", deployment.encode_to_vec());
     let (api_version, kind, value) = protobuf_json::decode(&body).unwrap();
-    assert_eq!((api_version.as_str(), kind.as_str()), ("apps/v1", "Deployment"));
+    assert_eq!(
+        (api_version.as_str(), kind.as_str()),
+        ("apps/v1", "Deployment")
+    );
     assert_eq!(
         value,
         json!({
@@ -353,7 +360,10 @@ fn raw_extension_micro_time_and_unknown_kinds() {
     let body = envelope("events.k8s.io/v1", "Event", event.encode_to_vec());
     let value = protobuf_json::decode(&body).unwrap().2;
     assert_eq!(value["eventTime"], "2023-11-14T22:13:20.123456Z");
-    assert!(value.get("deprecatedFirstTimestamp").is_none(), "zero time omitted");
+    assert!(
+        value.get("deprecatedFirstTimestamp").is_none(),
+        "zero time omitted"
+    );
 
     let body = envelope("apps/v1", "Foo", Vec::new());
     let err = protobuf_json::decode(&body).unwrap_err();
