@@ -2,18 +2,24 @@
 """Generate crates/protobuf-json/src/generated.rs: the protobuf schema table of every
 Kubernetes message, with the JSON name of every field.
 
-Inputs (both offline):
-  * the k8s-pb crate sources (prost structs; module path = proto package, `tag`, wire kind);
+Inputs (all offline on the dev machine):
+  * the k8s-pb crate sources (prost structs: module path = proto package, `tag`, wire kind,
+    message types, and `impl Resource` apiVersion/kind);
   * the upstream OpenAPI v2 schema (exact JSON property names, `required`, and the
-    apiVersion/kind -> definition map via x-kubernetes-group-version-kind).
+    apiVersion/kind -> definition map via x-kubernetes-group-version-kind);
+  * optionally a kubectl binary: its embedded gzipped FileDescriptorProtos keep the gogoproto
+    options, so `(gogoproto.nullable) = false` tells value fields from pointer fields (which
+    decides whether a zero present on the wire reaches the JSON), and proto field names fill in
+    JSON names for messages OpenAPI does not describe.
 
 Usage (from the workspace root):
-  python3 crates/protobuf-json/gen/generate.py \
-      [--k8s-pb ~/.cargo/registry/src/*/k8s-pb-0.9.0/src] \
+  python3 crates/protobuf-json/gen/generate.py
+      [--k8s-pb ~/.cargo/registry/src/*/k8s-pb-0.9.0/src]
       [--openapi /work/shared/reference/kubernetes-openapi-v2-release-1.36.json]
-  cargo fmt -p protobuf-json   # not needed: the output is already formatted as rustfmt skips it
-
-Diagnostics (fields whose JSON name had to be guessed, shape mismatches) go to stderr.
+      [--kubectl-binary /usr/lib/google-cloud-sdk/bin/kubectl.1.33]   (newest found by default)
+The output is deterministic and is not run through rustfmt (lib.rs marks it rustfmt::skip).
+Diagnostics (guessed JSON names, inlined embedded structs, OpenAPI/descriptor disagreements)
+go to stderr.
 """
 
 import argparse
