@@ -17,6 +17,8 @@ pub(crate) struct Ctx<'a> {
     meta: Option<FieldMeta>,
     /// The node is an entry of an `additionalProperties` map (its key is data).
     is_map_entry: bool,
+    /// The node is a list item.
+    is_item: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +35,7 @@ impl<'a> Ctx<'a> {
             path: Vec::new(),
             meta: schema.field(&[]),
             is_map_entry: false,
+            is_item: false,
         }
     }
 
@@ -55,6 +58,7 @@ impl<'a> Ctx<'a> {
             path,
             meta,
             is_map_entry: self.is_map(),
+            is_item: false,
         }
     }
 
@@ -64,6 +68,7 @@ impl<'a> Ctx<'a> {
             path: self.path.clone(),
             meta: None,
             is_map_entry: false,
+            is_item: true,
         }
     }
 
@@ -273,7 +278,7 @@ fn compare_walk(
                 path.pop();
             }
         }
-        let struct_node = granular_map && !ctx.is_map_entry && !ctx.is_map();
+        let struct_node = granular_map && !ctx.is_map_entry && !ctx.is_item && !ctx.is_map();
         if l.is_none() && !(skeleton && struct_node) {
             c.added.insert(path);
         } else if r.is_none() {
