@@ -7,6 +7,7 @@
 //! dedicated rules get object-metadata validation only.
 
 mod apps;
+mod batch;
 mod core;
 mod meta;
 mod util;
@@ -49,6 +50,7 @@ pub fn default_object(group: &str, _version: &str, kind: &str, obj: &mut Value) 
         ("", "Pod") => core::pod::default_pod(obj),
         ("", "Service") => core::service::default_service(obj),
         ("apps", k) => apps::default(k, obj),
+        ("batch", k) => batch::default(k, obj),
         _ => {}
     }
 }
@@ -66,6 +68,7 @@ pub fn validate(group: &str, _version: &str, kind: &str, obj: &Value, old: Optio
         ("", "Service", None) => errs.extend(core::service::validate_service(obj)),
         ("", "Service", Some(old)) => errs.extend(core::service::validate_service_update(obj, old)),
         ("apps", k, old) => errs.extend(apps::validate(k, obj, old)),
+        ("batch", k, old) => errs.extend(batch::validate(k, obj, old)),
         _ => {}
     }
     errs
@@ -78,6 +81,7 @@ pub fn validate_status_update(group: &str, _version: &str, kind: &str, obj: &Val
         ("", "Pod") => errs.extend(core::pod::validate_pod_status_update(obj, old)),
         ("", "Service") => errs.extend(core::service::validate_service_status(obj)),
         ("apps", k) => errs.extend(apps::validate_status(k, obj)),
+        ("batch", k) => errs.extend(batch::validate_status(k, obj)),
         _ => {}
     }
     errs
