@@ -7,7 +7,7 @@
 //! older revision still covered by the ring is served exactly, by undoing the ring's newer events.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -69,7 +69,10 @@ pub(crate) struct Catchup {
 
 #[derive(Debug)]
 pub(crate) struct State {
-    pub map: BTreeMap<String, Entry>,
+    map: BTreeMap<String, Entry>,
+    /// How many keys lie under each "directory" (every key prefix ending in `/`), so that
+    /// counting a resource or a namespace, and the first page's `remaining`, cost O(1).
+    dirs: HashMap<String, usize>,
     pub revision: i64,
     history: VecDeque<Arc<Event>>,
     /// Every event with a revision in `oldest..=revision` is in `history`.
@@ -79,8 +82,13 @@ pub(crate) struct State {
 
 impl State {
     pub fn new(map: BTreeMap<String, Entry>, revision: i64, history_limit: usize) -> Self {
+        let mut dirs = HashMap::new();
+        for key in map.keys() {
+            count_dirs(&mut dirs, key, true);
+        }
         Self {
             map,
+            dirs,
             revision,
             history: VecDeque::new(),
             oldest: revision + 1,
@@ -91,6 +99,10 @@ impl State {
     /// The oldest revision whose event is still retained (`revision + 1` when none is).
     pub fn oldest(&self) -> i64 {
         self.oldest
+    }
+
+    pub fn entry(&self, key: &str) -> Option<&Entry> {
+        self.map.get(key)
     }
 
     pub fn get(&self, key: &str) -> Option<KeyValue> {
@@ -107,7 +119,9 @@ impl State {
             );
             match ev.event_type {
                 EventType::Deleted => {
-                    self.map.remove(&ev.key);
+                    if self.map.remove(&ev.key).is_some() {
+                        count_dirs(&mut self.dirs, &ev.key, false);
+                    }
                 }
                 EventType::Added | EventType::Modified => {
                     // Replace the value in place when the key exists to avoid reallocating it.
@@ -115,6 +129,7 @@ impl State {
                         Some(slot) => *slot = ev.entry.clone(),
                         None => {
                             self.map.insert(ev.key.clone(), ev.entry.clone());
+                            count_dirs(&mut self.dirs, &ev.key, true);
                         }
                     }
                 }
@@ -167,6 +182,12 @@ impl State {
     }
 
     pub fn count(&self, prefix: &str) -> usize {
+        if prefix.is_empty() {
+            return self.map.len();
+        }
+        if prefix.ends_with('/') {
+            return self.dirs.get(prefix).copied().unwrap_or(0);
+        }
         self.map
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
@@ -209,6 +230,20 @@ impl State {
         };
 
         if at == self.revision {
+            let first_page = matches!(lower, Bound::Included(_));
+            if first_page && (prefix.is_empty() || prefix.ends_with('/')) {
+                // The total is known: no need to walk the keys after the page.
+                let items: Vec<KeyValue> = current
+                    .take(limit)
+                    .filter_map(|(k, e)| e.map(|e| e.to_key_value(k)))
+                    .collect();
+                let remaining = self.count(prefix).saturating_sub(items.len());
+                return Ok(ListResult {
+                    items,
+                    revision: at,
+                    remaining,
+                });
+            }
             return Ok(page(current, limit, at));
         }
         // Undo, newest first, every retained event newer than `at`: for each key the last
@@ -232,6 +267,26 @@ impl State {
             limit,
             at,
         ))
+    }
+}
+
+/// Adds (or removes) `key` to the count of every directory prefix it lies under.
+fn count_dirs(dirs: &mut HashMap<String, usize>, key: &str, add: bool) {
+    for (i, _) in key.match_indices('/') {
+        let dir = &key[..=i];
+        if add {
+            match dirs.get_mut(dir) {
+                Some(n) => *n += 1,
+                None => {
+                    dirs.insert(dir.to_string(), 1);
+                }
+            }
+        } else if let Some(n) = dirs.get_mut(dir) {
+            *n -= 1;
+            if *n == 0 {
+                dirs.remove(dir);
+            }
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use crate::{Error, EventType, ListOptions};
 /// Applies one write to `state` the way the writer does.
 fn write(state: &mut State, key: &str, value: Option<&str>) {
     let revision = state.revision + 1;
-    let prev = state.map.get(key).cloned();
+    let prev = state.entry(key).cloned();
     let (event_type, entry) = match (value, &prev) {
         (Some(v), None) => (
             EventType::Added,
@@ -235,4 +235,62 @@ fn entries_round_trip_through_the_file_encoding() {
     encode(&e, &mut buf);
     assert_eq!(decode(&buf), Some(e));
     assert_eq!(decode(&buf[..10]), None);
+}
+
+#[test]
+fn directory_counts_match_a_scan_through_creates_and_deletes() {
+    let mut s = State::new(BTreeMap::new(), 0, 100);
+    let keys = [
+        "/r/pods/a/1",
+        "/r/pods/a/2",
+        "/r/pods/b/1",
+        "/r/podsx/a/1",
+        "/r/svc/1",
+    ];
+    for k in keys {
+        write(&mut s, k, Some("v"));
+    }
+    write(&mut s, "/r/pods/a/1", Some("v2"));
+    write(&mut s, "/r/pods/b/1", None);
+    // Reloading builds the same counts from the map.
+    let reloaded = State::new(
+        keys.iter()
+            .filter_map(|k| s.entry(k).map(|e| (k.to_string(), e.clone())))
+            .collect(),
+        s.revision,
+        10,
+    );
+    let scan = |prefix: &str| {
+        keys.iter()
+            .filter(|k| k.starts_with(prefix) && s.entry(k).is_some())
+            .count()
+    };
+    for prefix in [
+        "",
+        "/",
+        "/r/",
+        "/r/pods/",
+        "/r/pods/a/",
+        "/r/pods/b/",
+        "/r/pods",
+        "/r/p",
+        "/x/",
+    ] {
+        assert_eq!(s.count(prefix), scan(prefix), "{prefix:?}");
+        assert_eq!(reloaded.count(prefix), scan(prefix), "reloaded {prefix:?}");
+        let page = s
+            .list(
+                prefix,
+                &ListOptions {
+                    limit: 1,
+                    ..Default::default()
+                },
+            )
+            .expect("list");
+        assert_eq!(
+            page.items.len() + page.remaining,
+            scan(prefix),
+            "first page of {prefix:?}"
+        );
+    }
 }

@@ -125,7 +125,7 @@ impl Writer {
             for Request { op, reply } in batch.drain(..) {
                 let current = match overlay.get(op.key()) {
                     Some(e) => e.clone(),
-                    None => state.map.get(op.key()).cloned(),
+                    None => state.entry(op.key()).cloned(),
                 };
                 let result = match op {
                     Op::Create { key, value } => match current {
