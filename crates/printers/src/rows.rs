@@ -33,7 +33,12 @@ pub(crate) fn cells(p: Printer, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
         Endpoints => ctx.endpoints(),
         Node => ctx.node(),
         Event => ctx.event(),
-        Namespace => vec![ctx.name(), s(o, &["status", "phase"]).into(), ctx.age()],
+        // The namespace registry sets phase Active on create.
+        Namespace => vec![
+            ctx.name(),
+            or_default(o, &["status", "phase"], "Active").into(),
+            ctx.age(),
+        ],
         Secret => vec![
             ctx.name(),
             s(o, &["type"]).into(),
@@ -132,7 +137,8 @@ impl Ctx<'_> {
         let o = self.o;
         let spec_init = arr(o, &["spec", "initContainers"]);
         let mut total = arr(o, &["spec", "containers"]).len();
-        let phase = s(o, &["status", "phase"]);
+        // The pod registry sets phase Pending on create.
+        let phase = or_default(o, &["status", "phase"], "Pending");
         let mut reason = match s(o, &["status", "reason"]) {
             "" => phase.to_string(),
             r => r.to_string(),
@@ -483,7 +489,11 @@ impl Ctx<'_> {
             self.name(),
             s(o, &["spec", "schedule"]).into(),
             tz.into(),
-            bool_ptr(get(o, &["spec", "suspend"])).into(),
+            // SetDefaults_CronJob sets suspend to false.
+            bool_ptr(Some(
+                get(o, &["spec", "suspend"]).unwrap_or(&Value::Bool(false)),
+            ))
+            .into(),
             json!(arr(o, &["status", "active"]).len()),
             last.into(),
             self.age(),
@@ -495,7 +505,7 @@ impl Ctx<'_> {
 
     fn service(&self) -> Vec<Value> {
         let o = self.o;
-        let ty = s(o, &["spec", "type"]);
+        let ty = or_default(o, &["spec", "type"], "ClusterIP");
         let cluster_ip = arr(o, &["spec", "clusterIPs"])
             .first()
             .and_then(Value::as_str)
@@ -529,7 +539,7 @@ impl Ctx<'_> {
             .iter()
             .map(|p| {
                 let port = i(p, &["port"]);
-                let proto = s(p, &["protocol"]);
+                let proto = or_default(p, &["protocol"], "TCP");
                 match i(p, &["nodePort"]) {
                     np if np > 0 => format!("{port}:{np}/{proto}"),
                     _ => format!("{port}/{proto}"),
@@ -810,10 +820,11 @@ impl Ctx<'_> {
             Some(c) => format!("{}/{}", s(c, &["namespace"]), s(c, &["name"])),
             None => String::new(),
         };
+        // SetDefaults_PersistentVolume: phase Pending, reclaim Retain, volumeMode Filesystem.
         let phase = if self.deleting() {
             "Terminating"
         } else {
-            s(o, &["status", "phase"])
+            or_default(o, &["status", "phase"], "Pending")
         };
         let class = match get(o, &["metadata", "annotations", BETA_STORAGE_CLASS]) {
             Some(v) => v.as_str().unwrap_or(""),
@@ -823,14 +834,14 @@ impl Ctx<'_> {
             self.name(),
             quantity(get(o, &["spec", "capacity", "storage"])).into(),
             access_modes(arr(o, &["spec", "accessModes"])).into(),
-            s(o, &["spec", "persistentVolumeReclaimPolicy"]).into(),
+            or_default(o, &["spec", "persistentVolumeReclaimPolicy"], "Retain").into(),
             phase.into(),
             claim.into(),
             class.into(),
             unset_or(get(o, &["spec", "volumeAttributesClassName"])).into(),
             s(o, &["status", "reason"]).into(),
             self.age(),
-            unset_or(get(o, &["spec", "volumeMode"])).into(),
+            or_default(o, &["spec", "volumeMode"], "Filesystem").into(),
         ]
     }
 
@@ -863,7 +874,8 @@ impl Ctx<'_> {
             class.into(),
             unset_or(get(o, &["spec", "volumeAttributesClassName"])).into(),
             self.age(),
-            unset_or(get(o, &["spec", "volumeMode"])).into(),
+            // SetDefaults_PersistentVolumeClaimSpec sets volumeMode Filesystem.
+            or_default(o, &["spec", "volumeMode"], "Filesystem").into(),
         ]
     }
 
@@ -1037,6 +1049,11 @@ impl Ctx<'_> {
             self.age(),
         ]
     }
+}
+
+/// A string field that upstream defaulting always sets, with that default when absent.
+fn or_default<'a>(v: &'a Value, path: &[&str], default: &'a str) -> &'a str {
+    get(v, path).and_then(Value::as_str).unwrap_or(default)
 }
 
 const BETA_STORAGE_CLASS: &str = "volume.beta.kubernetes.io/storage-class";

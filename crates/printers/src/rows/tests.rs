@@ -457,6 +457,19 @@ fn service_rows_show_type_ips_and_ports() {
                 ]),
             ),
             (
+                "undefaulted",
+                json!({"spec": {"clusterIPs": ["10.96.0.14"], "ports": [{"port": 8080}]}}),
+                json!([
+                    "undefaulted",
+                    "ClusterIP",
+                    "10.96.0.14",
+                    "<none>",
+                    "8080/TCP",
+                    "10m",
+                    "<none>"
+                ]),
+            ),
+            (
                 "ext",
                 json!({"spec": {"type": "ExternalName", "externalName": "db.example.com"}}),
                 json!([
@@ -692,7 +705,17 @@ fn core_kinds_print_like_upstream() {
                                 "resources": {"requests": {"storage": "1Gi"}}},
                        "status": {"phase": "Bound", "capacity": {"storage": "10Gi"},
                                   "accessModes": ["ReadWriteOnce"]}}),
-                json!(["bound", "Bound", "pv", "10Gi", "RWO", "fast", "<unset>", "10m", "<unset>"]),
+                json!([
+                    "bound",
+                    "Bound",
+                    "pv",
+                    "10Gi",
+                    "RWO",
+                    "fast",
+                    "<unset>",
+                    "10m",
+                    "Filesystem"
+                ]),
             ),
             (
                 "pending",
@@ -702,6 +725,32 @@ fn core_kinds_print_like_upstream() {
                 json!(["pending", "Pending", "", "", "", "old", "<unset>", "10m", "Block"]),
             ),
         ],
+    );
+    check(
+        "",
+        "PersistentVolume",
+        vec![(
+            "bare-pv",
+            json!({"spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOncePod"]}}),
+            json!([
+                "bare-pv",
+                "1Gi",
+                "RWOP",
+                "Retain",
+                "Pending",
+                "",
+                "",
+                "<unset>",
+                "",
+                "10m",
+                "Filesystem"
+            ]),
+        )],
+    );
+    check(
+        "",
+        "Namespace",
+        vec![("fresh", json!({}), json!(["fresh", "Active", "10m"]))],
     );
     check(
         "",
@@ -968,7 +1017,7 @@ fn batch_kinds_print_like_upstream() {
                     "tz",
                     "@daily",
                     "Etc/UTC",
-                    "<unset>",
+                    "False",
                     0,
                     "<none>",
                     "10m",
