@@ -49,6 +49,7 @@ pub fn default_object(group: &str, _version: &str, kind: &str, obj: &mut Value) 
     match (group, kind) {
         ("", "Pod") => core::pod::default_pod(obj),
         ("", "Service") => core::service::default_service(obj),
+        ("", k) => core::misc::default(k, obj),
         ("apps", k) => apps::default(k, obj),
         ("batch", k) => batch::default(k, obj),
         _ => {}
@@ -67,6 +68,7 @@ pub fn validate(group: &str, _version: &str, kind: &str, obj: &Value, old: Optio
         ("", "Pod", Some(old)) => errs.extend(core::pod::validate_pod_update(obj, old)),
         ("", "Service", None) => errs.extend(core::service::validate_service(obj)),
         ("", "Service", Some(old)) => errs.extend(core::service::validate_service_update(obj, old)),
+        ("", k, old) => errs.extend(core::misc::validate(k, obj, old)),
         ("apps", k, old) => errs.extend(apps::validate(k, obj, old)),
         ("batch", k, old) => errs.extend(batch::validate(k, obj, old)),
         _ => {}
