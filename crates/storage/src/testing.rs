@@ -93,6 +93,8 @@ impl EtcdProcess {
             .arg("--logger=zap")
             .arg("--log-outputs=stderr")
             .arg("--log-level=warn")
+            // etcd reads ETCD_* variables as flags and warns about ours.
+            .env_remove(ETCD_BINARY_ENV)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

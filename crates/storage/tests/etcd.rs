@@ -230,3 +230,161 @@ async fn missing_etcd_binary_is_reported_clearly() {
     assert!(matches!(err, StartError::MissingBinary(_)));
     assert!(err.to_string().contains("/nonexistent/etcd"), "{err}");
 }
+
+fn bench_value(i: usize) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"cm-{i:06}","namespace":"bench","uid":"00000000-0000-0000-0000-{i:012}"}},"data":{{"k":"v"}}}}"#
+    ))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3
+}
+
+/// Figures for the etcd backend against a local etcd (fsync on this machine's disk):
+/// `cargo test -p storage --release --test etcd -- --ignored --nocapture bench_etcd_store`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: prints figures"]
+async fn bench_etcd_store() {
+    use std::time::Instant;
+    const OBJECTS: usize = 20_000;
+    const CLIENTS: usize = 32;
+    let etcd = etcd().await;
+    let store = connect(&etcd, "").await;
+
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                for i in (c..OBJECTS).step_by(CLIENTS) {
+                    let t = Instant::now();
+                    store
+                        .create(
+                            &format!("/registry/configmaps/bench/cm-{i:06}"),
+                            bench_value(i),
+                        )
+                        .await
+                        .expect("create");
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.expect("task"));
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    println!(
+        "creates: {OBJECTS} from {CLIENTS} clients in {:.2}s = {:.0}/s (p50 {:.2} ms, p99 {:.2} ms)",
+        elapsed.as_secs_f64(),
+        OBJECTS as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+
+    let started = Instant::now();
+    for i in 0..200 {
+        store
+            .create(&format!("/seq/{i}"), bench_value(i))
+            .await
+            .expect("create");
+    }
+    println!(
+        "sequential creates: {:.0}/s",
+        200.0 / started.elapsed().as_secs_f64()
+    );
+
+    let started = Instant::now();
+    let gets = 20_000;
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in (c..gets).step_by(CLIENTS) {
+                    let key = format!("/registry/configmaps/bench/cm-{:06}", (i * 7919) % OBJECTS);
+                    assert!(store.get(&key).await.expect("get").is_some());
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    println!(
+        "gets: {:.0}/s ({CLIENTS} clients)",
+        gets as f64 / started.elapsed().as_secs_f64()
+    );
+
+    let lists = 20;
+    let started = Instant::now();
+    for _ in 0..lists {
+        let opts = ListOptions {
+            limit: 500,
+            ..Default::default()
+        };
+        let page = store
+            .list("/registry/configmaps/bench/", &opts)
+            .await
+            .expect("list");
+        assert_eq!((page.items.len(), page.remaining), (500, OBJECTS - 500));
+    }
+    println!(
+        "list page of 500 among {OBJECTS}: {:.2} ms each",
+        started.elapsed().as_secs_f64() * 1e3 / lists as f64
+    );
+    let started = Instant::now();
+    for _ in 0..lists {
+        let all = store
+            .list("/registry/configmaps/bench/", &ListOptions::default())
+            .await
+            .expect("list");
+        assert_eq!(all.items.len(), OBJECTS);
+    }
+    println!(
+        "list of all {OBJECTS}: {:.2} ms each",
+        started.elapsed().as_secs_f64() * 1e3 / lists as f64
+    );
+
+    // Write-to-event latency for one watcher.
+    let mut watch = store
+        .watch("/registry/configmaps/watched/", 0)
+        .await
+        .expect("watch");
+    let mut latencies = Vec::new();
+    for i in 0..500 {
+        let t = Instant::now();
+        store
+            .create(
+                &format!("/registry/configmaps/watched/cm-{i}"),
+                bench_value(i),
+            )
+            .await
+            .expect("create");
+        watch.next().await.expect("event").expect("no error");
+        latencies.push(t.elapsed());
+    }
+    latencies.sort_unstable();
+    println!(
+        "create → watch event: p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    // Replaying the whole history to a new watcher.
+    let started = Instant::now();
+    let mut replay = store
+        .watch("/registry/configmaps/bench/", 1)
+        .await
+        .expect("watch");
+    for _ in 0..OBJECTS {
+        replay.next().await.expect("event").expect("no error");
+    }
+    println!(
+        "watch replay of {OBJECTS} events: {:.0} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+}
