@@ -448,6 +448,17 @@ pub async fn list_paginates_with_limit_and_start_after(store: &dyn Storage, pref
     assert_eq!(between.remaining, 3);
     let past = list(Some(keys[9].clone()), 0).await;
     assert_eq!((past.items.len(), past.remaining), (0, 0));
+    let beyond = list(Some(format!("{prefix}z")), 0).await;
+    assert_eq!((beyond.items.len(), beyond.remaining), (0, 0));
+    let before = list(Some(format!("{prefix}a")), 2).await;
+    assert_eq!(
+        before
+            .items
+            .iter()
+            .map(|kv| kv.key.clone())
+            .collect::<Vec<_>>(),
+        keys[..2]
+    );
 }
 
 pub async fn list_revision_covers_every_item(store: &dyn Storage, prefix: &str) {
