@@ -10,6 +10,7 @@ mod apps;
 mod batch;
 mod core;
 mod meta;
+mod others;
 mod util;
 
 use apimachinery::errors::FieldError;
@@ -42,7 +43,7 @@ fn kind_info(group: &str, kind: &str) -> KindInfo {
 }
 
 /// Apply upstream's defaulting for group/version/kind, in place.
-pub fn default_object(group: &str, _version: &str, kind: &str, obj: &mut Value) {
+pub fn default_object(group: &str, version: &str, kind: &str, obj: &mut Value) {
     if !obj.is_object() {
         return;
     }
@@ -52,7 +53,7 @@ pub fn default_object(group: &str, _version: &str, kind: &str, obj: &mut Value) 
         ("", k) => core::misc::default(k, obj),
         ("apps", k) => apps::default(k, obj),
         ("batch", k) => batch::default(k, obj),
-        _ => {}
+        (g, k) => others::default(g, k, version, obj),
     }
 }
 
@@ -71,7 +72,7 @@ pub fn validate(group: &str, _version: &str, kind: &str, obj: &Value, old: Optio
         ("", k, old) => errs.extend(core::misc::validate(k, obj, old)),
         ("apps", k, old) => errs.extend(apps::validate(k, obj, old)),
         ("batch", k, old) => errs.extend(batch::validate(k, obj, old)),
-        _ => {}
+        (g, k, old) => errs.extend(others::validate(g, k, obj, old)),
     }
     errs
 }
