@@ -58,13 +58,20 @@ fn main() {
         let gz = api.v3_group_version_gzip(gv).unwrap();
         write(&format!("v3-{}.json", gv.replace('/', "_")), &doc);
         report(
-            &format!("v3 {gv} ({} KiB, {} KiB gz)", doc.len() / 1024, gz.len() / 1024),
+            &format!(
+                "v3 {gv} ({} KiB, {} KiB gz)",
+                doc.len() / 1024,
+                gz.len() / 1024
+            ),
             t,
         );
     }
     let t = Instant::now();
     let doc = api.v3_group_version("apis/apps/v1").unwrap();
-    report(&format!("v3 apis/apps/v1 cached ({} KiB)", doc.len() / 1024), t);
+    report(
+        &format!("v3 apis/apps/v1 cached ({} KiB)", doc.len() / 1024),
+        t,
+    );
     drop(doc);
 
     let t = Instant::now();

@@ -22,7 +22,9 @@ mod v3;
 mod validate;
 
 pub use schema::{FieldMeta, KindSchema};
-pub use validate::{decode_error_message, strict_decoding_error, unknown_field_warning, FieldReport};
+pub use validate::{
+    decode_error_message, strict_decoding_error, unknown_field_warning, FieldReport,
+};
 
 use schema::Compact;
 use std::collections::HashMap;
@@ -30,7 +32,8 @@ use std::io::Read;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// `Content-Type` of [`OpenApi::v2_protobuf`] (what kubectl asks `/openapi/v2` for).
-pub const V2_PROTOBUF_CONTENT_TYPE: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+pub const V2_PROTOBUF_CONTENT_TYPE: &str =
+    "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
 
 /// Upper bound on the gzip-compressed `/openapi/v3` documents kept between requests.
 const V3_CACHE_BUDGET: usize = 1 << 20;
@@ -107,7 +110,11 @@ impl OpenApi {
     /// `apis/apps/v1`, …, plus `api`, `apis`, `apis/<group>`, `version`, `logs` and the OIDC
     /// endpoints.
     pub fn document_keys(&self) -> Vec<String> {
-        self.compact().gv_keys.iter().map(|k| k.to_string()).collect()
+        self.compact()
+            .gv_keys
+            .iter()
+            .map(|k| k.to_string())
+            .collect()
     }
 
     /// The `/openapi/v3` discovery document for the served keys (`"api/v1"`,
@@ -154,12 +161,15 @@ impl OpenApi {
             return Some(Arc::clone(hit));
         }
         // Compressed while written, so the uncompressed document never exists here.
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        let found = source::with_doc(|doc| v3::group_version(doc, gv_path, &mut enc))
+        // (Buffered: the encoder compresses on every write, and serde writes in small pieces.)
+        let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, enc);
+        let found = source::with_doc(|doc| v3::group_version(doc, gv_path, &mut out))
             .expect("writing to a Vec cannot fail");
         if !found {
             return None;
         }
+        let enc = out.into_inner().expect("writing to a Vec cannot fail");
         let gz: Arc<[u8]> = enc.finish().expect("writing to a Vec cannot fail").into();
         let mut cache = self.v3_cache.lock().ok()?;
         if cache.bytes + gz.len() <= V3_CACHE_BUDGET {

@@ -60,13 +60,16 @@ pub(crate) struct Def {
     pub accepts_number: bool,
 }
 
+/// `(group, version, kind, definition index)`.
+pub(crate) type Gvk = (Box<str>, Box<str>, Box<str>, u32);
+
 /// All definitions plus the indexes lookups need.
 #[derive(Debug)]
 pub(crate) struct Compact {
     /// Sorted by name.
     pub defs: Vec<Def>,
-    /// `(group, version, kind, definition)`, sorted.
-    pub gvks: Vec<(Box<str>, Box<str>, Box<str>, u32)>,
+    /// Kinds and the definitions that declare them, sorted.
+    pub gvks: Vec<Gvk>,
     /// Every discovery key of the document (`api/v1`, `apis/apps/v1`, `version`, …), sorted.
     pub gv_keys: Vec<Box<str>>,
 }
@@ -79,7 +82,7 @@ impl Compact {
         source::with_doc(Self::from_doc)
     }
 
-    fn from_doc(doc: &Doc) -> Self {
+    fn from_doc(doc: &Doc<'_>) -> Self {
         // BTreeMap iteration is sorted, so indexes into `names` are stable binary-search ranks.
         let names: Vec<&str> = doc.definitions.keys().map(String::as_str).collect();
         let index = |name: &str| names.binary_search(&name).ok().map(|i| i as u32);
@@ -109,7 +112,8 @@ impl Compact {
             });
         }
         gvks.sort();
-        let mut gv_keys: Vec<Box<str>> = doc.paths.keys().map(|p| source::gv_key(p).into()).collect();
+        let mut gv_keys: Vec<Box<str>> =
+            doc.paths.keys().map(|p| source::gv_key(p).into()).collect();
         gv_keys.sort();
         gv_keys.dedup();
         Compact {
@@ -189,7 +193,8 @@ fn build_node(v: &Value, index: &impl Fn(&str) -> Option<u32>) -> Node {
             .map(|r| r.iter().filter_map(Value::as_str).map(Into::into).collect())
             .unwrap_or_default(),
         map_type: str_field(v, "x-kubernetes-map-type"),
-        preserve_unknown_fields: v.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)),
+        preserve_unknown_fields: v.get("x-kubernetes-preserve-unknown-fields")
+            == Some(&Value::Bool(true)),
         int_or_string: v.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)),
     };
     let has_ext = ext.patch_strategy.is_some()

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 /// The parts of the document one response carries.
 pub(crate) struct View<'a> {
-    pub doc: &'a Doc,
+    pub doc: &'a Doc<'a>,
     pub paths: Vec<(&'a str, &'a RawValue)>,
     pub definitions: Vec<(&'a str, &'a RawValue)>,
     pub parameters: Vec<(&'a str, &'a RawValue)>,
@@ -45,13 +45,21 @@ fn keep(key: &str, served: &[&str]) -> bool {
 impl<'a> View<'a> {
     /// Everything, or only what `served` group-versions need (their paths, and the parameters
     /// and definitions those reach).
-    pub(crate) fn new(doc: &'a Doc, served: Option<&[&str]>) -> Self {
+    pub(crate) fn new(doc: &'a Doc<'a>, served: Option<&[&str]>) -> Self {
         let Some(served) = served else {
             return View {
                 doc,
                 paths: doc.paths.iter().map(|(k, v)| (k.as_str(), &**v)).collect(),
-                definitions: doc.definitions.iter().map(|(k, v)| (k.as_str(), &**v)).collect(),
-                parameters: doc.parameters.iter().map(|(k, v)| (k.as_str(), &**v)).collect(),
+                definitions: doc
+                    .definitions
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), &**v))
+                    .collect(),
+                parameters: doc
+                    .parameters
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), &**v))
+                    .collect(),
             };
         };
         let paths: Vec<_> = doc
@@ -118,7 +126,7 @@ impl<'a> View<'a> {
     pub(crate) fn to_protobuf(&self) -> Vec<u8> {
         let mut w = Writer::default();
         w.string(1, &self.doc.swagger);
-        if let Value::Object(info) = source::parse(&self.doc.info) {
+        if let Value::Object(info) = source::parse(self.doc.info) {
             w.message(2, |m| {
                 for (k, v) in &info {
                     match k.as_str() {

@@ -23,7 +23,7 @@ const METHODS: [&str; 7] = ["get", "put", "post", "delete", "options", "head", "
 ///
 /// Streams: each path item and schema is parsed, converted and serialized on its own, so the
 /// peak is the raw v2 slices plus the output, never the whole document as a `Value`.
-pub(crate) fn group_version(doc: &Doc, key: &str, out: &mut impl Write) -> io::Result<bool> {
+pub(crate) fn group_version(doc: &Doc<'_>, key: &str, out: &mut impl Write) -> io::Result<bool> {
     let paths: Vec<_> = doc
         .paths
         .iter()
@@ -41,7 +41,7 @@ pub(crate) fn group_version(doc: &Doc, key: &str, out: &mut impl Write) -> io::R
         if i > 0 {
             out.write_all(b",")?;
         }
-        let schema = convert_schema(source::parse(&doc.definitions[*name]), &mut unused);
+        let schema = convert_schema(source::parse(doc.definitions[*name]), &mut unused);
         entry(out, name, &schema)?;
     }
     out.write_all(b"}")?;
@@ -72,7 +72,7 @@ fn entry(out: &mut impl Write, key: &str, value: &Value) -> io::Result<()> {
     Ok(())
 }
 
-fn convert_path_item(doc: &Doc, item: Value, refs: &mut BTreeSet<String>) -> Value {
+fn convert_path_item(doc: &Doc<'_>, item: Value, refs: &mut BTreeSet<String>) -> Value {
     let Value::Object(item) = item else {
         return item;
     };
@@ -94,11 +94,16 @@ fn convert_path_item(doc: &Doc, item: Value, refs: &mut BTreeSet<String>) -> Val
 
 fn string_list(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|l| l.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|l| {
+            l.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
-fn convert_operation(doc: &Doc, op: Value, refs: &mut BTreeSet<String>) -> Value {
+fn convert_operation(doc: &Doc<'_>, op: Value, refs: &mut BTreeSet<String>) -> Value {
     let Value::Object(mut op) = op else {
         return op;
     };
@@ -135,7 +140,7 @@ fn convert_operation(doc: &Doc, op: Value, refs: &mut BTreeSet<String>) -> Value
 /// Converts a parameter list, inlining `#/parameters/…` references. A body parameter becomes
 /// `requestBody` in `op`.
 fn convert_parameters(
-    doc: &Doc,
+    doc: &Doc<'_>,
     params: Value,
     refs: &mut BTreeSet<String>,
     op: &mut Map<String, Value>,
@@ -288,6 +293,9 @@ mod tests {
                 "items": {"type": "array", "items": {"$ref": "#/components/schemas/a.Item"}}
             }})
         );
-        assert_eq!(refs.into_iter().collect::<Vec<_>>(), ["a.Item", "a.ObjectMeta"]);
+        assert_eq!(
+            refs.into_iter().collect::<Vec<_>>(),
+            ["a.Item", "a.ObjectMeta"]
+        );
     }
 }

@@ -71,7 +71,14 @@ struct Walker<'a> {
 impl<'a> Walker<'a> {
     /// `path` names the value with list indexes (for unknown fields), `fpath` without them
     /// (Go's decode errors name struct fields only); `owner` is the innermost struct type.
-    fn walk(&mut self, node: &'a Node, v: &Value, path: &mut String, fpath: &mut String, owner: &'a str) {
+    fn walk(
+        &mut self,
+        node: &'a Node,
+        v: &Value,
+        path: &mut String,
+        fpath: &mut String,
+        owner: &'a str,
+    ) {
         if v.is_null() {
             return;
         }
@@ -154,7 +161,8 @@ impl<'a> Walker<'a> {
 
     fn accepts_number(&self, node: &Node, shape: &Node) -> bool {
         let int_or_string = |n: &Node| {
-            n.format.as_deref() == Some("int-or-string") || n.ext.as_ref().is_some_and(|e| e.int_or_string)
+            n.format.as_deref() == Some("int-or-string")
+                || n.ext.as_ref().is_some_and(|e| e.int_or_string)
         };
         int_or_string(node)
             || int_or_string(shape)
@@ -223,7 +231,10 @@ mod tests {
             strict_decoding_error(&unknown),
             r#"strict decoding error: unknown field "spec.foo", unknown field "spec.containers[0].bar""#
         );
-        assert_eq!(unknown_field_warning("spec.foo"), r#"unknown field "spec.foo""#);
+        assert_eq!(
+            unknown_field_warning("spec.foo"),
+            r#"unknown field "spec.foo""#
+        );
         assert_eq!(
             decode_error_message("Deployment", "v1", "strict decoding error: x"),
             r#"Deployment in version "v1" cannot be handled as a Deployment: strict decoding error: x"#

@@ -13,7 +13,9 @@ fn api() -> &'static OpenApi {
 fn kind_lookup_finds_pod_and_deployment_definitions() {
     let pod = api().kind_schema("", "v1", "Pod").expect("core/v1 Pod");
     assert_eq!(pod.definition(), "io.k8s.api.core.v1.Pod");
-    let dep = api().kind_schema("apps", "v1", "Deployment").expect("apps/v1 Deployment");
+    let dep = api()
+        .kind_schema("apps", "v1", "Deployment")
+        .expect("apps/v1 Deployment");
     assert_eq!(dep.definition(), "io.k8s.api.apps.v1.Deployment");
     assert!(api().kind_schema("apps", "v1", "Pod").is_none());
     assert!(api().kind_schema("", "v1", "Nope").is_none());
@@ -48,7 +50,9 @@ fn pod_containers_merge_on_name() {
 #[test]
 fn deployment_reaches_pod_template_containers_through_refs() {
     let dep = api().kind_schema("apps", "v1", "Deployment").unwrap();
-    let meta = dep.field(&["spec", "template", "spec", "containers"]).unwrap();
+    let meta = dep
+        .field(&["spec", "template", "spec", "containers"])
+        .unwrap();
     assert_eq!(meta.patch_strategy.as_deref(), Some("merge"));
     assert_eq!(meta.patch_merge_key.as_deref(), Some("name"));
     assert!(meta.is_list);
@@ -77,7 +81,8 @@ fn labels_are_a_map_and_selector_is_an_atomic_object() {
     assert_eq!(finalizers.patch_strategy.as_deref(), Some("merge"));
     assert_eq!(finalizers.list_type.as_deref(), Some("set"));
     assert_eq!(
-        dep.required(&["spec", "template", "spec", "containers"]).unwrap(),
+        dep.required(&["spec", "template", "spec", "containers"])
+            .unwrap(),
         ["name"]
     );
 }
@@ -119,8 +124,13 @@ fn unknown_fields_are_reported_with_upstream_paths() {
         strict_decoding_error(&["spec.unknown1".to_owned()]),
         r#"strict decoding error: unknown field "spec.unknown1""#
     );
-    assert_eq!(unknown_field_warning("spec.unknown1"), r#"unknown field "spec.unknown1""#);
-    assert!(decode_error_message("Deployment", "v1", "x").starts_with("Deployment in version \"v1\""));
+    assert_eq!(
+        unknown_field_warning("spec.unknown1"),
+        r#"unknown field "spec.unknown1""#
+    );
+    assert!(
+        decode_error_message("Deployment", "v1", "x").starts_with("Deployment in version \"v1\"")
+    );
 
     let report = api().check_fields(&dep, &obj);
     assert!(report.type_errors.is_empty(), "{:?}", report.type_errors);
@@ -140,13 +150,17 @@ fn a_valid_pod_has_no_unknown_fields() {
         "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
     });
     assert_eq!(api().unknown_fields(&pod, &obj), Vec::<String>::new());
-    assert_eq!(api().check_fields(&pod, &obj).type_errors, Vec::<String>::new());
+    assert_eq!(
+        api().check_fields(&pod, &obj).type_errors,
+        Vec::<String>::new()
+    );
 }
 
 #[test]
 fn type_mismatches_use_go_decoder_wording() {
     let dep = api().kind_schema("apps", "v1", "Deployment").unwrap();
-    let obj = json!({"spec": {"replicas": "3", "template": {"spec": {"containers": [{"name": 5}]}}}});
+    let obj =
+        json!({"spec": {"replicas": "3", "template": {"spec": {"containers": [{"name": 5}]}}}});
     let report = api().check_fields(&dep, &obj);
     assert_eq!(
         report.type_errors,
@@ -170,18 +184,25 @@ fn v3_root_lists_served_group_versions_with_hashes() {
     let url = paths["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap();
     let hash = api().v3_hash("apis/apps/v1").unwrap();
     assert_eq!(url, format!("/openapi/v3/apis/apps/v1?hash={hash}"));
-    assert!(hash.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase()));
+    assert!(hash
+        .chars()
+        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase()));
     assert_ne!(hash, api().v3_hash("api/v1").unwrap());
     assert!(api().v3_hash("apis/nope/v1").is_none());
 }
 
 #[test]
 fn v3_apps_document_has_deployment_schema_and_patch_with_field_validation() {
-    let bytes = api().v3_group_version("apis/apps/v1").expect("apps/v1 document");
+    let bytes = api()
+        .v3_group_version("apis/apps/v1")
+        .expect("apps/v1 document");
     let doc: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(doc["openapi"], "3.0.0");
     assert_eq!(doc["info"]["title"], "Kubernetes");
-    assert_eq!(doc["components"]["securitySchemes"]["BearerToken"]["type"], "apiKey");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["BearerToken"]["type"],
+        "apiKey"
+    );
 
     let schemas = doc["components"]["schemas"].as_object().unwrap();
     let dep = &schemas["io.k8s.api.apps.v1.Deployment"];
@@ -197,7 +218,10 @@ fn v3_apps_document_has_deployment_schema_and_patch_with_field_validation() {
     let containers = &schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
     assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
     assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
-    assert_eq!(containers["items"]["$ref"], "#/components/schemas/io.k8s.api.core.v1.Container");
+    assert_eq!(
+        containers["items"]["$ref"],
+        "#/components/schemas/io.k8s.api.core.v1.Container"
+    );
     // Every reference resolves inside the document.
     let text = String::from_utf8(bytes.clone()).unwrap();
     assert!(!text.contains("#/definitions/"));
@@ -216,11 +240,18 @@ fn v3_apps_document_has_deployment_schema_and_patch_with_field_validation() {
     );
     assert_eq!(patch["x-kubernetes-action"], "patch");
     let params = patch["parameters"].as_array().unwrap();
-    let fv = params.iter().find(|p| p["name"] == "fieldValidation").unwrap();
+    let fv = params
+        .iter()
+        .find(|p| p["name"] == "fieldValidation")
+        .unwrap();
     assert_eq!(fv["in"], "query");
     assert_eq!(fv["schema"], json!({"type": "string", "uniqueItems": true}));
-    assert!(params.iter().any(|p| p["name"] == "fieldManager" && p["schema"]["type"] == "string"));
-    assert!(params.iter().all(|p| p["in"] != "body" && p.get("$ref").is_none()));
+    assert!(params
+        .iter()
+        .any(|p| p["name"] == "fieldManager" && p["schema"]["type"] == "string"));
+    assert!(params
+        .iter()
+        .all(|p| p["in"] != "body" && p.get("$ref").is_none()));
     let body = &patch["requestBody"];
     assert_eq!(body["required"], true);
     assert_eq!(
@@ -232,14 +263,22 @@ fn v3_apps_document_has_deployment_schema_and_patch_with_field_validation() {
         "#/components/schemas/io.k8s.api.apps.v1.Deployment"
     );
     assert!(patch.get("consumes").is_none() && patch.get("schemes").is_none());
-    assert!(item["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "namespace"));
+    assert!(item["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "namespace"));
     for method in ["post", "put"] {
         let op = if method == "post" {
             &paths["/apis/apps/v1/namespaces/{namespace}/deployments"][method]
         } else {
             &item[method]
         };
-        assert!(op["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+        assert!(op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "fieldValidation"));
     }
 
     // Served again from the cache, byte for byte.
@@ -252,7 +291,10 @@ fn v3_core_document_has_pod_with_descriptions_for_explain() {
     let bytes = api().v3_group_version("api/v1").unwrap();
     let doc: Value = serde_json::from_slice(&bytes).unwrap();
     let pod = &doc["components"]["schemas"]["io.k8s.api.core.v1.Pod"];
-    assert!(pod["description"].as_str().unwrap().starts_with("Pod is a collection"));
+    assert!(pod["description"]
+        .as_str()
+        .unwrap()
+        .starts_with("Pod is a collection"));
     assert_eq!(pod["x-kubernetes-group-version-kind"][0]["kind"], "Pod");
     assert!(doc["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"].is_object());
 }
@@ -322,11 +364,18 @@ fn fields(mut buf: &[u8]) -> Vec<(u32, Vec<u8>)> {
 }
 
 fn field(msg: &[u8], number: u32) -> Vec<Vec<u8>> {
-    fields(msg).into_iter().filter(|(n, _)| *n == number).map(|(_, v)| v).collect()
+    fields(msg)
+        .into_iter()
+        .filter(|(n, _)| *n == number)
+        .map(|(_, v)| v)
+        .collect()
 }
 
 fn string(msg: &[u8], number: u32) -> String {
-    field(msg, number).first().map(|v| String::from_utf8(v.clone()).unwrap()).unwrap_or_default()
+    field(msg, number)
+        .first()
+        .map(|v| String::from_utf8(v.clone()).unwrap())
+        .unwrap_or_default()
 }
 
 /// The `(name, value)` entries of a gnostic `Named*` list.
@@ -355,7 +404,10 @@ fn v2_protobuf_is_a_gnostic_document() {
     let definitions = field(&doc, 9).remove(0);
     let defs = named(&definitions, 1);
     assert_eq!(defs.len(), 771);
-    let (_, dep) = defs.iter().find(|(n, _)| n == "io.k8s.api.apps.v1.Deployment").unwrap();
+    let (_, dep) = defs
+        .iter()
+        .find(|(n, _)| n == "io.k8s.api.apps.v1.Deployment")
+        .unwrap();
     assert_eq!(
         extension(dep, 31, "x-kubernetes-group-version-kind").unwrap(),
         json!([{"group": "apps", "kind": "Deployment", "version": "v1"}])
@@ -364,18 +416,38 @@ fn v2_protobuf_is_a_gnostic_document() {
     assert_eq!(string(&type_item, 1), "object");
     let props = named(&field(dep, 25).remove(0), 1);
     let (_, spec) = props.iter().find(|(n, _)| n == "spec").unwrap();
-    assert_eq!(string(spec, 1), "#/definitions/io.k8s.api.apps.v1.DeploymentSpec");
+    assert_eq!(
+        string(spec, 1),
+        "#/definitions/io.k8s.api.apps.v1.DeploymentSpec"
+    );
     assert!(!string(spec, 4).is_empty(), "description kept");
 
-    let (_, pod_spec) = defs.iter().find(|(n, _)| n == "io.k8s.api.core.v1.PodSpec").unwrap();
+    let (_, pod_spec) = defs
+        .iter()
+        .find(|(n, _)| n == "io.k8s.api.core.v1.PodSpec")
+        .unwrap();
     let props = named(&field(pod_spec, 25).remove(0), 1);
     let (_, containers) = props.iter().find(|(n, _)| n == "containers").unwrap();
-    assert_eq!(extension(containers, 31, "x-kubernetes-patch-merge-key").unwrap(), "name");
+    assert_eq!(
+        extension(containers, 31, "x-kubernetes-patch-merge-key").unwrap(),
+        "name"
+    );
     let items = field(containers, 23).remove(0);
     let item = field(&items, 1).remove(0);
-    assert_eq!(string(&item, 1), "#/definitions/io.k8s.api.core.v1.Container");
+    assert_eq!(
+        string(&item, 1),
+        "#/definitions/io.k8s.api.core.v1.Container"
+    );
     let (_, labels) = named(
-        &field(&defs.iter().find(|(n, _)| n.ends_with("meta.v1.ObjectMeta")).unwrap().1, 25).remove(0),
+        &field(
+            &defs
+                .iter()
+                .find(|(n, _)| n.ends_with("meta.v1.ObjectMeta"))
+                .unwrap()
+                .1,
+            25,
+        )
+        .remove(0),
         1,
     )
     .into_iter()
@@ -401,7 +473,10 @@ fn v2_protobuf_is_a_gnostic_document() {
         .filter_map(|non_body| field(&non_body, 3).first().cloned())
         .map(|query| string(&query, 4))
         .collect();
-    assert!(query_names.contains(&"fieldValidation".to_owned()), "{query_names:?}");
+    assert!(
+        query_names.contains(&"fieldValidation".to_owned()),
+        "{query_names:?}"
+    );
     assert_eq!(
         extension(&patch, 13, "x-kubernetes-group-version-kind").unwrap()["kind"],
         "Deployment"
