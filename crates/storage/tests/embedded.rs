@@ -628,6 +628,13 @@ async fn file_stays_bounded_under_create_update_delete_churn() {
     assert_eq!(s.count("/churn/").await, Ok(0));
 }
 
+#[tokio::test]
+async fn embedded_store_passes_the_storage_conformance_suite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    storage::conformance::run_all(&s).await;
+}
+
 // --- Durability across kill -9 -------------------------------------------------------------
 
 const CRASH_DIR_ENV: &str = "EMBEDDED_STORE_CRASH_DIR";
@@ -967,16 +974,49 @@ async fn bench_embedded_store() {
     );
     drop(s);
 
-    // Open time and RSS in a fresh process.
-    let out = Command::new(std::env::current_exe().expect("exe"))
-        .args(["--exact", "bench_open_child", "--ignored", "--nocapture"])
-        .env(BENCH_OPEN_DIR_ENV, dir.path())
-        .output()
-        .expect("run child");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
+    // Open time and RSS in a fresh process, after a clean close and after a SIGKILL (redb
+    // then repairs the file: it walks the trees to rebuild its allocator state).
+    let open_in_child = || {
+        let out = Command::new(std::env::current_exe().expect("exe"))
+            .args(["--exact", "bench_open_child", "--ignored", "--nocapture"])
+            .env(BENCH_OPEN_DIR_ENV, dir.path())
+            .output()
+            .expect("run child");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        stdout
+            .lines()
+            .find(|l| l.starts_with("OPEN "))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no figures from child: {stdout}"))
+    };
+    println!(
+        "reopen in a fresh process: {}; encoded data {:.1} MiB in {objects} objects, file {:.1} MiB",
+        open_in_child(),
+        mib(encoded as u64),
+        mib(std::fs::metadata(&file).expect("stat").len())
+    );
+    let mut child = Command::new(std::env::current_exe().expect("exe"))
+        .args([
+            "--exact",
+            "crash_child_writes_until_killed",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(CRASH_DIR_ENV, dir.path())
+        .env(CRASH_ROUND_ENV, "bench")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let acks = BufReader::new(child.stdout.take().expect("stdout"))
         .lines()
-        .find(|l| l.starts_with("OPEN "))
-        .unwrap_or_else(|| panic!("no figures from child: {stdout}"));
-    println!("reopen in a fresh process: {line}; encoded data {:.1} MiB in {objects} objects, file {:.1} MiB", mib(encoded as u64), mib(std::fs::metadata(&file).expect("stat").len()));
+        .map_while(|l| l.ok())
+        .filter(|l| l.starts_with("ACK "))
+        .take(2_000)
+        .count();
+    child.kill().expect("SIGKILL child");
+    child.wait().expect("wait child");
+    println!(
+        "reopen after SIGKILL during writes ({acks} acks): {}",
+        open_in_child()
+    );
 }
