@@ -9,7 +9,9 @@ use apimachinery::errors::{FieldError, FieldErrorType, Path};
 use serde_json::{json, Value};
 
 pub(crate) fn default(kind: &str, obj: &mut Value) {
-    let Some(spec) = ensure_obj(obj, "spec") else { return };
+    let Some(spec) = ensure_obj(obj, "spec") else {
+        return;
+    };
     match kind {
         "Deployment" => {
             default_field(spec, "replicas", json!(1));
@@ -74,8 +76,17 @@ pub(crate) fn default(kind: &str, obj: &mut Value) {
 }
 
 fn not_supported_raw(path: &Path, raw: &str, supported: &[&str]) -> FieldError {
-    let list = supported.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
-    FieldError::new(FieldErrorType::NotSupported, path.as_str(), None, format!("{raw}: supported values: {list}"))
+    let list = supported
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    FieldError::new(
+        FieldErrorType::NotSupported,
+        path.as_str(),
+        None,
+        format!("{raw}: supported values: {list}"),
+    )
 }
 
 /// Selector present, valid and non-empty (`what` names the kind in upstream's message).
@@ -86,8 +97,14 @@ fn validate_selector(spec: &Value, path: &Path, what: &str) -> Errs {
         None => errs.push(required(&p)),
         Some(sel) => {
             errs.extend(validate_label_selector(sel, &p));
-            if obj(sel, "matchLabels").map_or(0, |m| m.len()) + arr(sel, "matchExpressions").len() == 0 {
-                errs.push(invalid_raw(&p, &label_selector_string(Some(sel)), &format!("empty selector is invalid for {what}")));
+            if obj(sel, "matchLabels").map_or(0, |m| m.len()) + arr(sel, "matchExpressions").len()
+                == 0
+            {
+                errs.push(invalid_raw(
+                    &p,
+                    &label_selector_string(Some(sel)),
+                    &format!("empty selector is invalid for {what}"),
+                ));
             }
         }
     }
@@ -97,8 +114,13 @@ fn validate_selector(spec: &Value, path: &Path, what: &str) -> Errs {
 /// The template-labels check shared by the workload kinds.
 fn validate_selector_matches(spec: &Value, template_path: &Path, skip_empty: bool) -> Errs {
     let sel = spec.get("selector").cloned().unwrap_or(Value::Null);
-    let tmeta = spec.get("template").and_then(|t| t.get("metadata")).filter(|m| m.is_object());
-    let selector_empty = sel.is_null() || (obj(&sel, "matchLabels").map_or(0, |m| m.len()) + arr(&sel, "matchExpressions").len() == 0);
+    let tmeta = spec
+        .get("template")
+        .and_then(|t| t.get("metadata"))
+        .filter(|m| m.is_object());
+    let selector_empty = sel.is_null()
+        || (obj(&sel, "matchLabels").map_or(0, |m| m.len()) + arr(&sel, "matchExpressions").len()
+            == 0);
     if skip_empty && selector_empty {
         return Vec::new();
     }
@@ -134,14 +156,20 @@ fn raw_int_or_string(v: Option<&Value>) -> String {
 fn validate_positive_int_or_percent(v: Option<&Value>, path: &Path) -> Errs {
     match v {
         Some(Value::String(s)) => {
-            let ok = s.strip_suffix('%').is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()));
+            let ok = s
+                .strip_suffix('%')
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()));
             if ok {
                 Vec::new()
             } else {
                 vec![invalid_raw(
                     path,
                     s,
-                    &regex_error("a valid percent string must be a numeric string followed by an ending '%'", "[0-9]+%", &["1%", "93%"]),
+                    &regex_error(
+                        "a valid percent string must be a numeric string followed by an ending '%'",
+                        "[0-9]+%",
+                        &["1%", "93%"],
+                    ),
                 )]
             }
         }
@@ -160,7 +188,11 @@ fn validate_positive_int_or_percent(v: Option<&Value>, path: &Path) -> Errs {
 fn not_more_than_100_percent(v: Option<&Value>, path: &Path) -> Errs {
     let (n, pct) = int_or_percent(v);
     if pct && n > 100 {
-        vec![invalid_raw(path, &raw_int_or_string(v), "must not be greater than 100%")]
+        vec![invalid_raw(
+            path,
+            &raw_int_or_string(v),
+            "must not be greater than 100%",
+        )]
     } else {
         Vec::new()
     }
@@ -182,7 +214,11 @@ fn validate_rs_template(spec: &Value, path: &Path, kind: &str) -> Errs {
     let tspec = template.get("spec").unwrap_or(&empty);
     let rp = st(tspec, "restartPolicy");
     if rp != "Always" {
-        errs.push(not_supported(&tp.child("spec").child("restartPolicy"), rp, &["Always"]));
+        errs.push(not_supported(
+            &tp.child("spec").child("restartPolicy"),
+            rp,
+            &["Always"],
+        ));
     }
     if let Some(ads) = int(tspec, "activeDeadlineSeconds") {
         errs.push(invalid(
@@ -205,18 +241,31 @@ fn validate_deployment_spec(spec: &Value, path: &Path) -> Errs {
     match ty {
         "Recreate" => {
             if get(strategy, "rollingUpdate").is_some() {
-                errs.push(forbidden(&sp.child("rollingUpdate"), "may not be specified when strategy `type` is 'Recreate'"));
+                errs.push(forbidden(
+                    &sp.child("rollingUpdate"),
+                    "may not be specified when strategy `type` is 'Recreate'",
+                ));
             }
         }
         "RollingUpdate" => match get(strategy, "rollingUpdate") {
-            None => errs.push(required_d(&sp.child("rollingUpdate"), "this should be defaulted and never be nil")),
+            None => errs.push(required_d(
+                &sp.child("rollingUpdate"),
+                "this should be defaulted and never be nil",
+            )),
             Some(ru) => {
                 let rp = sp.child("rollingUpdate");
                 let (mu, ms) = (get(ru, "maxUnavailable"), get(ru, "maxSurge"));
-                errs.extend(validate_positive_int_or_percent(mu, &rp.child("maxUnavailable")));
+                errs.extend(validate_positive_int_or_percent(
+                    mu,
+                    &rp.child("maxUnavailable"),
+                ));
                 errs.extend(validate_positive_int_or_percent(ms, &rp.child("maxSurge")));
                 if int_or_percent(mu).0 == 0 && int_or_percent(ms).0 == 0 {
-                    errs.push(invalid_raw(&rp.child("maxUnavailable"), &raw_int_or_string(mu), "may not be 0 when `maxSurge` is 0"));
+                    errs.push(invalid_raw(
+                        &rp.child("maxUnavailable"),
+                        &raw_int_or_string(mu),
+                        "may not be 0 when `maxSurge` is 0",
+                    ));
                 }
                 errs.extend(not_more_than_100_percent(mu, &rp.child("maxUnavailable")));
             }
@@ -231,7 +280,11 @@ fn validate_deployment_spec(spec: &Value, path: &Path) -> Errs {
     if let Some(pds) = int(spec, "progressDeadlineSeconds") {
         errs.extend(validate_nonnegative(spec, "progressDeadlineSeconds", path));
         if pds <= int(spec, "minReadySeconds").unwrap_or(0) {
-            errs.push(invalid(&path.child("progressDeadlineSeconds"), pds, "must be greater than minReadySeconds"));
+            errs.push(invalid(
+                &path.child("progressDeadlineSeconds"),
+                pds,
+                "must be greater than minReadySeconds",
+            ));
         }
     }
     errs
@@ -250,7 +303,11 @@ fn validate_statefulset_spec(spec: &Value, path: &Path) -> Errs {
     match pmp {
         "" => errs.push(required(&path.child("podManagementPolicy"))),
         "OrderedReady" | "Parallel" => {}
-        _ => errs.push(invalid(&path.child("podManagementPolicy"), pmp, "must be 'OrderedReady' or 'Parallel'")),
+        _ => errs.push(invalid(
+            &path.child("podManagementPolicy"),
+            pmp,
+            "must be 'OrderedReady' or 'Parallel'",
+        )),
     }
     let up = path.child("updateStrategy");
     let empty = json!({});
@@ -271,17 +328,31 @@ fn validate_statefulset_spec(spec: &Value, path: &Path) -> Errs {
                 let rp = up.child("rollingUpdate");
                 errs.extend(validate_nonnegative(ru, "partition", &rp));
                 if let Some(mu) = get(ru, "maxUnavailable") {
-                    errs.extend(validate_positive_int_or_percent(Some(mu), &rp.child("maxUnavailable")));
+                    errs.extend(validate_positive_int_or_percent(
+                        Some(mu),
+                        &rp.child("maxUnavailable"),
+                    ));
                     if int_or_percent(Some(mu)).0 == 0 {
-                        errs.push(invalid_raw(&rp.child("maxUnavailable"), &raw_int_or_string(Some(mu)), "cannot be 0"));
+                        errs.push(invalid_raw(
+                            &rp.child("maxUnavailable"),
+                            &raw_int_or_string(Some(mu)),
+                            "cannot be 0",
+                        ));
                     }
-                    errs.extend(not_more_than_100_percent(Some(mu), &rp.child("maxUnavailable")));
+                    errs.extend(not_more_than_100_percent(
+                        Some(mu),
+                        &rp.child("maxUnavailable"),
+                    ));
                 }
             }
         }
         other => {
             let raw = format!("apps.StatefulSetUpdateStrategy{{Type:{other:?}, RollingUpdate:(*apps.RollingUpdateStatefulSetStrategy)(nil)}}");
-            errs.push(invalid_raw(&up, &raw, "must be 'RollingUpdate' or 'OnDelete'"));
+            errs.push(invalid_raw(
+                &up,
+                &raw,
+                "must be 'RollingUpdate' or 'OnDelete'",
+            ));
         }
     }
     if let Some(p) = get(spec, "persistentVolumeClaimRetentionPolicy") {
@@ -300,16 +371,35 @@ fn validate_statefulset_spec(spec: &Value, path: &Path) -> Errs {
     errs.extend(validate_selector(spec, path, "statefulset"));
     let tp = path.child("template");
     errs.extend(validate_selector_matches(spec, &tp, true));
-    let tmeta = spec.get("template").and_then(|t| t.get("metadata")).unwrap_or(&empty);
-    errs.extend(validate_labels(&str_map(tmeta, "labels"), &tp.child("labels")));
-    errs.extend(validate_annotations(&str_map(tmeta, "annotations"), &tp.child("annotations")));
-    let tspec = spec.get("template").and_then(|t| t.get("spec")).unwrap_or(&empty);
+    let tmeta = spec
+        .get("template")
+        .and_then(|t| t.get("metadata"))
+        .unwrap_or(&empty);
+    errs.extend(validate_labels(
+        &str_map(tmeta, "labels"),
+        &tp.child("labels"),
+    ));
+    errs.extend(validate_annotations(
+        &str_map(tmeta, "annotations"),
+        &tp.child("annotations"),
+    ));
+    let tspec = spec
+        .get("template")
+        .and_then(|t| t.get("spec"))
+        .unwrap_or(&empty);
     let rp = st(tspec, "restartPolicy");
     if rp != "Always" {
-        errs.push(not_supported(&tp.child("spec").child("restartPolicy"), rp, &["Always"]));
+        errs.push(not_supported(
+            &tp.child("spec").child("restartPolicy"),
+            rp,
+            &["Always"],
+        ));
     }
     if get(tspec, "activeDeadlineSeconds").is_some() {
-        errs.push(forbidden(&tp.child("spec").child("activeDeadlineSeconds"), "activeDeadlineSeconds in StatefulSet is not Supported"));
+        errs.push(forbidden(
+            &tp.child("spec").child("activeDeadlineSeconds"),
+            "activeDeadlineSeconds in StatefulSet is not Supported",
+        ));
     }
     errs
 }
@@ -322,9 +412,14 @@ fn validate_daemonset_spec(spec: &Value, path: &Path) -> Errs {
     let tp = path.child("template");
     errs.extend(validate_selector_matches(spec, &tp, false));
     if let Some(sel) = get(spec, "selector") {
-        if obj(sel, "matchLabels").map_or(0, |m| m.len()) + arr(sel, "matchExpressions").len() == 0 {
+        if obj(sel, "matchLabels").map_or(0, |m| m.len()) + arr(sel, "matchExpressions").len() == 0
+        {
             let raw = label_selector_string(Some(sel));
-            errs.push(invalid_raw(&path.child("selector"), &raw, "empty selector is invalid for daemonset"));
+            errs.push(invalid_raw(
+                &path.child("selector"),
+                &raw,
+                "empty selector is invalid for daemonset",
+            ));
         }
     }
     let empty = json!({});
@@ -333,10 +428,18 @@ fn validate_daemonset_spec(spec: &Value, path: &Path) -> Errs {
     let tspec = template.get("spec").unwrap_or(&empty);
     let rp = st(tspec, "restartPolicy");
     if rp != "Always" {
-        errs.push(not_supported(&tp.child("spec").child("restartPolicy"), rp, &["Always"]));
+        errs.push(not_supported(
+            &tp.child("spec").child("restartPolicy"),
+            rp,
+            &["Always"],
+        ));
     }
     if let Some(ads) = int(tspec, "activeDeadlineSeconds") {
-        errs.push(invalid(&tp.child("spec").child("activeDeadlineSeconds"), ads, "activeDeadlineSeconds in DaemonSet is not Supported"));
+        errs.push(invalid(
+            &tp.child("spec").child("activeDeadlineSeconds"),
+            ads,
+            "activeDeadlineSeconds in DaemonSet is not Supported",
+        ));
     }
     errs.extend(validate_nonnegative(spec, "minReadySeconds", path));
     errs.extend(validate_nonnegative(spec, "templateGeneration", path));
@@ -349,15 +452,25 @@ fn validate_daemonset_spec(spec: &Value, path: &Path) -> Errs {
             Some(ru) => {
                 let rp = up.child("rollingUpdate");
                 let (mu, ms) = (get(ru, "maxUnavailable"), get(ru, "maxSurge"));
-                errs.extend(validate_positive_int_or_percent(mu, &rp.child("maxUnavailable")));
+                errs.extend(validate_positive_int_or_percent(
+                    mu,
+                    &rp.child("maxUnavailable"),
+                ));
                 errs.extend(validate_positive_int_or_percent(ms, &rp.child("maxSurge")));
                 errs.extend(not_more_than_100_percent(mu, &rp.child("maxUnavailable")));
                 errs.extend(not_more_than_100_percent(ms, &rp.child("maxSurge")));
                 let (hu, hs) = (int_or_percent(mu).0 != 0, int_or_percent(ms).0 != 0);
                 if hu && hs {
-                    errs.push(invalid_raw(&rp.child("maxSurge"), &raw_int_or_string(ms), "may not be set when maxUnavailable is non-zero"));
+                    errs.push(invalid_raw(
+                        &rp.child("maxSurge"),
+                        &raw_int_or_string(ms),
+                        "may not be set when maxUnavailable is non-zero",
+                    ));
                 } else if !hu && !hs {
-                    errs.push(required_d(&rp.child("maxUnavailable"), "cannot be 0 when maxSurge is 0"));
+                    errs.push(required_d(
+                        &rp.child("maxUnavailable"),
+                        "cannot be 0 when maxSurge is 0",
+                    ));
                 }
             }
         },
@@ -372,7 +485,9 @@ fn validate_daemonset_spec(spec: &Value, path: &Path) -> Errs {
 
 fn spec_of(obj: &Value) -> &Value {
     static EMPTY: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
-    obj.get("spec").filter(|s| s.is_object()).unwrap_or_else(|| EMPTY.get_or_init(|| json!({})))
+    obj.get("spec")
+        .filter(|s| s.is_object())
+        .unwrap_or_else(|| EMPTY.get_or_init(|| json!({})))
 }
 
 /// Spec validation on create, and on update with the kind's immutable fields.
@@ -392,7 +507,12 @@ pub(crate) fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Errs {
         let mut clone = spec.clone();
         if let Some(m) = clone.as_object_mut() {
             for key in [
-                "replicas", "ordinals", "template", "updateStrategy", "minReadySeconds", "revisionHistoryLimit",
+                "replicas",
+                "ordinals",
+                "template",
+                "updateStrategy",
+                "minReadySeconds",
+                "revisionHistoryLimit",
                 "persistentVolumeClaimRetentionPolicy",
             ] {
                 match old_spec.get(key) {
@@ -408,7 +528,11 @@ pub(crate) fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Errs {
             ));
         }
     } else if get(spec, "selector") != get(old_spec, "selector") {
-        errs.push(invalid_raw(&path.child("selector"), &label_selector_string(get(spec, "selector")), IMMUTABLE));
+        errs.push(invalid_raw(
+            &path.child("selector"),
+            &label_selector_string(get(spec, "selector")),
+            IMMUTABLE,
+        ));
     }
     errs
 }
@@ -420,10 +544,44 @@ pub(crate) fn validate_status(kind: &str, obj: &Value) -> Errs {
     let path = Path::new("status");
     let mut errs = Errs::new();
     let keys: &[&str] = match kind {
-        "Deployment" => &["observedGeneration", "replicas", "updatedReplicas", "readyReplicas", "availableReplicas", "unavailableReplicas", "terminatingReplicas", "collisionCount"],
-        "ReplicaSet" => &["replicas", "fullyLabeledReplicas", "readyReplicas", "availableReplicas", "terminatingReplicas", "observedGeneration"],
-        "StatefulSet" => &["replicas", "readyReplicas", "currentReplicas", "updatedReplicas", "availableReplicas", "observedGeneration", "collisionCount"],
-        "DaemonSet" => &["currentNumberScheduled", "numberMisscheduled", "desiredNumberScheduled", "numberReady", "observedGeneration", "updatedNumberScheduled", "numberAvailable", "numberUnavailable", "collisionCount"],
+        "Deployment" => &[
+            "observedGeneration",
+            "replicas",
+            "updatedReplicas",
+            "readyReplicas",
+            "availableReplicas",
+            "unavailableReplicas",
+            "terminatingReplicas",
+            "collisionCount",
+        ],
+        "ReplicaSet" => &[
+            "replicas",
+            "fullyLabeledReplicas",
+            "readyReplicas",
+            "availableReplicas",
+            "terminatingReplicas",
+            "observedGeneration",
+        ],
+        "StatefulSet" => &[
+            "replicas",
+            "readyReplicas",
+            "currentReplicas",
+            "updatedReplicas",
+            "availableReplicas",
+            "observedGeneration",
+            "collisionCount",
+        ],
+        "DaemonSet" => &[
+            "currentNumberScheduled",
+            "numberMisscheduled",
+            "desiredNumberScheduled",
+            "numberReady",
+            "observedGeneration",
+            "updatedNumberScheduled",
+            "numberAvailable",
+            "numberUnavailable",
+            "collisionCount",
+        ],
         _ => return errs,
     };
     for k in keys {
@@ -432,7 +590,13 @@ pub(crate) fn validate_status(kind: &str, obj: &Value) -> Errs {
     if kind != "DaemonSet" {
         let replicas = int(status, "replicas").unwrap_or(0);
         let msg = "cannot be greater than status.replicas";
-        for k in ["updatedReplicas", "fullyLabeledReplicas", "readyReplicas", "availableReplicas", "currentReplicas"] {
+        for k in [
+            "updatedReplicas",
+            "fullyLabeledReplicas",
+            "readyReplicas",
+            "availableReplicas",
+            "currentReplicas",
+        ] {
             if let Some(n) = int(status, k) {
                 if n > replicas {
                     errs.push(invalid(&path.child(k), n, msg));
@@ -442,7 +606,11 @@ pub(crate) fn validate_status(kind: &str, obj: &Value) -> Errs {
         let ready = int(status, "readyReplicas").unwrap_or(0);
         if let Some(a) = int(status, "availableReplicas") {
             if a > ready {
-                errs.push(invalid(&path.child("availableReplicas"), a, "cannot be greater than readyReplicas"));
+                errs.push(invalid(
+                    &path.child("availableReplicas"),
+                    a,
+                    "cannot be greater than readyReplicas",
+                ));
             }
         }
     }
@@ -469,30 +637,64 @@ mod tests {
 
     #[test]
     fn workload_defaults() {
-        let d = obj_with("Deployment", json!({"selector": {"matchLabels": {"app": "x"}}, "template": tmpl(json!({"app": "x"}))}));
+        let d = obj_with(
+            "Deployment",
+            json!({"selector": {"matchLabels": {"app": "x"}}, "template": tmpl(json!({"app": "x"}))}),
+        );
         let s = &d["spec"];
         assert_eq!(s["replicas"], 1);
-        assert_eq!(s["strategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}));
+        assert_eq!(
+            s["strategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+        );
         assert_eq!(s["revisionHistoryLimit"], 10);
         assert_eq!(s["progressDeadlineSeconds"], 600);
         assert_eq!(s["template"]["spec"]["restartPolicy"], "Always");
-        assert_eq!(s["template"]["spec"]["containers"][0]["imagePullPolicy"], "Always");
-        assert!(validate("Deployment", &d, None).is_empty(), "{:?}", msgs(&validate("Deployment", &d, None)));
+        assert_eq!(
+            s["template"]["spec"]["containers"][0]["imagePullPolicy"],
+            "Always"
+        );
+        assert!(
+            validate("Deployment", &d, None).is_empty(),
+            "{:?}",
+            msgs(&validate("Deployment", &d, None))
+        );
 
-        let s = obj_with("StatefulSet", json!({"selector": {"matchLabels": {"app": "x"}}, "template": tmpl(json!({"app": "x"})), "volumeClaimTemplates": [{"metadata": {"name": "d"}, "spec": {}}]}));
+        let s = obj_with(
+            "StatefulSet",
+            json!({"selector": {"matchLabels": {"app": "x"}}, "template": tmpl(json!({"app": "x"})), "volumeClaimTemplates": [{"metadata": {"name": "d"}, "spec": {}}]}),
+        );
         let s = &s["spec"];
         assert_eq!(s["podManagementPolicy"], "OrderedReady");
-        assert_eq!(s["updateStrategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
-        assert_eq!(s["persistentVolumeClaimRetentionPolicy"], json!({"whenDeleted": "Retain", "whenScaled": "Retain"}));
+        assert_eq!(
+            s["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+        );
+        assert_eq!(
+            s["persistentVolumeClaimRetentionPolicy"],
+            json!({"whenDeleted": "Retain", "whenScaled": "Retain"})
+        );
         assert_eq!(s["replicas"], 1);
-        assert_eq!(s["volumeClaimTemplates"][0]["spec"]["volumeMode"], "Filesystem");
+        assert_eq!(
+            s["volumeClaimTemplates"][0]["spec"]["volumeMode"],
+            "Filesystem"
+        );
         assert_eq!(s["volumeClaimTemplates"][0]["status"]["phase"], "Pending");
 
-        let ds = obj_with("DaemonSet", json!({"selector": {"matchLabels": {"app": "x"}}, "template": tmpl(json!({"app": "x"}))}));
-        assert_eq!(ds["spec"]["updateStrategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}));
+        let ds = obj_with(
+            "DaemonSet",
+            json!({"selector": {"matchLabels": {"app": "x"}}, "template": tmpl(json!({"app": "x"}))}),
+        );
+        assert_eq!(
+            ds["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
+        );
         assert!(validate("DaemonSet", &ds, None).is_empty());
 
-        let rs = obj_with("ReplicaSet", json!({"selector": {"matchLabels": {"app": "x"}}, "template": tmpl(json!({"app": "x"}))}));
+        let rs = obj_with(
+            "ReplicaSet",
+            json!({"selector": {"matchLabels": {"app": "x"}}, "template": tmpl(json!({"app": "x"}))}),
+        );
         assert_eq!(rs["spec"]["replicas"], 1);
         assert!(validate("ReplicaSet", &rs, None).is_empty());
     }
@@ -526,7 +728,10 @@ mod tests {
 
     #[test]
     fn selector_is_immutable_on_update() {
-        let old = obj_with("Deployment", json!({"selector": {"matchLabels": {"app": "x"}}, "template": tmpl(json!({"app": "x", "v": "2"}))}));
+        let old = obj_with(
+            "Deployment",
+            json!({"selector": {"matchLabels": {"app": "x"}}, "template": tmpl(json!({"app": "x", "v": "2"}))}),
+        );
         let mut new = old.clone();
         new["spec"]["replicas"] = json!(3);
         assert!(validate("Deployment", &new, Some(&old)).is_empty());
@@ -539,7 +744,10 @@ mod tests {
 
     #[test]
     fn statefulset_spec_update_is_restricted() {
-        let old = obj_with("StatefulSet", json!({"serviceName": "a", "selector": {"matchLabels": {"app": "x"}}, "template": tmpl(json!({"app": "x"}))}));
+        let old = obj_with(
+            "StatefulSet",
+            json!({"serviceName": "a", "selector": {"matchLabels": {"app": "x"}}, "template": tmpl(json!({"app": "x"}))}),
+        );
         let mut new = old.clone();
         new["spec"]["replicas"] = json!(5);
         assert!(validate("StatefulSet", &new, Some(&old)).is_empty());
@@ -553,6 +761,9 @@ mod tests {
     #[test]
     fn status_counts() {
         let o = json!({"status": {"replicas": 1, "readyReplicas": 2}});
-        assert_eq!(msgs(&validate_status("Deployment", &o)), vec!["status.readyReplicas: Invalid value: 2: cannot be greater than status.replicas"]);
+        assert_eq!(
+            msgs(&validate_status("Deployment", &o)),
+            vec!["status.readyReplicas: Invalid value: 2: cannot be greater than status.replicas"]
+        );
     }
 }

@@ -5,7 +5,9 @@
 //! server strategy's job and must happen before `validate`, as upstream's `PrepareForCreate`.
 
 use crate::core::pod::{default_pod_template, validate_pod_template};
-use crate::meta::{label_selector_string, labels_go_string, selector_matches, validate_label_selector};
+use crate::meta::{
+    label_selector_string, labels_go_string, selector_matches, validate_label_selector,
+};
 use crate::util::*;
 use apimachinery::errors::Path;
 use serde_json::{json, Value};
@@ -14,12 +16,17 @@ pub(crate) fn default(kind: &str, obj: &mut Value) {
     match kind {
         "Job" => default_job(obj),
         "CronJob" => {
-            let Some(spec) = ensure_obj(obj, "spec") else { return };
+            let Some(spec) = ensure_obj(obj, "spec") else {
+                return;
+            };
             default_str(spec, "concurrencyPolicy", "Allow");
             default_field(spec, "suspend", json!(false));
             default_field(spec, "successfulJobsHistoryLimit", json!(3));
             default_field(spec, "failedJobsHistoryLimit", json!(1));
-            if let Some(t) = ensure_obj(spec, "jobTemplate").and_then(|jt| ensure_obj(jt, "spec")).and_then(|s| ensure_obj(s, "template")) {
+            if let Some(t) = ensure_obj(spec, "jobTemplate")
+                .and_then(|jt| ensure_obj(jt, "spec"))
+                .and_then(|s| ensure_obj(s, "template"))
+            {
                 default_pod_template(t);
             }
         }
@@ -28,14 +35,23 @@ pub(crate) fn default(kind: &str, obj: &mut Value) {
 }
 
 fn default_job(obj: &mut Value) {
-    let template_labels = obj.pointer("/spec/template/metadata/labels").filter(|l| l.is_object()).cloned();
-    let Some(spec) = ensure_obj(obj, "spec") else { return };
+    let template_labels = obj
+        .pointer("/spec/template/metadata/labels")
+        .filter(|l| l.is_object())
+        .cloned();
+    let Some(spec) = ensure_obj(obj, "spec") else {
+        return;
+    };
     if get(spec, "completions").is_none() && get(spec, "parallelism").is_none() {
         spec["completions"] = json!(1);
         spec["parallelism"] = json!(1);
     }
     default_field(spec, "parallelism", json!(1));
-    let backoff = if get(spec, "backoffLimitPerIndex").is_some() { i64::from(i32::MAX) } else { 6 };
+    let backoff = if get(spec, "backoffLimitPerIndex").is_some() {
+        i64::from(i32::MAX)
+    } else {
+        6
+    };
     default_field(spec, "backoffLimit", json!(backoff));
     default_field(spec, "completionMode", json!("NonIndexed"));
     default_field(spec, "suspend", json!(false));
@@ -47,7 +63,15 @@ fn default_job(obj: &mut Value) {
             }
         }
     }
-    default_field(spec, "podReplacementPolicy", json!(if has_pfp { "Failed" } else { "TerminatingOrFailed" }));
+    default_field(
+        spec,
+        "podReplacementPolicy",
+        json!(if has_pfp {
+            "Failed"
+        } else {
+            "TerminatingOrFailed"
+        }),
+    );
     if let Some(t) = ensure_obj(spec, "template") {
         default_pod_template(t);
     }
@@ -69,16 +93,31 @@ const MAX_PARALLELISM_FOR_INDEXED_JOB: i64 = 100_000;
 /// `validateJobSpec` (shared by Jobs and CronJob job templates).
 fn validate_job_spec_common(spec: &Value, path: &Path) -> Errs {
     let mut errs = Errs::new();
-    for key in ["parallelism", "completions", "activeDeadlineSeconds", "backoffLimit", "ttlSecondsAfterFinished", "backoffLimitPerIndex", "maxFailedIndexes"] {
+    for key in [
+        "parallelism",
+        "completions",
+        "activeDeadlineSeconds",
+        "backoffLimit",
+        "ttlSecondsAfterFinished",
+        "backoffLimitPerIndex",
+        "maxFailedIndexes",
+    ] {
         errs.extend(validate_nonnegative(spec, key, path));
     }
     if let Some(mode) = get(spec, "completionMode").and_then(Value::as_str) {
         if !matches!(mode, "NonIndexed" | "Indexed") {
-            errs.push(not_supported(&path.child("completionMode"), mode, &["NonIndexed", "Indexed"]));
+            errs.push(not_supported(
+                &path.child("completionMode"),
+                mode,
+                &["NonIndexed", "Indexed"],
+            ));
         }
         if mode == "Indexed" {
             if get(spec, "completions").is_none() {
-                errs.push(required_d(&path.child("completions"), "when completion mode is Indexed"));
+                errs.push(required_d(
+                    &path.child("completions"),
+                    "when completion mode is Indexed",
+                ));
             }
             if let Some(p) = int(spec, "parallelism") {
                 if p > MAX_PARALLELISM_FOR_INDEXED_JOB {
@@ -92,14 +131,25 @@ fn validate_job_spec_common(spec: &Value, path: &Path) -> Errs {
         }
     }
     if get(spec, "backoffLimitPerIndex").is_some() && st(spec, "completionMode") != "Indexed" {
-        errs.push(required_d(&path.child("completionMode"), "when backoffLimitPerIndex is specified, completionMode must be Indexed"));
+        errs.push(required_d(
+            &path.child("completionMode"),
+            "when backoffLimitPerIndex is specified, completionMode must be Indexed",
+        ));
     }
     if let Some(prp) = get(spec, "podReplacementPolicy").and_then(Value::as_str) {
         let has_pfp = get(spec, "podFailurePolicy").is_some();
         if has_pfp && prp != "Failed" {
-            errs.push(not_supported(&path.child("podReplacementPolicy"), prp, &["Failed"]));
+            errs.push(not_supported(
+                &path.child("podReplacementPolicy"),
+                prp,
+                &["Failed"],
+            ));
         } else if !matches!(prp, "TerminatingOrFailed" | "Failed") {
-            errs.push(not_supported(&path.child("podReplacementPolicy"), prp, &["Failed", "TerminatingOrFailed"]));
+            errs.push(not_supported(
+                &path.child("podReplacementPolicy"),
+                prp,
+                &["Failed", "TerminatingOrFailed"],
+            ));
         }
     }
     let empty = json!({});
@@ -108,9 +158,17 @@ fn validate_job_spec_common(spec: &Value, path: &Path) -> Errs {
     errs.extend(validate_pod_template(template, &tp));
     let rp = st(template.get("spec").unwrap_or(&empty), "restartPolicy");
     if !matches!(rp, "OnFailure" | "Never") {
-        errs.push(not_supported(&tp.child("spec").child("restartPolicy"), rp, &["OnFailure", "Never"]));
+        errs.push(not_supported(
+            &tp.child("spec").child("restartPolicy"),
+            rp,
+            &["OnFailure", "Never"],
+        ));
     } else if rp == "OnFailure" && get(spec, "podFailurePolicy").is_some() {
-        errs.push(invalid(&tp.child("spec").child("restartPolicy"), rp, "only \"Never\" is supported when podFailurePolicy is specified"));
+        errs.push(invalid(
+            &tp.child("spec").child("restartPolicy"),
+            rp,
+            "only \"Never\" is supported when podFailurePolicy is specified",
+        ));
     }
     errs
 }
@@ -123,7 +181,10 @@ fn validate_job_spec(spec: &Value, path: &Path) -> Errs {
         Some(sel) => errs.extend(validate_label_selector(sel, &path.child("selector"))),
     }
     let sel = spec.get("selector").cloned().unwrap_or(Value::Null);
-    let tmeta = spec.get("template").and_then(|t| t.get("metadata")).filter(|m| m.is_object());
+    let tmeta = spec
+        .get("template")
+        .and_then(|t| t.get("metadata"))
+        .filter(|m| m.is_object());
     if selector_matches(&sel, tmeta) == Some(false) {
         errs.push(invalid_raw(
             &path.child("template").child("metadata").child("labels"),
@@ -135,7 +196,10 @@ fn validate_job_spec(spec: &Value, path: &Path) -> Errs {
 }
 
 fn spec_of(obj: &Value) -> Value {
-    obj.get("spec").filter(|s| s.is_object()).cloned().unwrap_or_else(|| json!({}))
+    obj.get("spec")
+        .filter(|s| s.is_object())
+        .cloned()
+        .unwrap_or_else(|| json!({}))
 }
 
 pub(crate) fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Errs {
@@ -164,16 +228,34 @@ pub(crate) fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Errs {
                     errs.push(invalid(&path.child("completions"), v, IMMUTABLE));
                 }
                 if get(&spec, "selector") != get(&old_spec, "selector") {
-                    errs.push(invalid_raw(&path.child("selector"), &label_selector_string(get(&spec, "selector")), IMMUTABLE));
+                    errs.push(invalid_raw(
+                        &path.child("selector"),
+                        &label_selector_string(get(&spec, "selector")),
+                        IMMUTABLE,
+                    ));
                 }
                 if !template_update_allowed(&spec, &old_spec) {
-                    errs.push(invalid_raw(&path.child("template"), "core.PodTemplateSpec{...}", IMMUTABLE));
+                    errs.push(invalid_raw(
+                        &path.child("template"),
+                        "core.PodTemplateSpec{...}",
+                        IMMUTABLE,
+                    ));
                 }
-                for key in ["completionMode", "podFailurePolicy", "backoffLimitPerIndex", "managedBy", "successPolicy"] {
+                for key in [
+                    "completionMode",
+                    "podFailurePolicy",
+                    "backoffLimitPerIndex",
+                    "managedBy",
+                    "successPolicy",
+                ] {
                     if get(&spec, key) != get(&old_spec, key) {
                         match spec.get(key).cloned() {
-                            Some(Value::String(s)) => errs.push(invalid(&path.child(key), s, IMMUTABLE)),
-                            Some(Value::Number(n)) => errs.push(invalid(&path.child(key), n, IMMUTABLE)),
+                            Some(Value::String(s)) => {
+                                errs.push(invalid(&path.child(key), s, IMMUTABLE))
+                            }
+                            Some(Value::Number(n)) => {
+                                errs.push(invalid(&path.child(key), n, IMMUTABLE))
+                            }
                             other => errs.push(invalid_raw(
                                 &path.child(key),
                                 &other.map_or("nil".to_string(), |v| v.to_string()),
@@ -190,7 +272,11 @@ pub(crate) fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Errs {
             if old.is_none() {
                 let name = obj.get("metadata").map(|m| st(m, "name")).unwrap_or("");
                 if name.len() > 52 {
-                    errs.push(invalid(&Path::new("metadata").child("name"), name, "must be no more than 52 characters"));
+                    errs.push(invalid(
+                        &Path::new("metadata").child("name"),
+                        name,
+                        "must be no more than 52 characters",
+                    ));
                 }
             }
             errs
@@ -237,9 +323,17 @@ fn validate_cronjob_spec(spec: &Value, old: Option<&Value>, path: &Path) -> Errs
             errs.push(invalid(&sp, schedule, &e));
         }
         if allow_tz && schedule.contains("TZ") && get(spec, "timeZone").is_some() {
-            errs.push(invalid(&sp, schedule, "cannot use both timeZone field and TZ or CRON_TZ in schedule"));
+            errs.push(invalid(
+                &sp,
+                schedule,
+                "cannot use both timeZone field and TZ or CRON_TZ in schedule",
+            ));
         } else if !allow_tz && schedule.contains("TZ") {
-            errs.push(invalid(&sp, schedule, "cannot use TZ or CRON_TZ in schedule, use timeZone field instead"));
+            errs.push(invalid(
+                &sp,
+                schedule,
+                "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+            ));
         }
     }
     errs.extend(validate_nonnegative(spec, "startingDeadlineSeconds", path));
@@ -252,7 +346,11 @@ fn validate_cronjob_spec(spec: &Value, old: Option<&Value>, path: &Path) -> Errs
     match cp {
         "Allow" | "Forbid" | "Replace" => {}
         "" => errs.push(required(&path.child("concurrencyPolicy"))),
-        _ => errs.push(not_supported(&path.child("concurrencyPolicy"), cp, &["Allow", "Forbid", "Replace"])),
+        _ => errs.push(not_supported(
+            &path.child("concurrencyPolicy"),
+            cp,
+            &["Allow", "Forbid", "Replace"],
+        )),
     }
     let empty = json!({});
     let jt = spec.get("jobTemplate").unwrap_or(&empty);
@@ -260,28 +358,51 @@ fn validate_cronjob_spec(spec: &Value, old: Option<&Value>, path: &Path) -> Errs
     let jspec = jt.get("spec").unwrap_or(&empty);
     errs.extend(validate_job_spec_common(jspec, &jtp.child("spec")));
     if let Some(sel) = get(jspec, "selector") {
-        errs.push(invalid_raw(&jtp.child("spec").child("selector"), &label_selector_string(Some(sel)), "`selector` will be auto-generated"));
+        errs.push(invalid_raw(
+            &jtp.child("spec").child("selector"),
+            &label_selector_string(Some(sel)),
+            "`selector` will be auto-generated",
+        ));
     }
     if boolean(jspec, "manualSelector") {
-        errs.push(not_supported(&jtp.child("spec").child("manualSelector"), true, &["nil", "false"]));
+        errs.push(not_supported(
+            &jtp.child("spec").child("manualSelector"),
+            true,
+            &["nil", "false"],
+        ));
     }
-    errs.extend(validate_nonnegative(spec, "successfulJobsHistoryLimit", path));
+    errs.extend(validate_nonnegative(
+        spec,
+        "successfulJobsHistoryLimit",
+        path,
+    ));
     errs.extend(validate_nonnegative(spec, "failedJobsHistoryLimit", path));
     errs
 }
 
 fn validate_time_zone(tz: &str, path: &Path) -> Errs {
     if tz.is_empty() {
-        return vec![invalid(path, tz, "timeZone must be nil or non-empty string")];
+        return vec![invalid(
+            path,
+            tz,
+            "timeZone must be nil or non-empty string",
+        )];
     }
     for part in tz.split('/') {
-        let valid_chars = !part.is_empty() && part.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_+".contains(&c));
+        let valid_chars = !part.is_empty()
+            && part
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_+".contains(&c));
         if part == "." || part == ".." || part.starts_with('-') || !valid_chars {
             return vec![invalid(path, tz, &format!("unknown time zone {tz}"))];
         }
     }
     if tz.eq_ignore_ascii_case("Local") {
-        return vec![invalid(path, tz, "timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones")];
+        return vec![invalid(
+            path,
+            tz,
+            "timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones",
+        )];
     }
     Vec::new()
 }
@@ -296,21 +417,50 @@ struct Bounds {
     name_base: i64,
 }
 
-const MONTHS: &[&str] = &["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+const MONTHS: &[&str] = &[
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
 const DAYS: &[&str] = &["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 const FIELD_BOUNDS: [Bounds; 5] = [
-    Bounds { min: 0, max: 59, names: &[], name_base: 0 },
-    Bounds { min: 0, max: 23, names: &[], name_base: 0 },
-    Bounds { min: 1, max: 31, names: &[], name_base: 0 },
-    Bounds { min: 1, max: 12, names: MONTHS, name_base: 1 },
-    Bounds { min: 0, max: 6, names: DAYS, name_base: 0 },
+    Bounds {
+        min: 0,
+        max: 59,
+        names: &[],
+        name_base: 0,
+    },
+    Bounds {
+        min: 0,
+        max: 23,
+        names: &[],
+        name_base: 0,
+    },
+    Bounds {
+        min: 1,
+        max: 31,
+        names: &[],
+        name_base: 0,
+    },
+    Bounds {
+        min: 1,
+        max: 12,
+        names: MONTHS,
+        name_base: 1,
+    },
+    Bounds {
+        min: 0,
+        max: 6,
+        names: DAYS,
+        name_base: 0,
+    },
 ];
 
 fn must_parse_int(expr: &str) -> Result<i64, String> {
     let n: i64 = expr.parse().map_err(|e: std::num::ParseIntError| {
         let why = match e.kind() {
-            std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow => "value out of range",
+            std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow => {
+                "value out of range"
+            }
             _ => "invalid syntax",
         };
         format!("failed to parse int from {expr}: strconv.Atoi: parsing {expr:?}: {why}")
@@ -357,13 +507,21 @@ fn get_range(expr: &str, b: &Bounds) -> Result<(), String> {
         _ => return Err(format!("too many slashes: {expr}")),
     };
     if start < b.min {
-        return Err(format!("beginning of range ({start}) below minimum ({}): {expr}", b.min));
+        return Err(format!(
+            "beginning of range ({start}) below minimum ({}): {expr}",
+            b.min
+        ));
     }
     if end > b.max {
-        return Err(format!("end of range ({end}) above maximum ({}): {expr}", b.max));
+        return Err(format!(
+            "end of range ({end}) above maximum ({}): {expr}",
+            b.max
+        ));
     }
     if start > end {
-        return Err(format!("beginning of range ({start}) beyond end of range ({end}): {expr}"));
+        return Err(format!(
+            "beginning of range ({start}) beyond end of range ({end}): {expr}"
+        ));
     }
     if step == 0 {
         return Err(format!("step of range should be a positive number: {expr}"));
@@ -383,13 +541,17 @@ pub(crate) fn parse_cron_standard(spec: &str) -> Result<(), String> {
     }
     if let Some(d) = spec.strip_prefix('@') {
         return match d {
-            "yearly" | "annually" | "monthly" | "weekly" | "daily" | "midnight" | "hourly" => Ok(()),
+            "yearly" | "annually" | "monthly" | "weekly" | "daily" | "midnight" | "hourly" => {
+                Ok(())
+            }
             _ if d.starts_with("every ") => {
                 let dur = &d["every ".len()..];
                 if parse_go_duration(dur) {
                     Ok(())
                 } else {
-                    Err(format!("failed to parse duration @{d}: time: invalid duration {dur:?}"))
+                    Err(format!(
+                        "failed to parse duration @{d}: time: invalid duration {dur:?}"
+                    ))
                 }
             }
             _ => Err(format!("unrecognized descriptor: {spec}")),
@@ -397,7 +559,11 @@ pub(crate) fn parse_cron_standard(spec: &str) -> Result<(), String> {
     }
     let fields: Vec<&str> = spec.split_whitespace().collect();
     if fields.len() != 5 {
-        return Err(format!("expected exactly 5 fields, found {}: [{}]", fields.len(), fields.join(" ")));
+        return Err(format!(
+            "expected exactly 5 fields, found {}: [{}]",
+            fields.len(),
+            fields.join(" ")
+        ));
     }
     for (field, b) in fields.iter().zip(FIELD_BOUNDS.iter()) {
         for r in field.split(',').filter(|r| !r.is_empty()) {
@@ -416,12 +582,16 @@ fn parse_go_duration(s: &str) -> bool {
     let mut rest = s;
     let mut any = false;
     while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if n == 0 {
             return false;
         }
         rest = &rest[n..];
-        let unit = ["ns", "us", "µs", "μs", "ms", "s", "m", "h"].iter().find(|u| rest.starts_with(*u));
+        let unit = ["ns", "us", "µs", "μs", "ms", "s", "m", "h"]
+            .iter()
+            .find(|u| rest.starts_with(*u));
         match unit {
             Some(u) => rest = &rest[u.len()..],
             None => return false,
@@ -474,7 +644,11 @@ mod tests {
         assert_eq!(s["suspend"], false);
         assert_eq!(s["podReplacementPolicy"], "TerminatingOrFailed");
         assert_eq!(j["metadata"]["labels"], json!({"job": "pi"}));
-        assert!(validate("Job", &j, None).is_empty(), "{:?}", msgs(&validate("Job", &j, None)));
+        assert!(
+            validate("Job", &j, None).is_empty(),
+            "{:?}",
+            msgs(&validate("Job", &j, None))
+        );
 
         let j = job(json!({"parallelism": 3, "template": tmpl("Never")}));
         assert_eq!(j["spec"].get("completions"), None);
@@ -495,16 +669,24 @@ mod tests {
              vec!["spec.template.metadata.labels: Invalid value: map[string]string{\"job\":\"pi\"}: `selector` does not match template `labels`"]),
         ];
         for (spec, want) in cases {
-            assert_eq!(msgs(&validate("Job", &job(spec.clone()), None)), want, "{spec}");
+            assert_eq!(
+                msgs(&validate("Job", &job(spec.clone()), None)),
+                want,
+                "{spec}"
+            );
         }
     }
 
     #[test]
     fn job_template_is_immutable() {
-        let old = job(json!({"selector": {"matchLabels": {"job": "pi"}}, "template": tmpl("Never")}));
+        let old =
+            job(json!({"selector": {"matchLabels": {"job": "pi"}}, "template": tmpl("Never")}));
         let mut new = old.clone();
         new["spec"]["template"]["spec"]["containers"][0]["image"] = json!("perl:2");
-        assert_eq!(msgs(&validate("Job", &new, Some(&old))), vec!["spec.template: Invalid value: core.PodTemplateSpec{...}: field is immutable"]);
+        assert_eq!(
+            msgs(&validate("Job", &new, Some(&old))),
+            vec!["spec.template: Invalid value: core.PodTemplateSpec{...}: field is immutable"]
+        );
         let mut new = old.clone();
         new["spec"]["selector"] = json!({"matchLabels": {"job": "pi", "x": "y"}});
         new["spec"]["template"]["metadata"]["labels"]["x"] = json!("y");
@@ -521,8 +703,15 @@ mod tests {
         assert_eq!(cj["spec"]["successfulJobsHistoryLimit"], 3);
         assert_eq!(cj["spec"]["failedJobsHistoryLimit"], 1);
         assert_eq!(cj["spec"]["jobTemplate"]["spec"].get("backoffLimit"), None);
-        assert_eq!(cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["dnsPolicy"], "ClusterFirst");
-        assert!(validate("CronJob", &cj, None).is_empty(), "{:?}", msgs(&validate("CronJob", &cj, None)));
+        assert_eq!(
+            cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["dnsPolicy"],
+            "ClusterFirst"
+        );
+        assert!(
+            validate("CronJob", &cj, None).is_empty(),
+            "{:?}",
+            msgs(&validate("CronJob", &cj, None))
+        );
 
         cj["spec"]["schedule"] = json!("61 * * * *");
         assert_eq!(
@@ -544,14 +733,33 @@ mod tests {
             ("0 0 * * MON-FRI", Ok(())),
             ("0 0 1 jan,jul *", Ok(())),
             ("@often", Err("unrecognized descriptor: @often")),
-            ("* * * *", Err("expected exactly 5 fields, found 4: [* * * *]")),
-            ("x * * * *", Err("failed to parse int from x: strconv.Atoi: parsing \"x\": invalid syntax")),
-            ("5-1 * * * *", Err("beginning of range (5) beyond end of range (1): 5-1")),
-            ("* * 0 * *", Err("beginning of range (0) below minimum (1): 0")),
-            ("*/0 * * * *", Err("step of range should be a positive number: */0")),
+            (
+                "* * * *",
+                Err("expected exactly 5 fields, found 4: [* * * *]"),
+            ),
+            (
+                "x * * * *",
+                Err("failed to parse int from x: strconv.Atoi: parsing \"x\": invalid syntax"),
+            ),
+            (
+                "5-1 * * * *",
+                Err("beginning of range (5) beyond end of range (1): 5-1"),
+            ),
+            (
+                "* * 0 * *",
+                Err("beginning of range (0) below minimum (1): 0"),
+            ),
+            (
+                "*/0 * * * *",
+                Err("step of range should be a positive number: */0"),
+            ),
         ];
         for (spec, want) in cases {
-            assert_eq!(parse_cron_standard(spec), want.map_err(str::to_string), "{spec}");
+            assert_eq!(
+                parse_cron_standard(spec),
+                want.map_err(str::to_string),
+                "{spec}"
+            );
         }
     }
 }

@@ -29,14 +29,24 @@ fn kind_info(group: &str, kind: &str) -> KindInfo {
         ("", "Service") => (NameRule::Dns1035, true),
         ("", "Node" | "PersistentVolume") => (NameRule::Subdomain, false),
         ("rbac.authorization.k8s.io", "Role" | "RoleBinding") => (NameRule::PathSegment, true),
-        ("rbac.authorization.k8s.io", "ClusterRole" | "ClusterRoleBinding") => (NameRule::PathSegment, false),
+        ("rbac.authorization.k8s.io", "ClusterRole" | "ClusterRoleBinding") => {
+            (NameRule::PathSegment, false)
+        }
         ("autoscaling", "HorizontalPodAutoscaler") => (NameRule::PathSegment, true),
         ("certificates.k8s.io", "CertificateSigningRequest") => (NameRule::PathSegment, false),
         (
-            "storage.k8s.io" | "scheduling.k8s.io" | "networking.k8s.io" | "apiextensions.k8s.io"
-            | "admissionregistration.k8s.io" | "apiregistration.k8s.io" | "node.k8s.io" | "flowcontrol.apiserver.k8s.io",
+            "storage.k8s.io"
+            | "scheduling.k8s.io"
+            | "networking.k8s.io"
+            | "apiextensions.k8s.io"
+            | "admissionregistration.k8s.io"
+            | "apiregistration.k8s.io"
+            | "node.k8s.io"
+            | "flowcontrol.apiserver.k8s.io",
             k,
-        ) if !matches!(k, "Ingress" | "NetworkPolicy" | "CSIStorageCapacity") => (NameRule::Subdomain, false),
+        ) if !matches!(k, "Ingress" | "NetworkPolicy" | "CSIStorageCapacity") => {
+            (NameRule::Subdomain, false)
+        }
         _ => (NameRule::Subdomain, true),
     };
     KindInfo { name, namespaced }
@@ -58,7 +68,13 @@ pub fn default_object(group: &str, version: &str, kind: &str, obj: &mut Value) {
 }
 
 /// Validate an object on create (`old = None`) or update (`old = Some`).
-pub fn validate(group: &str, _version: &str, kind: &str, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+pub fn validate(
+    group: &str,
+    _version: &str,
+    kind: &str,
+    obj: &Value,
+    old: Option<&Value>,
+) -> Vec<FieldError> {
     let info = kind_info(group, kind);
     let mut errs = match old {
         None => meta::validate_object_meta(obj, info.name, info.namespaced),
@@ -74,11 +90,25 @@ pub fn validate(group: &str, _version: &str, kind: &str, obj: &Value, old: Optio
         ("batch", k, old) => errs.extend(batch::validate(k, obj, old)),
         (g, k, old) => errs.extend(others::validate(g, k, obj, old)),
     }
-    errs
+    dedup(errs)
+}
+
+/// Upstream aggregates field errors by message (`ErrorList.ToAggregate`), dropping repeats.
+fn dedup(errs: Vec<FieldError>) -> Vec<FieldError> {
+    let mut seen = std::collections::HashSet::new();
+    errs.into_iter()
+        .filter(|e| seen.insert(e.message()))
+        .collect()
 }
 
 /// Validation of the status subresource on update.
-pub fn validate_status_update(group: &str, _version: &str, kind: &str, obj: &Value, old: &Value) -> Vec<FieldError> {
+pub fn validate_status_update(
+    group: &str,
+    _version: &str,
+    kind: &str,
+    obj: &Value,
+    old: &Value,
+) -> Vec<FieldError> {
     let mut errs = meta::validate_object_meta_update(obj, old);
     match (group, kind) {
         ("", "Pod") => errs.extend(core::pod::validate_pod_status_update(obj, old)),
@@ -87,5 +117,5 @@ pub fn validate_status_update(group: &str, _version: &str, kind: &str, obj: &Val
         ("batch", k) => errs.extend(batch::validate_status(k, obj)),
         _ => {}
     }
-    errs
+    dedup(errs)
 }

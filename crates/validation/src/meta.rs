@@ -13,8 +13,16 @@ pub(crate) const TOTAL_ANNOTATION_SIZE_LIMIT: usize = 256 * 1024;
 pub(crate) fn validate_labels(labels: &[(String, String)], path: &Path) -> Errs {
     let mut errs = Errs::new();
     for (k, v) in labels {
-        errs.extend(is_qualified_name(k).into_iter().map(|m| invalid(path, k.as_str(), &m)));
-        errs.extend(is_valid_label_value(v).into_iter().map(|m| invalid(path, v.as_str(), &m)));
+        errs.extend(
+            is_qualified_name(k)
+                .into_iter()
+                .map(|m| invalid(path, k.as_str(), &m)),
+        );
+        errs.extend(
+            is_valid_label_value(v)
+                .into_iter()
+                .map(|m| invalid(path, v.as_str(), &m)),
+        );
     }
     errs
 }
@@ -23,7 +31,11 @@ pub(crate) fn validate_annotations(annotations: &[(String, String)], path: &Path
     let mut errs = Errs::new();
     let mut total = 0usize;
     for (k, v) in annotations {
-        errs.extend(is_qualified_name(&k.to_lowercase()).into_iter().map(|m| invalid(path, k.as_str(), &m)));
+        errs.extend(
+            is_qualified_name(&k.to_lowercase())
+                .into_iter()
+                .map(|m| invalid(path, k.as_str(), &m)),
+        );
         total += k.len() + v.len();
     }
     if total > TOTAL_ANNOTATION_SIZE_LIMIT {
@@ -38,16 +50,32 @@ fn validate_owner_references(meta: &Value, path: &Path) -> Errs {
     for (i, r) in arr(meta, "ownerReferences").iter().enumerate() {
         let p = path.index(i);
         if unset_str(r, "apiVersion") {
-            errs.push(invalid(&p.child("apiVersion"), st(r, "apiVersion"), "version must not be empty"));
+            errs.push(invalid(
+                &p.child("apiVersion"),
+                st(r, "apiVersion"),
+                "version must not be empty",
+            ));
         }
         if unset_str(r, "kind") {
-            errs.push(invalid(&p.child("kind"), st(r, "kind"), "kind must not be empty"));
+            errs.push(invalid(
+                &p.child("kind"),
+                st(r, "kind"),
+                "kind must not be empty",
+            ));
         }
         if unset_str(r, "name") {
-            errs.push(invalid(&p.child("name"), st(r, "name"), "name must not be empty"));
+            errs.push(invalid(
+                &p.child("name"),
+                st(r, "name"),
+                "name must not be empty",
+            ));
         }
         if unset_str(r, "uid") {
-            errs.push(invalid(&p.child("uid"), st(r, "uid"), "uid must not be empty"));
+            errs.push(invalid(
+                &p.child("uid"),
+                st(r, "uid"),
+                "uid must not be empty",
+            ));
         }
         if boolean(r, "controller") {
             controllers.push(format!("{}/{}", st(r, "kind"), st(r, "name")));
@@ -67,9 +95,17 @@ fn validate_finalizers(meta: &Value, path: &Path) -> Errs {
     let mut errs = Errs::new();
     let mut seen = std::collections::HashSet::new();
     for f in arr(meta, "finalizers").iter().filter_map(Value::as_str) {
-        errs.extend(is_qualified_name(f).into_iter().map(|m| invalid(path, f, &m)));
+        errs.extend(
+            is_qualified_name(f)
+                .into_iter()
+                .map(|m| invalid(path, f, &m)),
+        );
         if !f.contains('/') && !is_standard_finalizer(f) {
-            errs.push(invalid(path, f, "name is neither a standard finalizer name nor is it fully qualified"));
+            errs.push(invalid(
+                path,
+                f,
+                "name is neither a standard finalizer name nor is it fully qualified",
+            ));
         }
         if !seen.insert(f) {
             errs.push(duplicate(path, f));
@@ -91,22 +127,46 @@ pub(crate) fn validate_object_meta(obj: &Value, rule: NameRule, namespaced: bool
     let mut errs = Errs::new();
     let gen = st(meta, "generateName");
     if !gen.is_empty() {
-        errs.extend(rule.check(gen, true).into_iter().map(|m| invalid(&path.child("generateName"), gen, &m)));
+        errs.extend(
+            rule.check(gen, true)
+                .into_iter()
+                .map(|m| invalid(&path.child("generateName"), gen, &m)),
+        );
     }
     let name = st(meta, "name");
     if name.is_empty() {
-        errs.push(required_d(&path.child("name"), "name or generateName is required"));
+        errs.push(required_d(
+            &path.child("name"),
+            "name or generateName is required",
+        ));
     } else {
-        errs.extend(rule.check(name, false).into_iter().map(|m| invalid(&path.child("name"), name, &m)));
+        errs.extend(
+            rule.check(name, false)
+                .into_iter()
+                .map(|m| invalid(&path.child("name"), name, &m)),
+        );
     }
     let ns = st(meta, "namespace");
     if namespaced && !ns.is_empty() {
-        errs.extend(is_dns1123_label(ns).into_iter().map(|m| invalid(&path.child("namespace"), ns, &m)));
+        errs.extend(
+            is_dns1123_label(ns)
+                .into_iter()
+                .map(|m| invalid(&path.child("namespace"), ns, &m)),
+        );
     }
     errs.extend(validate_nonnegative(meta, "generation", &path));
-    errs.extend(validate_labels(&str_map(meta, "labels"), &path.child("labels")));
-    errs.extend(validate_annotations(&str_map(meta, "annotations"), &path.child("annotations")));
-    errs.extend(validate_owner_references(meta, &path.child("ownerReferences")));
+    errs.extend(validate_labels(
+        &str_map(meta, "labels"),
+        &path.child("labels"),
+    ));
+    errs.extend(validate_annotations(
+        &str_map(meta, "annotations"),
+        &path.child("annotations"),
+    ));
+    errs.extend(validate_owner_references(
+        meta,
+        &path.child("ownerReferences"),
+    ));
     errs.extend(validate_finalizers(meta, &path.child("finalizers")));
     errs
 }
@@ -120,9 +180,19 @@ pub(crate) fn validate_object_meta_update(obj: &Value, old: &Value) -> Errs {
     let path = Path::new("metadata");
     let mut errs = Errs::new();
     if get(old_meta, "deletionTimestamp").is_some() {
-        let old_f: Vec<&str> = arr(old_meta, "finalizers").iter().filter_map(Value::as_str).collect();
-        let new_f: Vec<&str> = arr(meta, "finalizers").iter().filter_map(Value::as_str).collect();
-        let extra: Vec<&str> = new_f.iter().copied().filter(|f| !old_f.contains(f)).collect();
+        let old_f: Vec<&str> = arr(old_meta, "finalizers")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let new_f: Vec<&str> = arr(meta, "finalizers")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let extra: Vec<&str> = new_f
+            .iter()
+            .copied()
+            .filter(|f| !old_f.contains(f))
+            .collect();
         if !extra.is_empty() {
             errs.push(forbidden(
                 &path.child("finalizers"),
@@ -140,9 +210,18 @@ pub(crate) fn validate_object_meta_update(obj: &Value, old: &Value) -> Errs {
             errs.push(invalid(&path.child(key), st(meta, key), IMMUTABLE));
         }
     }
-    errs.extend(validate_labels(&str_map(meta, "labels"), &path.child("labels")));
-    errs.extend(validate_annotations(&str_map(meta, "annotations"), &path.child("annotations")));
-    errs.extend(validate_owner_references(meta, &path.child("ownerReferences")));
+    errs.extend(validate_labels(
+        &str_map(meta, "labels"),
+        &path.child("labels"),
+    ));
+    errs.extend(validate_annotations(
+        &str_map(meta, "annotations"),
+        &path.child("annotations"),
+    ));
+    errs.extend(validate_owner_references(
+        meta,
+        &path.child("ownerReferences"),
+    ));
     errs.extend(validate_finalizers(meta, &path.child("finalizers")));
     errs
 }
@@ -157,21 +236,39 @@ pub(crate) fn validate_label_selector(sel: &Value, path: &Path) -> Errs {
         match op {
             "In" | "NotIn" => {
                 if values.is_empty() {
-                    errs.push(required_d(&p.child("values"), "must be specified when `operator` is 'In' or 'NotIn'"));
+                    errs.push(required_d(
+                        &p.child("values"),
+                        "must be specified when `operator` is 'In' or 'NotIn'",
+                    ));
                 }
             }
             "Exists" | "DoesNotExist" => {
                 if !values.is_empty() {
-                    errs.push(forbidden(&p.child("values"), "may not be specified when `operator` is 'Exists' or 'DoesNotExist'"));
+                    errs.push(forbidden(
+                        &p.child("values"),
+                        "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+                    ));
                 }
             }
-            _ => errs.push(invalid(&p.child("operator"), op, "not a valid selector operator")),
+            _ => errs.push(invalid(
+                &p.child("operator"),
+                op,
+                "not a valid selector operator",
+            )),
         }
         let key = st(e, "key");
-        errs.extend(is_qualified_name(key).into_iter().map(|m| invalid(&p.child("key"), key, &m)));
+        errs.extend(
+            is_qualified_name(key)
+                .into_iter()
+                .map(|m| invalid(&p.child("key"), key, &m)),
+        );
         for (j, v) in values.iter().enumerate() {
             let v = v.as_str().unwrap_or("");
-            errs.extend(is_valid_label_value(v).into_iter().map(|m| invalid(&p.child("values").index(j), v, &m)));
+            errs.extend(
+                is_valid_label_value(v)
+                    .into_iter()
+                    .map(|m| invalid(&p.child("values").index(j), v, &m)),
+            );
         }
     }
     errs
@@ -180,13 +277,23 @@ pub(crate) fn validate_label_selector(sel: &Value, path: &Path) -> Errs {
 /// The gogo-protobuf `String()` of a `*metav1.LabelSelector`, which upstream prints for selector
 /// values in field errors.
 pub(crate) fn label_selector_string(sel: Option<&Value>) -> String {
-    let Some(sel) = sel.filter(|s| !s.is_null()) else { return "nil".to_string() };
-    let labels: String = str_map(sel, "matchLabels").iter().map(|(k, v)| format!("{k}: {v},")).collect();
+    let Some(sel) = sel.filter(|s| !s.is_null()) else {
+        return "nil".to_string();
+    };
+    let labels: String = str_map(sel, "matchLabels")
+        .iter()
+        .map(|(k, v)| format!("{k}: {v},"))
+        .collect();
     let exprs: String = arr(sel, "matchExpressions")
         .iter()
         .map(|e| {
             let vals: Vec<&str> = arr(e, "values").iter().filter_map(Value::as_str).collect();
-            format!("LabelSelectorRequirement{{Key:{},Operator:{},Values:[{}],}},", st(e, "key"), st(e, "operator"), vals.join(" "))
+            format!(
+                "LabelSelectorRequirement{{Key:{},Operator:{},Values:[{}],}},",
+                st(e, "key"),
+                st(e, "operator"),
+                vals.join(" ")
+            )
         })
         .collect();
     format!("&LabelSelector{{MatchLabels:map[string]string{{{labels}}},MatchExpressions:[]LabelSelectorRequirement{{{exprs}}},}}")
@@ -235,9 +342,20 @@ mod tests {
     #[test]
     fn name_or_generate_name_required() {
         let errs = validate_object_meta(&json!({"metadata": {}}), NameRule::Subdomain, true);
-        assert_eq!(msgs(&errs), vec!["metadata.name: Required value: name or generateName is required"]);
-        let errs = validate_object_meta(&json!({"metadata": {"generateName": "web-"}}), NameRule::Subdomain, true);
-        assert_eq!(errs.len(), 1, "generateName with trailing dash is fine, name still required");
+        assert_eq!(
+            msgs(&errs),
+            vec!["metadata.name: Required value: name or generateName is required"]
+        );
+        let errs = validate_object_meta(
+            &json!({"metadata": {"generateName": "web-"}}),
+            NameRule::Subdomain,
+            true,
+        );
+        assert_eq!(
+            errs.len(),
+            1,
+            "generateName with trailing dash is fine, name still required"
+        );
     }
 
     #[test]
@@ -249,16 +367,33 @@ mod tests {
         );
         let m = msgs(&errs);
         assert_eq!(m.len(), 2);
-        assert!(m[0].starts_with("metadata.labels: Invalid value: \"bad value\": a valid label must be an empty string"));
-        assert!(m[1].starts_with("metadata.annotations: Invalid value: \"x/y/z\": a qualified name must consist"));
+        assert!(m[0].starts_with(
+            "metadata.labels: Invalid value: \"bad value\": a valid label must be an empty string"
+        ));
+        assert!(m[1].starts_with(
+            "metadata.annotations: Invalid value: \"x/y/z\": a qualified name must consist"
+        ));
         let big = "x".repeat(TOTAL_ANNOTATION_SIZE_LIMIT);
-        let errs = validate_object_meta(&json!({"metadata": {"name": "a", "annotations": {"k": big}}}), NameRule::Subdomain, true);
-        assert_eq!(msgs(&errs), vec!["metadata.annotations: Too long: may not be more than 262144 bytes"]);
+        let errs = validate_object_meta(
+            &json!({"metadata": {"name": "a", "annotations": {"k": big}}}),
+            NameRule::Subdomain,
+            true,
+        );
+        assert_eq!(
+            msgs(&errs),
+            vec!["metadata.annotations: Too long: may not be more than 262144 bytes"]
+        );
     }
 
     #[test]
     fn update_name_is_immutable() {
-        let errs = validate_object_meta_update(&json!({"metadata": {"name": "b"}}), &json!({"metadata": {"name": "a"}}));
-        assert_eq!(msgs(&errs), vec!["metadata.name: Invalid value: \"b\": field is immutable"]);
+        let errs = validate_object_meta_update(
+            &json!({"metadata": {"name": "b"}}),
+            &json!({"metadata": {"name": "a"}}),
+        );
+        assert_eq!(
+            msgs(&errs),
+            vec!["metadata.name: Invalid value: \"b\": field is immutable"]
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! (PodDisruptionBudget), scheduling (PriorityClass), certificates (CSR), discovery
 //! (EndpointSlice) and events.k8s.io Events.
 
-use crate::meta::{label_selector_string, validate_label_selector};
+use crate::meta::validate_label_selector;
 use crate::util::*;
 use apimachinery::errors::Path;
 use serde_json::{json, Value};
@@ -13,7 +13,9 @@ const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 pub(crate) fn default(group: &str, kind: &str, version: &str, obj: &mut Value) {
     match (group, kind) {
         ("networking.k8s.io", "NetworkPolicy") => {
-            let Some(spec) = ensure_obj(obj, "spec") else { return };
+            let Some(spec) = ensure_obj(obj, "spec") else {
+                return;
+            };
             for key in ["ingress", "egress"] {
                 for rule in items_mut(spec, key) {
                     for p in items_mut(rule, "ports") {
@@ -44,7 +46,9 @@ pub(crate) fn default(group: &str, kind: &str, version: &str, obj: &mut Value) {
             default_field(obj, "volumeBindingMode", json!("Immediate"));
         }
         ("autoscaling", "HorizontalPodAutoscaler") => {
-            let Some(spec) = ensure_obj(obj, "spec") else { return };
+            let Some(spec) = ensure_obj(obj, "spec") else {
+                return;
+            };
             default_field(spec, "minReplicas", json!(1));
             if version == "v1" {
                 return;
@@ -53,7 +57,9 @@ pub(crate) fn default(group: &str, kind: &str, version: &str, obj: &mut Value) {
                 spec["metrics"] = json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]);
             }
         }
-        ("scheduling.k8s.io", "PriorityClass") => default_field(obj, "preemptionPolicy", json!("PreemptLowerPriority")),
+        ("scheduling.k8s.io", "PriorityClass") => {
+            default_field(obj, "preemptionPolicy", json!("PreemptLowerPriority"))
+        }
         ("policy", "PodDisruptionBudget") => {}
         ("discovery.k8s.io", "EndpointSlice") => {
             for p in items_mut(obj, "ports") {
@@ -76,17 +82,27 @@ pub(crate) fn validate(group: &str, kind: &str, obj: &Value, old: Option<&Value>
         (RBAC_GROUP, "Role" | "ClusterRole") => {
             let mut errs = Errs::new();
             for (i, r) in arr(obj, "rules").iter().enumerate() {
-                errs.extend(validate_policy_rule(r, kind == "Role", &Path::new("rules").index(i)));
+                errs.extend(validate_policy_rule(
+                    r,
+                    kind == "Role",
+                    &Path::new("rules").index(i),
+                ));
             }
             errs
         }
-        (RBAC_GROUP, "RoleBinding" | "ClusterRoleBinding") => validate_binding(obj, kind == "RoleBinding", old),
+        (RBAC_GROUP, "RoleBinding" | "ClusterRoleBinding") => {
+            validate_binding(obj, kind == "RoleBinding", old)
+        }
         ("storage.k8s.io", "StorageClass") => validate_storage_class(obj, old),
         ("coordination.k8s.io", "Lease") => {
             let mut errs = Errs::new();
             if let Some(d) = int(spec, "leaseDurationSeconds") {
                 if d <= 0 {
-                    errs.push(invalid(&sp.child("leaseDurationSeconds"), d, "must be greater than 0"));
+                    errs.push(invalid(
+                        &sp.child("leaseDurationSeconds"),
+                        d,
+                        "must be greater than 0",
+                    ));
                 }
             }
             errs.extend(validate_nonnegative(spec, "leaseTransitions", &sp));
@@ -106,8 +122,16 @@ fn validate_ingress(spec: &Value, sp: &Path) -> Errs {
     let mut errs = Errs::new();
     let rules = arr(spec, "rules");
     if rules.is_empty() && get(spec, "defaultBackend").is_none() {
-        let raw = if spec.get("rules").is_some() { "[]networking.IngressRule{}" } else { "[]networking.IngressRule(nil)" };
-        errs.push(invalid_raw(&sp.child("rules"), raw, "either `defaultBackend` or `rules` must be specified"));
+        let raw = if spec.get("rules").is_some() {
+            "[]networking.IngressRule{}"
+        } else {
+            "[]networking.IngressRule(nil)"
+        };
+        errs.push(invalid_raw(
+            &sp.child("rules"),
+            raw,
+            "either `defaultBackend` or `rules` must be specified",
+        ));
     }
     if let Some(b) = get(spec, "defaultBackend") {
         errs.extend(validate_ingress_backend(b, &sp.child("defaultBackend")));
@@ -117,13 +141,25 @@ fn validate_ingress(spec: &Value, sp: &Path) -> Errs {
         let host = st(r, "host");
         if !host.is_empty() {
             if is_valid_ip(host) {
-                errs.push(invalid(&rp.child("host"), host, "must be a DNS name, not an IP address"));
+                errs.push(invalid(
+                    &rp.child("host"),
+                    host,
+                    "must be a DNS name, not an IP address",
+                ));
             }
             let check = host.strip_prefix("*.").unwrap_or(host);
             if host.contains('*') && !host.starts_with("*.") {
-                errs.extend(is_dns1123_subdomain(host).into_iter().map(|m| invalid(&rp.child("host"), host, &m)));
+                errs.extend(
+                    is_dns1123_subdomain(host)
+                        .into_iter()
+                        .map(|m| invalid(&rp.child("host"), host, &m)),
+                );
             } else {
-                errs.extend(is_dns1123_subdomain(check).into_iter().map(|m| invalid(&rp.child("host"), host, &m)));
+                errs.extend(
+                    is_dns1123_subdomain(check)
+                        .into_iter()
+                        .map(|m| invalid(&rp.child("host"), host, &m)),
+                );
             }
         }
         let Some(http) = get(r, "http") else { continue };
@@ -136,7 +172,10 @@ fn validate_ingress(spec: &Value, sp: &Path) -> Errs {
             let pp = hp.child("paths").index(j);
             let path = st(p, "path");
             match get(p, "pathType").and_then(Value::as_str) {
-                None => errs.push(required_d(&pp.child("pathType"), "pathType must be specified")),
+                None => errs.push(required_d(
+                    &pp.child("pathType"),
+                    "pathType must be specified",
+                )),
                 Some(t @ ("Exact" | "Prefix")) => {
                     if !path.starts_with('/') {
                         errs.push(invalid(&pp.child("path"), path, "must be an absolute path"));
@@ -148,16 +187,28 @@ fn validate_ingress(spec: &Value, sp: &Path) -> Errs {
                         errs.push(invalid(&pp.child("path"), path, "must be an absolute path"));
                     }
                 }
-                Some(t) => errs.push(not_supported(&pp.child("pathType"), t, &["Exact", "ImplementationSpecific", "Prefix"])),
+                Some(t) => errs.push(not_supported(
+                    &pp.child("pathType"),
+                    t,
+                    &["Exact", "ImplementationSpecific", "Prefix"],
+                )),
             }
             match get(p, "backend") {
                 Some(b) => errs.extend(validate_ingress_backend(b, &pp.child("backend"))),
-                None => errs.push(invalid(&pp.child("backend"), "", "resource or service backend is required")),
+                None => errs.push(invalid(
+                    &pp.child("backend"),
+                    "",
+                    "resource or service backend is required",
+                )),
             }
         }
     }
     if let Some(c) = get(spec, "ingressClassName").and_then(Value::as_str) {
-        errs.extend(is_dns1123_subdomain(c).into_iter().map(|m| invalid(&sp.child("ingressClassName"), c, &m)));
+        errs.extend(
+            is_dns1123_subdomain(c)
+                .into_iter()
+                .map(|m| invalid(&sp.child("ingressClassName"), c, &m)),
+        );
     }
     for (i, t) in arr(spec, "tls").iter().enumerate() {
         for (j, h) in arr(t, "hosts").iter().enumerate() {
@@ -177,7 +228,11 @@ fn validate_ingress_backend(b: &Value, path: &Path) -> Errs {
     let mut errs = Errs::new();
     let (svc, res) = (get(b, "service"), get(b, "resource"));
     match (svc, res) {
-        (Some(_), Some(_)) => errs.push(invalid(path, "", "cannot set both resource and service backends")),
+        (Some(_), Some(_)) => errs.push(invalid(
+            path,
+            "",
+            "cannot set both resource and service backends",
+        )),
         (None, None) => errs.push(invalid(path, "", "resource or service backend is required")),
         (None, Some(r)) => {
             if unset_str(r, "kind") {
@@ -193,7 +248,11 @@ fn validate_ingress_backend(b: &Value, path: &Path) -> Errs {
             if name.is_empty() {
                 errs.push(required(&np));
             } else {
-                errs.extend(is_dns1035_label(name).into_iter().map(|m| invalid(&np, name, &m)));
+                errs.extend(
+                    is_dns1035_label(name)
+                        .into_iter()
+                        .map(|m| invalid(&np, name, &m)),
+                );
             }
             let empty = json!({});
             let port = s.get("port").unwrap_or(&empty);
@@ -203,9 +262,17 @@ fn validate_ingress_backend(b: &Value, path: &Path) -> Errs {
             if !pname.is_empty() && pnum != 0 {
                 errs.push(invalid(path, "", "cannot set both port name & port number"));
             } else if !pname.is_empty() {
-                errs.extend(is_valid_port_name(pname).into_iter().map(|m| invalid(&pp.child("name"), pname, &m)));
+                errs.extend(
+                    is_valid_port_name(pname)
+                        .into_iter()
+                        .map(|m| invalid(&pp.child("name"), pname, &m)),
+                );
             } else if pnum != 0 {
-                errs.extend(is_valid_port_num(pnum).into_iter().map(|m| invalid(&pp.child("number"), pnum, &m)));
+                errs.extend(
+                    is_valid_port_num(pnum)
+                        .into_iter()
+                        .map(|m| invalid(&pp.child("number"), pnum, &m)),
+                );
             } else {
                 errs.push(required_d(path, "port name or number is required"));
             }
@@ -223,9 +290,17 @@ fn validate_ingress_class(spec: &Value, old: Option<&Value>, sp: &Path) -> Errs 
     }
     match c.split_once('/') {
         Some((host, _)) => {
-            errs.extend(is_dns1123_subdomain(host).into_iter().map(|m| invalid(&cp, host, &m)));
+            errs.extend(
+                is_dns1123_subdomain(host)
+                    .into_iter()
+                    .map(|m| invalid(&cp, host, &m)),
+            );
         }
-        None => errs.push(invalid(&cp, c, "must be a domain-prefixed path (such as \"acme.io/foo\")")),
+        None => errs.push(invalid(
+            &cp,
+            c,
+            "must be a domain-prefixed path (such as \"acme.io/foo\")",
+        )),
     }
     if let Some(old) = old {
         let oc = old.get("spec").map(|s| st(s, "controller")).unwrap_or("");
@@ -238,7 +313,10 @@ fn validate_ingress_class(spec: &Value, old: Option<&Value>, sp: &Path) -> Errs 
 
 fn validate_network_policy(spec: &Value, sp: &Path) -> Errs {
     let empty = json!({});
-    let mut errs = validate_label_selector(spec.get("podSelector").unwrap_or(&empty), &sp.child("podSelector"));
+    let mut errs = validate_label_selector(
+        spec.get("podSelector").unwrap_or(&empty),
+        &sp.child("podSelector"),
+    );
     for key in ["ingress", "egress"] {
         for (i, rule) in arr(spec, key).iter().enumerate() {
             let rp = sp.child(key).index(i);
@@ -246,7 +324,11 @@ fn validate_network_policy(spec: &Value, sp: &Path) -> Errs {
                 let pp = rp.child("ports").index(j);
                 let proto = st(port, "protocol");
                 if !matches!(proto, "TCP" | "UDP" | "SCTP") {
-                    errs.push(not_supported(&pp.child("protocol"), proto, &["SCTP", "TCP", "UDP"]));
+                    errs.push(not_supported(
+                        &pp.child("protocol"),
+                        proto,
+                        &["SCTP", "TCP", "UDP"],
+                    ));
                 }
                 if let Some(p) = get(port, "port") {
                     errs.extend(validate_port_num_or_name(Some(p), &pp.child("port")));
@@ -255,13 +337,21 @@ fn validate_network_policy(spec: &Value, sp: &Path) -> Errs {
             let peers_key = if key == "ingress" { "from" } else { "to" };
             for (j, peer) in arr(rule, peers_key).iter().enumerate() {
                 let pp = rp.child(peers_key).index(j);
-                let n = ["podSelector", "namespaceSelector", "ipBlock"].iter().filter(|k| get(peer, k).is_some()).count();
+                let n = ["podSelector", "namespaceSelector", "ipBlock"]
+                    .iter()
+                    .filter(|k| get(peer, k).is_some())
+                    .count();
                 if n == 0 {
                     errs.push(required_d(&pp, "must specify a peer"));
                 }
                 if let Some(ib) = get(peer, "ipBlock") {
-                    if get(peer, "podSelector").is_some() || get(peer, "namespaceSelector").is_some() {
-                        errs.push(forbidden(&pp, "may not specify both ipBlock and another peer"));
+                    if get(peer, "podSelector").is_some()
+                        || get(peer, "namespaceSelector").is_some()
+                    {
+                        errs.push(forbidden(
+                            &pp,
+                            "may not specify both ipBlock and another peer",
+                        ));
                     }
                     let cidr = st(ib, "cidr");
                     if cidr.is_empty() {
@@ -280,12 +370,20 @@ fn validate_network_policy(spec: &Value, sp: &Path) -> Errs {
     for (i, t) in types.iter().enumerate() {
         let t = t.as_str().unwrap_or("");
         if !matches!(t, "Ingress" | "Egress") {
-            errs.push(not_supported(&sp.child("policyTypes").index(i), t, &["Ingress", "Egress"]));
+            errs.push(not_supported(
+                &sp.child("policyTypes").index(i),
+                t,
+                &["Ingress", "Egress"],
+            ));
         }
     }
     if types.len() > 2 {
         let raw: Vec<&str> = types.iter().filter_map(Value::as_str).collect();
-        errs.push(invalid_raw(&sp.child("policyTypes"), &go_string_slice(&raw), "may not specify more than two policyTypes"));
+        errs.push(invalid_raw(
+            &sp.child("policyTypes"),
+            &go_string_slice(&raw),
+            "may not specify more than two policyTypes",
+        ));
     }
     errs
 }
@@ -293,24 +391,47 @@ fn validate_network_policy(spec: &Value, sp: &Path) -> Errs {
 fn validate_policy_rule(r: &Value, namespaced: bool, path: &Path) -> Errs {
     let mut errs = Errs::new();
     if arr(r, "verbs").is_empty() {
-        errs.push(required_d(&path.child("verbs"), "verbs must contain at least one value"));
+        errs.push(required_d(
+            &path.child("verbs"),
+            "verbs must contain at least one value",
+        ));
     }
-    let urls: Vec<&str> = arr(r, "nonResourceURLs").iter().filter_map(Value::as_str).collect();
+    let urls: Vec<&str> = arr(r, "nonResourceURLs")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     if !urls.is_empty() {
         let raw = go_string_slice(&urls);
         if namespaced {
-            errs.push(invalid_raw(&path.child("nonResourceURLs"), &raw, "namespaced rules cannot apply to non-resource URLs"));
+            errs.push(invalid_raw(
+                &path.child("nonResourceURLs"),
+                &raw,
+                "namespaced rules cannot apply to non-resource URLs",
+            ));
         }
-        if !arr(r, "apiGroups").is_empty() || !arr(r, "resources").is_empty() || !arr(r, "resourceNames").is_empty() {
-            errs.push(invalid_raw(&path.child("nonResourceURLs"), &raw, "rules cannot apply to both regular resources and non-resource URLs"));
+        if !arr(r, "apiGroups").is_empty()
+            || !arr(r, "resources").is_empty()
+            || !arr(r, "resourceNames").is_empty()
+        {
+            errs.push(invalid_raw(
+                &path.child("nonResourceURLs"),
+                &raw,
+                "rules cannot apply to both regular resources and non-resource URLs",
+            ));
         }
         return errs;
     }
     if arr(r, "apiGroups").is_empty() {
-        errs.push(required_d(&path.child("apiGroups"), "resource rules must supply at least one api group"));
+        errs.push(required_d(
+            &path.child("apiGroups"),
+            "resource rules must supply at least one api group",
+        ));
     }
     if arr(r, "resources").is_empty() {
-        errs.push(required_d(&path.child("resources"), "resource rules must supply at least one resource"));
+        errs.push(required_d(
+            &path.child("resources"),
+            "resource rules must supply at least one resource",
+        ));
     }
     errs
 }
@@ -318,7 +439,12 @@ fn validate_policy_rule(r: &Value, namespaced: bool, path: &Path) -> Errs {
 fn role_ref_string(r: Option<&Value>) -> String {
     let empty = json!({});
     let r = r.unwrap_or(&empty);
-    format!("rbac.RoleRef{{APIGroup:{:?}, Kind:{:?}, Name:{:?}}}", st(r, "apiGroup"), st(r, "kind"), st(r, "name"))
+    format!(
+        "rbac.RoleRef{{APIGroup:{:?}, Kind:{:?}, Name:{:?}}}",
+        st(r, "apiGroup"),
+        st(r, "kind"),
+        st(r, "name")
+    )
 }
 
 fn validate_binding(obj: &Value, namespaced: bool, old: Option<&Value>) -> Errs {
@@ -328,7 +454,11 @@ fn validate_binding(obj: &Value, namespaced: bool, old: Option<&Value>) -> Errs 
     let rp = Path::new("roleRef");
     if let Some(old) = old {
         if old.get("roleRef") != obj.get("roleRef") {
-            errs.push(invalid_raw(&rp, &role_ref_string(obj.get("roleRef")), "cannot change roleRef"));
+            errs.push(invalid_raw(
+                &rp,
+                &role_ref_string(obj.get("roleRef")),
+                "cannot change roleRef",
+            ));
         }
     }
     let g = st(rr, "apiGroup");
@@ -337,7 +467,11 @@ fn validate_binding(obj: &Value, namespaced: bool, old: Option<&Value>) -> Errs 
     }
     let k = st(rr, "kind");
     if namespaced && !matches!(k, "Role" | "ClusterRole") {
-        errs.push(not_supported(&rp.child("kind"), k, &["Role", "ClusterRole"]));
+        errs.push(not_supported(
+            &rp.child("kind"),
+            k,
+            &["Role", "ClusterRole"],
+        ));
     } else if !namespaced && k != "ClusterRole" {
         errs.push(not_supported(&rp.child("kind"), k, &["ClusterRole"]));
     }
@@ -345,7 +479,11 @@ fn validate_binding(obj: &Value, namespaced: bool, old: Option<&Value>) -> Errs 
     if n.is_empty() {
         errs.push(required(&rp.child("name")));
     } else {
-        errs.extend(is_valid_path_segment_name(n, false).into_iter().map(|m| invalid(&rp.child("name"), n, &m)));
+        errs.extend(
+            is_valid_path_segment_name(n, false)
+                .into_iter()
+                .map(|m| invalid(&rp.child("name"), n, &m)),
+        );
     }
     for (i, s) in arr(obj, "subjects").iter().enumerate() {
         let p = Path::new("subjects").index(i);
@@ -357,7 +495,11 @@ fn validate_binding(obj: &Value, namespaced: bool, old: Option<&Value>) -> Errs 
         match st(s, "kind") {
             "ServiceAccount" => {
                 if !name.is_empty() {
-                    errs.extend(is_dns1123_subdomain(name).into_iter().map(|m| invalid(&p.child("name"), name, &m)));
+                    errs.extend(
+                        is_dns1123_subdomain(name)
+                            .into_iter()
+                            .map(|m| invalid(&p.child("name"), name, &m)),
+                    );
                 }
                 if !g.is_empty() {
                     errs.push(not_supported(&p.child("apiGroup"), g, &[""]));
@@ -371,7 +513,11 @@ fn validate_binding(obj: &Value, namespaced: bool, old: Option<&Value>) -> Errs 
                     errs.push(not_supported(&p.child("apiGroup"), g, &[RBAC_GROUP]));
                 }
             }
-            other => errs.push(not_supported(&p.child("kind"), other, &["ServiceAccount", "User", "Group"])),
+            other => errs.push(not_supported(
+                &p.child("kind"),
+                other,
+                &["ServiceAccount", "User", "Group"],
+            )),
         }
     }
     errs
@@ -384,7 +530,11 @@ fn validate_storage_class(obj: &Value, old: Option<&Value>) -> Errs {
     if prov.is_empty() {
         errs.push(required(&pp));
     } else {
-        errs.extend(is_qualified_name(&prov.to_lowercase()).into_iter().map(|m| invalid(&pp, prov, &m)));
+        errs.extend(
+            is_qualified_name(&prov.to_lowercase())
+                .into_iter()
+                .map(|m| invalid(&pp, prov, &m)),
+        );
     }
     let params = crate::util::obj(obj, "parameters").map_or(0, |m| m.len());
     if params > 512 {
@@ -392,28 +542,44 @@ fn validate_storage_class(obj: &Value, old: Option<&Value>) -> Errs {
     }
     if let Some(rp) = get(obj, "reclaimPolicy").and_then(Value::as_str) {
         if !matches!(rp, "Delete" | "Retain") {
-            errs.push(not_supported(&Path::new("reclaimPolicy"), rp, &["Delete", "Retain"]));
+            errs.push(not_supported(
+                &Path::new("reclaimPolicy"),
+                rp,
+                &["Delete", "Retain"],
+            ));
         }
     }
     match get(obj, "volumeBindingMode").and_then(Value::as_str) {
         None => errs.push(required(&Path::new("volumeBindingMode"))),
-        Some(m) if !matches!(m, "Immediate" | "WaitForFirstConsumer") => {
-            errs.push(not_supported(&Path::new("volumeBindingMode"), m, &["Immediate", "WaitForFirstConsumer"]))
-        }
+        Some(m) if !matches!(m, "Immediate" | "WaitForFirstConsumer") => errs.push(not_supported(
+            &Path::new("volumeBindingMode"),
+            m,
+            &["Immediate", "WaitForFirstConsumer"],
+        )),
         _ => {}
     }
     if let Some(old) = old {
         if obj.get("parameters") != old.get("parameters") {
-            errs.push(forbidden(&Path::new("parameters"), "updates to parameters are forbidden."));
+            errs.push(forbidden(
+                &Path::new("parameters"),
+                "updates to parameters are forbidden.",
+            ));
         }
         if st(obj, "provisioner") != st(old, "provisioner") {
             errs.push(forbidden(&pp, "updates to provisioner are forbidden."));
         }
         if st(obj, "reclaimPolicy") != st(old, "reclaimPolicy") {
-            errs.push(forbidden(&Path::new("reclaimPolicy"), "updates to reclaimPolicy are forbidden."));
+            errs.push(forbidden(
+                &Path::new("reclaimPolicy"),
+                "updates to reclaimPolicy are forbidden.",
+            ));
         }
         if st(obj, "volumeBindingMode") != st(old, "volumeBindingMode") {
-            errs.push(invalid(&Path::new("volumeBindingMode"), st(obj, "volumeBindingMode"), IMMUTABLE));
+            errs.push(invalid(
+                &Path::new("volumeBindingMode"),
+                st(obj, "volumeBindingMode"),
+                IMMUTABLE,
+            ));
         }
     }
     errs
@@ -424,15 +590,27 @@ fn validate_hpa(spec: &Value, sp: &Path) -> Errs {
     let min = int(spec, "minReplicas");
     if let Some(m) = min {
         if m < 1 {
-            errs.push(invalid(&sp.child("minReplicas"), m, "must be greater than or equal to 1"));
+            errs.push(invalid(
+                &sp.child("minReplicas"),
+                m,
+                "must be greater than or equal to 1",
+            ));
         }
     }
     let max = int(spec, "maxReplicas").unwrap_or(0);
     if max < 1 {
-        errs.push(invalid(&sp.child("maxReplicas"), max, "must be greater than 0"));
+        errs.push(invalid(
+            &sp.child("maxReplicas"),
+            max,
+            "must be greater than 0",
+        ));
     }
     if min.is_some_and(|m| max < m) {
-        errs.push(invalid(&sp.child("maxReplicas"), max, "must be greater than or equal to `minReplicas`"));
+        errs.push(invalid(
+            &sp.child("maxReplicas"),
+            max,
+            "must be greater than or equal to `minReplicas`",
+        ));
     }
     let empty = json!({});
     let r = spec.get("scaleTargetRef").unwrap_or(&empty);
@@ -442,12 +620,20 @@ fn validate_hpa(spec: &Value, sp: &Path) -> Errs {
         if v.is_empty() {
             errs.push(required(&rp.child(key)));
         } else {
-            errs.extend(is_valid_path_segment_name(v, false).into_iter().map(|m| invalid(&rp.child(key), v, &m)));
+            errs.extend(
+                is_valid_path_segment_name(v, false)
+                    .into_iter()
+                    .map(|m| invalid(&rp.child(key), v, &m)),
+            );
         }
     }
     if let Some(t) = int(spec, "targetCPUUtilizationPercentage") {
         if t < 1 {
-            errs.push(invalid(&sp.child("targetCPUUtilizationPercentage"), t, "must be greater than 0"));
+            errs.push(invalid(
+                &sp.child("targetCPUUtilizationPercentage"),
+                t,
+                "must be greater than 0",
+            ));
         }
     }
     errs
@@ -457,7 +643,11 @@ fn validate_pdb(spec: &Value, sp: &Path) -> Errs {
     let mut errs = Errs::new();
     let (min, max) = (get(spec, "minAvailable"), get(spec, "maxUnavailable"));
     if min.is_some() && max.is_some() {
-        errs.push(invalid_raw(sp, "policy.PodDisruptionBudgetSpec{...}", "minAvailable and maxUnavailable cannot be both set"));
+        errs.push(invalid_raw(
+            sp,
+            "policy.PodDisruptionBudgetSpec{...}",
+            "minAvailable and maxUnavailable cannot be both set",
+        ));
     }
     for (key, v) in [("minAvailable", min), ("maxUnavailable", max)] {
         let p = sp.child(key);
@@ -469,7 +659,9 @@ fn validate_pdb(spec: &Value, sp: &Path) -> Errs {
                 }
             }
             Some(Value::String(s)) => {
-                let pct = s.strip_suffix('%').filter(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()));
+                let pct = s
+                    .strip_suffix('%')
+                    .filter(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()));
                 match pct {
                     None => errs.push(invalid_raw(
                         &p,
@@ -488,7 +680,11 @@ fn validate_pdb(spec: &Value, sp: &Path) -> Errs {
     }
     if let Some(p) = get(spec, "unhealthyPodEvictionPolicy").and_then(Value::as_str) {
         if !matches!(p, "IfHealthyBudget" | "AlwaysAllow") {
-            errs.push(not_supported(&sp.child("unhealthyPodEvictionPolicy"), p, &["AlwaysAllow", "IfHealthyBudget"]));
+            errs.push(not_supported(
+                &sp.child("unhealthyPodEvictionPolicy"),
+                p,
+                &["AlwaysAllow", "IfHealthyBudget"],
+            ));
         }
     }
     errs
@@ -501,7 +697,10 @@ fn validate_priority_class(obj: &Value, old: Option<&Value>) -> Errs {
     let name = obj.get("metadata").map(|m| st(m, "name")).unwrap_or("");
     let system = matches!(name, "system-node-critical" | "system-cluster-critical");
     if name.starts_with("system-") && !system {
-        errs.push(forbidden(&Path::new("metadata").child("name"), "priority class names with 'system-' prefix are reserved"));
+        errs.push(forbidden(
+            &Path::new("metadata").child("name"),
+            "priority class names with 'system-' prefix are reserved",
+        ));
     }
     let value = int(obj, "value").unwrap_or(0);
     if !system && value > HIGHEST_USER_DEFINABLE_PRIORITY {
@@ -512,39 +711,78 @@ fn validate_priority_class(obj: &Value, old: Option<&Value>) -> Errs {
     }
     if let Some(p) = get(obj, "preemptionPolicy").and_then(Value::as_str) {
         if !matches!(p, "PreemptLowerPriority" | "Never") {
-            errs.push(not_supported(&Path::new("preemptionPolicy"), p, &["Never", "PreemptLowerPriority"]));
+            errs.push(not_supported(
+                &Path::new("preemptionPolicy"),
+                p,
+                &["Never", "PreemptLowerPriority"],
+            ));
         }
     }
     if let Some(old) = old {
         if int(old, "value") != int(obj, "value") {
-            errs.push(forbidden(&Path::new("value"), "may not be changed in an update."));
+            errs.push(forbidden(
+                &Path::new("value"),
+                "may not be changed in an update.",
+            ));
         }
         if st(old, "preemptionPolicy") != st(obj, "preemptionPolicy") {
-            errs.push(invalid(&Path::new("preemptionPolicy"), st(obj, "preemptionPolicy"), IMMUTABLE));
+            errs.push(invalid(
+                &Path::new("preemptionPolicy"),
+                st(obj, "preemptionPolicy"),
+                IMMUTABLE,
+            ));
         }
     }
     errs
 }
 
 const KEY_USAGES: &[&str] = &[
-    "signing", "digital signature", "content commitment", "key encipherment", "key agreement", "data encipherment",
-    "cert sign", "crl sign", "encipher only", "decipher only", "any", "server auth", "client auth", "code signing",
-    "email protection", "s/mime", "ipsec end system", "ipsec tunnel", "ipsec user", "timestamping", "ocsp signing",
-    "microsoft sgc", "netscape sgc",
+    "signing",
+    "digital signature",
+    "content commitment",
+    "key encipherment",
+    "key agreement",
+    "data encipherment",
+    "cert sign",
+    "crl sign",
+    "encipher only",
+    "decipher only",
+    "any",
+    "server auth",
+    "client auth",
+    "code signing",
+    "email protection",
+    "s/mime",
+    "ipsec end system",
+    "ipsec tunnel",
+    "ipsec user",
+    "timestamping",
+    "ocsp signing",
+    "microsoft sgc",
+    "netscape sgc",
 ];
 
 fn validate_csr(spec: &Value, old: Option<&Value>, sp: &Path) -> Errs {
     let mut errs = Errs::new();
     let req = st(spec, "request");
-    let pem = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, req).unwrap_or_default();
+    let pem =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, req).unwrap_or_default();
     if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE REQUEST-----") {
-        errs.push(invalid_raw(&sp.child("request"), "[]byte{...}", "PEM block type must be CERTIFICATE REQUEST"));
+        errs.push(invalid_raw(
+            &sp.child("request"),
+            "[]byte{...}",
+            "PEM block type must be CERTIFICATE REQUEST",
+        ));
     }
     let signer = st(spec, "signerName");
     if signer.is_empty() {
         errs.push(required(&sp.child("signerName")));
     } else if !signer.contains('/') {
-        errs.push(invalid(&sp.child("signerName"), signer, "must be a fully qualified domain and path of the form 'example.com/signer-name'"));
+        errs.push(invalid(
+            &sp.child("signerName"),
+            signer,
+            "must be a fully qualified domain and path of the form 'example.com/signer-name'",
+        ));
     }
     let usages = arr(spec, "usages");
     if usages.is_empty() && old.is_none() {
@@ -558,13 +796,21 @@ fn validate_csr(spec: &Value, old: Option<&Value>, sp: &Path) -> Errs {
     }
     if let Some(e) = int(spec, "expirationSeconds") {
         if e < 600 {
-            errs.push(invalid(&sp.child("expirationSeconds"), e, "may not specify a duration less than 600 seconds (10 minutes)"));
+            errs.push(invalid(
+                &sp.child("expirationSeconds"),
+                e,
+                "may not specify a duration less than 600 seconds (10 minutes)",
+            ));
         }
     }
     if let Some(old) = old {
         let os = old.get("spec").cloned().unwrap_or(Value::Null);
         if &os != spec && !os.is_null() {
-            errs.push(invalid_raw(sp, "certificates.CertificateSigningRequestSpec{...}", IMMUTABLE));
+            errs.push(invalid_raw(
+                sp,
+                "certificates.CertificateSigningRequestSpec{...}",
+                IMMUTABLE,
+            ));
         }
     }
     errs
@@ -592,7 +838,10 @@ fn validate_endpoint_slice(obj: &Value, old: Option<&Value>) -> Errs {
         let p = Path::new("endpoints").index(i);
         let addrs = arr(ep, "addresses");
         if addrs.is_empty() {
-            errs.push(required_d(&p.child("addresses"), "must contain at least 1 address"));
+            errs.push(required_d(
+                &p.child("addresses"),
+                "must contain at least 1 address",
+            ));
         } else if addrs.len() > 100 {
             errs.push(too_many(&p.child("addresses"), addrs.len(), 100));
         }
@@ -600,10 +849,10 @@ fn validate_endpoint_slice(obj: &Value, old: Option<&Value>) -> Errs {
             let a = a.as_str().unwrap_or("");
             let aj = p.child("addresses").index(j);
             match at {
-                "IPv4" if !a.parse::<std::net::Ipv4Addr>().is_ok() => {
+                "IPv4" if a.parse::<std::net::Ipv4Addr>().is_err() => {
                     errs.push(invalid(&aj, a, "must be a valid IPv4 address"));
                 }
-                "IPv6" if !a.parse::<std::net::Ipv6Addr>().is_ok() => {
+                "IPv6" if a.parse::<std::net::Ipv6Addr>().is_err() => {
                     errs.push(invalid(&aj, a, "must be a valid IPv6 address"));
                 }
                 "FQDN" => errs.extend(validate_dns1123_subdomain(a, &aj)),
@@ -630,19 +879,21 @@ fn validate_endpoint_slice(obj: &Value, old: Option<&Value>) -> Errs {
         }
         let proto = st(port, "protocol");
         if !matches!(proto, "TCP" | "UDP" | "SCTP") {
-            errs.push(not_supported(&p.child("protocol"), proto, &["SCTP", "TCP", "UDP"]));
+            errs.push(not_supported(
+                &p.child("protocol"),
+                proto,
+                &["SCTP", "TCP", "UDP"],
+            ));
         }
         if let Some(n) = int(port, "port") {
-            errs.extend(is_valid_port_num(n).into_iter().map(|m| invalid(&p.child("port"), n, &m)));
+            errs.extend(
+                is_valid_port_num(n)
+                    .into_iter()
+                    .map(|m| invalid(&p.child("port"), n, &m)),
+            );
         }
     }
     errs
-}
-
-/// Helper for messages that name a label selector value (kept next to its users).
-#[allow(dead_code)]
-fn selector_raw(v: Option<&Value>) -> String {
-    label_selector_string(v)
 }
 
 #[cfg(test)]
@@ -651,13 +902,21 @@ mod tests {
 
     fn run(group: &str, kind: &str, mut o: Value, old: Option<Value>) -> Vec<String> {
         default(group, kind, "v1", &mut o);
-        validate(group, kind, &o, old.as_ref()).iter().map(|e| e.message()).collect()
+        validate(group, kind, &o, old.as_ref())
+            .iter()
+            .map(|e| e.message())
+            .collect()
     }
 
     #[test]
     fn rbac_rules_and_bindings() {
         assert_eq!(
-            run(RBAC_GROUP, "Role", json!({"rules": [{"apiGroups": [""], "resources": ["pods"]}]}), None),
+            run(
+                RBAC_GROUP,
+                "Role",
+                json!({"rules": [{"apiGroups": [""], "resources": ["pods"]}]}),
+                None
+            ),
             vec!["rules[0].verbs: Required value: verbs must contain at least one value"]
         );
         let rb = json!({"roleRef": {"kind": "Role", "name": "r"}, "subjects": [{"kind": "User", "name": "u"}]});
@@ -678,7 +937,10 @@ mod tests {
         default("storage.k8s.io", "StorageClass", "v1", &mut sc);
         assert_eq!(sc["reclaimPolicy"], "Delete");
         assert_eq!(sc["volumeBindingMode"], "Immediate");
-        assert_eq!(run("storage.k8s.io", "StorageClass", json!({}), None), vec!["provisioner: Required value"]);
+        assert_eq!(
+            run("storage.k8s.io", "StorageClass", json!({}), None),
+            vec!["provisioner: Required value"]
+        );
     }
 
     #[test]
@@ -710,23 +972,46 @@ mod tests {
         let mut hpa = json!({"spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 0}});
         default("autoscaling", "HorizontalPodAutoscaler", "v2", &mut hpa);
         assert_eq!(hpa["spec"]["minReplicas"], 1);
-        assert_eq!(hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 80);
-        let m: Vec<String> = validate("autoscaling", "HorizontalPodAutoscaler", &hpa, None).iter().map(|e| e.message()).collect();
+        assert_eq!(
+            hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            80
+        );
+        let m: Vec<String> = validate("autoscaling", "HorizontalPodAutoscaler", &hpa, None)
+            .iter()
+            .map(|e| e.message())
+            .collect();
         assert_eq!(m, vec!["spec.maxReplicas: Invalid value: 0: must be greater than 0", "spec.maxReplicas: Invalid value: 0: must be greater than or equal to `minReplicas`"]);
         assert_eq!(
-            run("policy", "PodDisruptionBudget", json!({"spec": {"minAvailable": "150%"}}), None),
+            run(
+                "policy",
+                "PodDisruptionBudget",
+                json!({"spec": {"minAvailable": "150%"}}),
+                None
+            ),
             vec!["spec.minAvailable: Invalid value: 150%: must not be greater than 100%"]
         );
         assert_eq!(
-            run("scheduling.k8s.io", "PriorityClass", json!({"metadata": {"name": "p"}, "value": 2000000000}), None),
-            vec!["value: Forbidden: maximum allowed value of a user defined priority is 1000000000"]
+            run(
+                "scheduling.k8s.io",
+                "PriorityClass",
+                json!({"metadata": {"name": "p"}, "value": 2000000000}),
+                None
+            ),
+            vec![
+                "value: Forbidden: maximum allowed value of a user defined priority is 1000000000"
+            ]
         );
     }
 
     #[test]
     fn endpoint_slice_rules() {
         assert_eq!(
-            run("discovery.k8s.io", "EndpointSlice", json!({"addressType": "IPv4", "endpoints": [{"addresses": ["::1"]}]}), None),
+            run(
+                "discovery.k8s.io",
+                "EndpointSlice",
+                json!({"addressType": "IPv4", "endpoints": [{"addresses": ["::1"]}]}),
+                None
+            ),
             vec!["endpoints[0].addresses[0]: Invalid value: \"::1\": must be a valid IPv4 address"]
         );
     }

@@ -19,7 +19,10 @@ pub(crate) fn st<'a>(v: &'a Value, key: &str) -> &'a str {
 }
 
 pub(crate) fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 pub(crate) fn obj<'a>(v: &'a Value, key: &str) -> Option<&'a Map<String, Value>> {
@@ -37,7 +40,11 @@ pub(crate) fn boolean(v: &Value, key: &str) -> bool {
 /// A `map[string]string` field, sorted by key (Go iterates maps randomly; we pick a stable order).
 pub(crate) fn str_map(v: &Value, key: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = obj(v, key)
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
         .unwrap_or_default();
     out.sort();
     out
@@ -91,7 +98,10 @@ pub(crate) fn child_mut<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Value
 
 /// Mutable access to the elements of an existing array field.
 pub(crate) fn items_mut<'a>(v: &'a mut Value, key: &str) -> impl Iterator<Item = &'a mut Value> {
-    v.get_mut(key).and_then(Value::as_array_mut).into_iter().flat_map(|a| a.iter_mut())
+    v.get_mut(key)
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flat_map(|a| a.iter_mut())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -100,7 +110,11 @@ pub(crate) fn items_mut<'a>(v: &'a mut Value, key: &str) -> impl Iterator<Item =
 /// `Invalid value: <raw>: detail` where `<raw>` is Go's `%#v` rendering of a non-scalar value
 /// (maps, slices, structs), which a JSON value cannot express.
 pub(crate) fn invalid_raw(path: &Path, raw: &str, detail: &str) -> FieldError {
-    let detail = if detail.is_empty() { raw.to_string() } else { format!("{raw}: {detail}") };
+    let detail = if detail.is_empty() {
+        raw.to_string()
+    } else {
+        format!("{raw}: {detail}")
+    };
     FieldError::new(FieldErrorType::Invalid, path.as_str(), None, detail)
 }
 
@@ -111,18 +125,33 @@ pub(crate) fn duplicate_raw(path: &Path, raw: &str) -> FieldError {
 
 /// `Not found: "name"`. The value travels in the detail so the printed message carries it.
 pub(crate) fn not_found(path: &Path, value: &str) -> FieldError {
-    FieldError::new(FieldErrorType::NotFound, path.as_str(), None, format!("{value:?}"))
+    FieldError::new(
+        FieldErrorType::NotFound,
+        path.as_str(),
+        None,
+        format!("{value:?}"),
+    )
 }
 
 /// `Too long: may not be more than N bytes` (apimachinery ≥ 1.32 wording).
 pub(crate) fn too_long(path: &Path, max: usize) -> FieldError {
     let unit = if max == 1 { "byte" } else { "bytes" };
-    FieldError::new(FieldErrorType::TooLong, path.as_str(), None, format!("may not be more than {max} {unit}"))
+    FieldError::new(
+        FieldErrorType::TooLong,
+        path.as_str(),
+        None,
+        format!("may not be more than {max} {unit}"),
+    )
 }
 
 /// `Too many: N: must have at most M items`.
 pub(crate) fn too_many(path: &Path, actual: usize, max: usize) -> FieldError {
-    FieldError::new(FieldErrorType::TooMany, path.as_str(), None, format!("{actual}: must have at most {max} items"))
+    FieldError::new(
+        FieldErrorType::TooMany,
+        path.as_str(),
+        None,
+        format!("{actual}: must have at most {max} items"),
+    )
 }
 
 pub(crate) fn required(path: &Path) -> FieldError {
@@ -145,7 +174,11 @@ pub(crate) fn duplicate(path: &Path, value: impl Into<Value>) -> FieldError {
     FieldError::duplicate(path.as_str(), value.into())
 }
 
-pub(crate) fn not_supported(path: &Path, value: impl Into<Value>, supported: &[&str]) -> FieldError {
+pub(crate) fn not_supported(
+    path: &Path,
+    value: impl Into<Value>,
+    supported: &[&str],
+) -> FieldError {
     FieldError::not_supported(path.as_str(), value.into(), supported)
 }
 
@@ -153,13 +186,21 @@ pub(crate) const IMMUTABLE: &str = "field is immutable";
 
 /// Go's `%#v` of a `map[string]string`: `map[string]string{"a":"b", "c":"d"}` (keys sorted).
 pub(crate) fn go_string_map(m: &[(String, String)]) -> String {
-    let inner = m.iter().map(|(k, v)| format!("{k:?}:{v:?}")).collect::<Vec<_>>().join(", ");
+    let inner = m
+        .iter()
+        .map(|(k, v)| format!("{k:?}:{v:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!("map[string]string{{{inner}}}")
 }
 
 /// Go's `%#v` of a `[]string`.
 pub(crate) fn go_string_slice(items: &[&str]) -> String {
-    let inner = items.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+    let inner = items
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!("[]string{{{inner}}}")
 }
 
@@ -211,7 +252,8 @@ fn matches_dns1123_label(s: &str) -> bool {
 }
 
 const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
-const DNS1123_SUBDOMAIN_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+const DNS1123_SUBDOMAIN_FMT: &str =
+    "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 
 pub(crate) fn is_dns1123_label(s: &str) -> Vec<String> {
     let mut errs = Vec::new();
@@ -266,7 +308,8 @@ fn matches_qualified_name_part(s: &str) -> bool {
     !b.is_empty()
         && is_alnum(b[0])
         && is_alnum(b[b.len() - 1])
-        && b.iter().all(|&c| is_alnum(c) || c == b'-' || c == b'_' || c == b'.')
+        && b.iter()
+            .all(|&c| is_alnum(c) || c == b'-' || c == b'_' || c == b'.')
 }
 
 const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
@@ -303,7 +346,11 @@ pub(crate) fn is_qualified_name(value: &str) -> Vec<String> {
     if !matches_qualified_name_part(name) {
         errs.push(format!(
             "name part {}",
-            regex_error(QUALIFIED_NAME_ERR, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])
+            regex_error(
+                QUALIFIED_NAME_ERR,
+                QUALIFIED_NAME_FMT,
+                &["MyName", "my.name", "123-abc"]
+            )
         ));
     }
     errs
@@ -338,7 +385,9 @@ pub(crate) fn is_valid_port_name(port: &str) -> Vec<String> {
         errs.push(max_len_error(15));
     }
     if !port.bytes().all(|c| is_lower_alnum(c) || c == b'-') || port.is_empty() {
-        errs.push("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string());
+        errs.push(
+            "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string(),
+        );
     }
     if !port.bytes().any(|c| c.is_ascii_lowercase()) {
         errs.push("must contain at least one letter (a-z)".to_string());
@@ -366,7 +415,11 @@ pub(crate) fn is_config_map_key(value: &str) -> Vec<String> {
     if value.len() > 253 {
         errs.push(max_len_error(253));
     }
-    if value.is_empty() || !value.bytes().all(|c| is_alnum(c) || c == b'-' || c == b'_' || c == b'.') {
+    if value.is_empty()
+        || !value
+            .bytes()
+            .all(|c| is_alnum(c) || c == b'-' || c == b'_' || c == b'.')
+    {
         errs.push(regex_error(
             "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
             "[-._a-zA-Z0-9]+",
@@ -382,7 +435,10 @@ pub(crate) fn is_relaxed_env_var_name(value: &str) -> Vec<String> {
     if value.is_empty() {
         errs.push("environment variable name must be non-empty".to_string());
     }
-    if value.chars().any(|c| !c.is_ascii() || c.is_ascii_control() || c == '=') {
+    if value
+        .chars()
+        .any(|c| !c.is_ascii() || c.is_ascii_control() || c == '=')
+    {
         errs.push(
             "a valid environment variable name must consist only of printable ASCII characters other than '='"
                 .to_string(),
@@ -421,7 +477,11 @@ pub(crate) enum NameRule {
 impl NameRule {
     /// Messages for `name`; with `prefix` (generateName) a trailing dash is tolerated.
     pub(crate) fn check(self, name: &str, prefix: bool) -> Vec<String> {
-        let masked = if prefix && name.len() > 1 { name.strip_suffix('-').unwrap_or(name) } else { name };
+        let masked = if prefix && name.len() > 1 {
+            name.strip_suffix('-').unwrap_or(name)
+        } else {
+            name
+        };
         match self {
             NameRule::Subdomain => is_dns1123_subdomain(masked),
             NameRule::Label => is_dns1123_label(masked),
@@ -433,16 +493,26 @@ impl NameRule {
 
 /// `ValidateDNS1123Label`: one Invalid per message at `path`.
 pub(crate) fn validate_dns1123_label(value: &str, path: &Path) -> Errs {
-    is_dns1123_label(value).into_iter().map(|m| invalid(path, value, &m)).collect()
+    is_dns1123_label(value)
+        .into_iter()
+        .map(|m| invalid(path, value, &m))
+        .collect()
 }
 
 pub(crate) fn validate_dns1123_subdomain(value: &str, path: &Path) -> Errs {
-    is_dns1123_subdomain(value).into_iter().map(|m| invalid(path, value, &m)).collect()
+    is_dns1123_subdomain(value)
+        .into_iter()
+        .map(|m| invalid(path, value, &m))
+        .collect()
 }
 
 pub(crate) fn validate_nonnegative(v: &Value, key: &str, path: &Path) -> Errs {
     match int(v, key) {
-        Some(n) if n < 0 => vec![invalid(&path.child(key), n, "must be greater than or equal to 0")],
+        Some(n) if n < 0 => vec![invalid(
+            &path.child(key),
+            n,
+            "must be greater than or equal to 0",
+        )],
         _ => Vec::new(),
     }
 }
@@ -452,11 +522,15 @@ pub(crate) fn validate_port_num_or_name(port: Option<&Value>, path: &Path) -> Er
     match port {
         Some(Value::Number(n)) => {
             let p = n.as_i64().unwrap_or(0);
-            is_valid_port_num(p).into_iter().map(|m| invalid(path, p, &m)).collect()
+            is_valid_port_num(p)
+                .into_iter()
+                .map(|m| invalid(path, p, &m))
+                .collect()
         }
-        Some(Value::String(s)) if !s.is_empty() => {
-            is_valid_port_name(s).into_iter().map(|m| invalid(path, s.as_str(), &m)).collect()
-        }
+        Some(Value::String(s)) if !s.is_empty() => is_valid_port_name(s)
+            .into_iter()
+            .map(|m| invalid(path, s.as_str(), &m))
+            .collect(),
         Some(Value::String(_)) => vec![required(path)],
         _ => vec![invalid(path, 0, &inclusive_range_error(1, 65535))],
     }
@@ -472,7 +546,9 @@ pub(crate) fn parse_quantity(q: &Value) -> Option<f64> {
         Value::Number(n) => return n.as_f64(),
         _ => return None,
     };
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(s.len());
     let (num, suffix) = s.split_at(split);
     let base: f64 = num.parse().ok()?;
     let mult = match suffix {
@@ -513,7 +589,10 @@ mod tests {
     #[test]
     fn qualified_name_messages() {
         assert!(is_qualified_name("app.kubernetes.io/name").is_empty());
-        assert_eq!(is_qualified_name("/x"), vec!["prefix part must be non-empty"]);
+        assert_eq!(
+            is_qualified_name("/x"),
+            vec!["prefix part must be non-empty"]
+        );
         assert_eq!(
             is_qualified_name("a b")[0],
             "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
@@ -523,8 +602,14 @@ mod tests {
     #[test]
     fn port_names() {
         assert!(is_valid_port_name("http").is_empty());
-        assert_eq!(is_valid_port_name("8080"), vec!["must contain at least one letter (a-z)"]);
-        assert_eq!(is_valid_port_name("a--b"), vec!["must not contain consecutive hyphens"]);
+        assert_eq!(
+            is_valid_port_name("8080"),
+            vec!["must contain at least one letter (a-z)"]
+        );
+        assert_eq!(
+            is_valid_port_name("a--b"),
+            vec!["must not contain consecutive hyphens"]
+        );
     }
 
     #[test]

@@ -15,7 +15,9 @@ use std::collections::{BTreeSet, HashSet};
 /// Defaults of a whole Pod: `SetDefaults_Pod` (requests from limits, enableServiceLinks,
 /// hostNetwork host ports) plus the pod-spec defaults.
 pub(crate) fn default_pod(pod: &mut Value) {
-    let Some(spec) = ensure_obj(pod, "spec") else { return };
+    let Some(spec) = ensure_obj(pod, "spec") else {
+        return;
+    };
     for key in ["containers", "initContainers"] {
         for c in items_mut(spec, key) {
             default_requests_from_limits(c);
@@ -38,11 +40,19 @@ pub(crate) fn default_pod(pod: &mut Value) {
 }
 
 fn default_requests_from_limits(c: &mut Value) {
-    let Some(limits) = obj(c, "resources").and_then(|r| r.get("limits")).and_then(Value::as_object).cloned() else {
+    let Some(limits) = obj(c, "resources")
+        .and_then(|r| r.get("limits"))
+        .and_then(Value::as_object)
+        .cloned()
+    else {
         return;
     };
-    let Some(res) = ensure_obj(c, "resources") else { return };
-    let Some(req) = ensure_obj(res, "requests").and_then(Value::as_object_mut) else { return };
+    let Some(res) = ensure_obj(c, "resources") else {
+        return;
+    };
+    let Some(req) = ensure_obj(res, "requests").and_then(Value::as_object_mut) else {
+        return;
+    };
     for (k, v) in limits {
         req.entry(k).or_insert(v);
     }
@@ -89,7 +99,11 @@ fn image_tag(image: &str) -> Option<&str> {
 
 fn default_container(c: &mut Value) {
     if unset_str(c, "imagePullPolicy") {
-        let policy = if image_tag(st(c, "image")) == Some("latest") { "Always" } else { "IfNotPresent" };
+        let policy = if image_tag(st(c, "image")) == Some("latest") {
+            "Always"
+        } else {
+            "IfNotPresent"
+        };
         c["imagePullPolicy"] = json!(policy);
     }
     default_str(c, "terminationMessagePath", "/dev/termination-log");
@@ -132,10 +146,36 @@ fn default_handler(h: &mut Value) {
 }
 
 const VOLUME_TYPES: &[&str] = &[
-    "hostPath", "emptyDir", "gcePersistentDisk", "awsElasticBlockStore", "gitRepo", "secret", "nfs", "iscsi",
-    "glusterfs", "persistentVolumeClaim", "rbd", "flexVolume", "cinder", "cephfs", "flocker", "downwardAPI", "fc",
-    "azureFile", "configMap", "vsphereVolume", "quobyte", "azureDisk", "photonPersistentDisk", "projected",
-    "portworxVolume", "scaleIO", "storageos", "csi", "ephemeral", "image",
+    "hostPath",
+    "emptyDir",
+    "gcePersistentDisk",
+    "awsElasticBlockStore",
+    "gitRepo",
+    "secret",
+    "nfs",
+    "iscsi",
+    "glusterfs",
+    "persistentVolumeClaim",
+    "rbd",
+    "flexVolume",
+    "cinder",
+    "cephfs",
+    "flocker",
+    "downwardAPI",
+    "fc",
+    "azureFile",
+    "configMap",
+    "vsphereVolume",
+    "quobyte",
+    "azureDisk",
+    "photonPersistentDisk",
+    "projected",
+    "portworxVolume",
+    "scaleIO",
+    "storageos",
+    "csi",
+    "ephemeral",
+    "image",
 ];
 
 /// `SetDefaults_Volume` and the per-source defaulters.
@@ -214,7 +254,10 @@ pub(crate) fn validate_pod(pod: &Value) -> Errs {
     let path = Path::new("spec");
     let mut errs = validate_pod_spec(spec, &path);
     if !arr(spec, "ephemeralContainers").is_empty() {
-        errs.push(forbidden(&path.child("ephemeralContainers"), "cannot be set on create"));
+        errs.push(forbidden(
+            &path.child("ephemeralContainers"),
+            "cannot be set on create",
+        ));
     }
     errs
 }
@@ -225,12 +268,18 @@ pub(crate) fn validate_pod_template(template: &Value, path: &Path) -> Errs {
     let meta_path = path.child("metadata");
     let meta = template.get("metadata").unwrap_or(&empty);
     let mut errs = validate_labels(&str_map(meta, "labels"), &meta_path.child("labels"));
-    errs.extend(validate_annotations(&str_map(meta, "annotations"), &meta_path.child("annotations")));
+    errs.extend(validate_annotations(
+        &str_map(meta, "annotations"),
+        &meta_path.child("annotations"),
+    ));
     let spec = template.get("spec").unwrap_or(&empty);
     let spec_path = path.child("spec");
     errs.extend(validate_pod_spec(spec, &spec_path));
     if !arr(spec, "ephemeralContainers").is_empty() {
-        errs.push(forbidden(&spec_path.child("ephemeralContainers"), "ephemeral containers not allowed in pod template"));
+        errs.push(forbidden(
+            &spec_path.child("ephemeralContainers"),
+            "ephemeral containers not allowed in pod template",
+        ));
     }
     errs
 }
@@ -239,14 +288,22 @@ pub(crate) fn validate_pod_template(template: &Value, path: &Path) -> Errs {
 pub(crate) fn validate_pod_spec(spec: &Value, path: &Path) -> Errs {
     let (mut errs, volumes) = validate_volumes(arr(spec, "volumes"), &path.child("volumes"));
     let ctx = PodCtx { volumes };
-    errs.extend(validate_init_containers(spec, &ctx, &path.child("initContainers")));
+    errs.extend(validate_init_containers(
+        spec,
+        &ctx,
+        &path.child("initContainers"),
+    ));
     errs.extend(validate_containers(spec, &ctx, &path.child("containers")));
     errs.extend(validate_host_network_deps(spec, path));
     let rp = st(spec, "restartPolicy");
     match rp {
         "Always" | "OnFailure" | "Never" => {}
         "" => errs.push(required(&path.child("restartPolicy"))),
-        _ => errs.push(not_supported(&path.child("restartPolicy"), rp, &["Always", "OnFailure", "Never"])),
+        _ => errs.push(not_supported(
+            &path.child("restartPolicy"),
+            rp,
+            &["Always", "OnFailure", "Never"],
+        )),
     }
     let dp = st(spec, "dnsPolicy");
     match dp {
@@ -258,33 +315,55 @@ pub(crate) fn validate_pod_spec(spec: &Value, path: &Path) -> Errs {
             &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"],
         )),
     }
-    errs.extend(validate_labels(&str_map(spec, "nodeSelector"), &path.child("nodeSelector")));
-    errs.extend(validate_pod_security_context(spec, &path.child("securityContext")));
+    errs.extend(validate_labels(
+        &str_map(spec, "nodeSelector"),
+        &path.child("nodeSelector"),
+    ));
+    errs.extend(validate_pod_security_context(
+        spec,
+        &path.child("securityContext"),
+    ));
     for (i, s) in arr(spec, "imagePullSecrets").iter().enumerate() {
         if unset_str(s, "name") {
-            errs.push(required(&path.child("imagePullSecrets").index(i).child("name")));
+            errs.push(required(
+                &path.child("imagePullSecrets").index(i).child("name"),
+            ));
         }
     }
     errs.extend(validate_dns_config(spec, &path.child("dnsConfig")));
     for (i, g) in arr(spec, "readinessGates").iter().enumerate() {
         let ct = st(g, "conditionType");
-        errs.extend(
-            is_qualified_name(ct)
-                .into_iter()
-                .map(|m| invalid(&path.child("readinessGates").index(i).child("conditionType"), ct, &m)),
-        );
+        errs.extend(is_qualified_name(ct).into_iter().map(|m| {
+            invalid(
+                &path.child("readinessGates").index(i).child("conditionType"),
+                ct,
+                &m,
+            )
+        }));
     }
     let sa = st(spec, "serviceAccountName");
     if !sa.is_empty() {
-        errs.extend(is_dns1123_subdomain(sa).into_iter().map(|m| invalid(&path.child("serviceAccountName"), sa, &m)));
+        errs.extend(
+            is_dns1123_subdomain(sa)
+                .into_iter()
+                .map(|m| invalid(&path.child("serviceAccountName"), sa, &m)),
+        );
     }
     let node = st(spec, "nodeName");
     if !node.is_empty() {
-        errs.extend(is_dns1123_subdomain(node).into_iter().map(|m| invalid(&path.child("nodeName"), node, &m)));
+        errs.extend(
+            is_dns1123_subdomain(node)
+                .into_iter()
+                .map(|m| invalid(&path.child("nodeName"), node, &m)),
+        );
     }
     if let Some(ads) = int(spec, "activeDeadlineSeconds") {
         if !(1..=i64::from(i32::MAX)).contains(&ads) {
-            errs.push(invalid(&path.child("activeDeadlineSeconds"), ads, &inclusive_range_error(1, i64::from(i32::MAX))));
+            errs.push(invalid(
+                &path.child("activeDeadlineSeconds"),
+                ads,
+                &inclusive_range_error(1, i64::from(i32::MAX)),
+            ));
         }
     }
     for key in ["hostname", "subdomain"] {
@@ -293,28 +372,50 @@ pub(crate) fn validate_pod_spec(spec: &Value, path: &Path) -> Errs {
             errs.extend(validate_dns1123_label(v, &path.child(key)));
         }
     }
-    errs.extend(validate_tolerations(arr(spec, "tolerations"), &path.child("tolerations")));
+    errs.extend(validate_tolerations(
+        arr(spec, "tolerations"),
+        &path.child("tolerations"),
+    ));
     for (i, ha) in arr(spec, "hostAliases").iter().enumerate() {
         let p = path.child("hostAliases").index(i);
         let ip = st(ha, "ip");
         if !is_valid_ip(ip) {
-            errs.push(invalid(&p.child("ip"), ip, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"));
+            errs.push(invalid(
+                &p.child("ip"),
+                ip,
+                "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+            ));
         }
         for (j, h) in arr(ha, "hostnames").iter().enumerate() {
             let h = h.as_str().unwrap_or("");
-            errs.extend(validate_dns1123_subdomain(h, &p.child("hostnames").index(j)));
+            errs.extend(validate_dns1123_subdomain(
+                h,
+                &p.child("hostnames").index(j),
+            ));
         }
     }
     let pc = st(spec, "priorityClassName");
     if !pc.is_empty() {
-        errs.extend(is_dns1123_subdomain(pc).into_iter().map(|m| invalid(&path.child("priorityClassName"), pc, &m)));
+        errs.extend(
+            is_dns1123_subdomain(pc)
+                .into_iter()
+                .map(|m| invalid(&path.child("priorityClassName"), pc, &m)),
+        );
     }
     if let Some(rc) = get(spec, "runtimeClassName").and_then(Value::as_str) {
-        errs.extend(is_dns1123_subdomain(rc).into_iter().map(|m| invalid(&path.child("runtimeClassName"), rc, &m)));
+        errs.extend(
+            is_dns1123_subdomain(rc)
+                .into_iter()
+                .map(|m| invalid(&path.child("runtimeClassName"), rc, &m)),
+        );
     }
     if let Some(pp) = get(spec, "preemptionPolicy").and_then(Value::as_str) {
         if !matches!(pp, "PreemptLowerPriority" | "Never") {
-            errs.push(not_supported(&path.child("preemptionPolicy"), pp, &["Never", "PreemptLowerPriority"]));
+            errs.push(not_supported(
+                &path.child("preemptionPolicy"),
+                pp,
+                &["Never", "PreemptLowerPriority"],
+            ));
         }
     }
     if let Some(os) = get(spec, "os") {
@@ -322,7 +423,11 @@ pub(crate) fn validate_pod_spec(spec: &Value, path: &Path) -> Errs {
         if name.is_empty() {
             errs.push(required(&path.child("os").child("name")));
         } else if !matches!(name, "linux" | "windows") {
-            errs.push(not_supported(&path.child("os").child("name"), name, &["linux", "windows"]));
+            errs.push(not_supported(
+                &path.child("os").child("name"),
+                name,
+                &["linux", "windows"],
+            ));
         }
     }
     let mut gates = HashSet::new();
@@ -399,12 +504,19 @@ fn validate_local_descending_path(target: &str, path: &Path) -> Errs {
 
 fn validate_volume_source(v: &Value, path: &Path) -> Errs {
     let mut errs = Errs::new();
-    let present: Vec<&str> = VOLUME_TYPES.iter().copied().filter(|t| get(v, t).is_some()).collect();
+    let present: Vec<&str> = VOLUME_TYPES
+        .iter()
+        .copied()
+        .filter(|t| get(v, t).is_some())
+        .collect();
     if present.is_empty() {
         return vec![required_d(path, "must specify a volume type")];
     }
     for t in &present[1..] {
-        errs.push(forbidden(&path.child(t), "may not specify more than 1 volume type"));
+        errs.push(forbidden(
+            &path.child(t),
+            "may not specify more than 1 volume type",
+        ));
     }
     let t = present[0];
     let src = &v[t];
@@ -416,7 +528,14 @@ fn validate_volume_source(v: &Value, path: &Path) -> Errs {
             }
             let ty = st(src, "type");
             let ok = [
-                "", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice", "BlockDevice",
+                "",
+                "DirectoryOrCreate",
+                "Directory",
+                "FileOrCreate",
+                "File",
+                "Socket",
+                "CharDevice",
+                "BlockDevice",
             ];
             if !ok.contains(&ty) {
                 errs.push(not_supported(&p.child("type"), ty, &ok));
@@ -425,12 +544,19 @@ fn validate_volume_source(v: &Value, path: &Path) -> Errs {
         "emptyDir" => {
             if let Some(m) = get(src, "medium").and_then(Value::as_str) {
                 if !matches!(m, "" | "Memory") && !m.starts_with("HugePages") {
-                    errs.push(not_supported(&p.child("medium"), m, &["", "Memory", "HugePages"]));
+                    errs.push(not_supported(
+                        &p.child("medium"),
+                        m,
+                        &["", "Memory", "HugePages"],
+                    ));
                 }
             }
             if let Some(sl) = get(src, "sizeLimit") {
                 if parse_quantity(sl).is_some_and(|q| q < 0.0) {
-                    errs.push(forbidden(&p.child("sizeLimit"), "SizeLimit field must be a valid resource quantity"));
+                    errs.push(forbidden(
+                        &p.child("sizeLimit"),
+                        "SizeLimit field must be a valid resource quantity",
+                    ));
                 }
             }
         }
@@ -446,15 +572,17 @@ fn validate_volume_source(v: &Value, path: &Path) -> Errs {
             if name.is_empty() {
                 errs.push(required(&p.child("name")));
             } else {
-                errs.extend(is_dns1123_subdomain(name).into_iter().map(|m| invalid(&p.child("name"), name, &m)));
+                errs.extend(
+                    is_dns1123_subdomain(name)
+                        .into_iter()
+                        .map(|m| invalid(&p.child("name"), name, &m)),
+                );
             }
             errs.extend(validate_mode(src, "defaultMode", &p));
             errs.extend(validate_key_to_paths(src, &p));
         }
-        "persistentVolumeClaim" => {
-            if unset_str(src, "claimName") {
-                errs.push(required(&p.child("claimName")));
-            }
+        "persistentVolumeClaim" if unset_str(src, "claimName") => {
+            errs.push(required(&p.child("claimName")))
         }
         "nfs" => {
             if unset_str(src, "server") {
@@ -490,18 +618,36 @@ fn validate_volume_source(v: &Value, path: &Path) -> Errs {
             errs.extend(validate_mode(src, "defaultMode", &p));
             for (i, s) in arr(src, "sources").iter().enumerate() {
                 let sp = p.child("sources").index(i);
-                let kinds = ["secret", "downwardAPI", "configMap", "serviceAccountToken", "clusterTrustBundle", "podCertificate"];
+                let kinds = [
+                    "secret",
+                    "downwardAPI",
+                    "configMap",
+                    "serviceAccountToken",
+                    "clusterTrustBundle",
+                    "podCertificate",
+                ];
                 let n = kinds.iter().filter(|k| get(s, k).is_some()).count();
                 if n > 1 {
-                    errs.push(forbidden(&sp, "may not specify more than 1 volume type per source"));
+                    errs.push(forbidden(
+                        &sp,
+                        "may not specify more than 1 volume type per source",
+                    ));
                 }
                 if let Some(t) = get(s, "serviceAccountToken") {
                     let tp = sp.child("serviceAccountToken");
                     if let Some(e) = int(t, "expirationSeconds") {
                         if e < 600 {
-                            errs.push(invalid(&tp.child("expirationSeconds"), e, "may not specify a duration less than 10 minutes"));
+                            errs.push(invalid(
+                                &tp.child("expirationSeconds"),
+                                e,
+                                "may not specify a duration less than 10 minutes",
+                            ));
                         } else if e > 1 << 32 {
-                            errs.push(invalid(&tp.child("expirationSeconds"), e, "may not specify a duration larger than 2^32 seconds"));
+                            errs.push(invalid(
+                                &tp.child("expirationSeconds"),
+                                e,
+                                "may not specify a duration larger than 2^32 seconds",
+                            ));
                         }
                     }
                     if unset_str(t, "path") {
@@ -522,7 +668,10 @@ fn validate_volume_source(v: &Value, path: &Path) -> Errs {
 
 fn validate_init_containers(spec: &Value, ctx: &PodCtx, path: &Path) -> Errs {
     let mut errs = Errs::new();
-    let mut names: HashSet<&str> = arr(spec, "containers").iter().map(|c| st(c, "name")).collect();
+    let mut names: HashSet<&str> = arr(spec, "containers")
+        .iter()
+        .map(|c| st(c, "name"))
+        .collect();
     for (i, c) in arr(spec, "initContainers").iter().enumerate() {
         let p = path.index(i);
         errs.extend(validate_container_common(c, ctx, &p));
@@ -540,13 +689,25 @@ fn validate_init_containers(spec: &Value, ctx: &PodCtx, path: &Path) -> Errs {
         } else if !name.is_empty() {
             names.insert(name);
         }
-        errs.extend(check_host_port_conflicts(std::slice::from_ref(c), path, Some(i)));
+        errs.extend(check_host_port_conflicts(
+            std::slice::from_ref(c),
+            path,
+            Some(i),
+        ));
         if restart_always {
             errs.extend(validate_lifecycle_and_probes(c, &p));
         } else {
-            for key in ["lifecycle", "livenessProbe", "readinessProbe", "startupProbe"] {
+            for key in [
+                "lifecycle",
+                "livenessProbe",
+                "readinessProbe",
+                "startupProbe",
+            ] {
                 if get(c, key).is_some() {
-                    errs.push(forbidden(&p.child(key), "may not be set for init containers without restartPolicy=Always"));
+                    errs.push(forbidden(
+                        &p.child(key),
+                        "may not be set for init containers without restartPolicy=Always",
+                    ));
                 }
             }
         }
@@ -570,7 +731,10 @@ fn validate_containers(spec: &Value, ctx: &PodCtx, path: &Path) -> Errs {
         }
         errs.extend(validate_lifecycle_and_probes(c, &p));
         if get(c, "restartPolicy").is_some() {
-            errs.push(forbidden(&p.child("restartPolicy"), "may not be set for non-init containers"));
+            errs.push(forbidden(
+                &p.child("restartPolicy"),
+                "may not be set for non-init containers",
+            ));
         }
     }
     errs.extend(check_host_port_conflicts(containers, path, None));
@@ -609,36 +773,48 @@ fn validate_lifecycle_and_probes(c: &Value, p: &Path) -> Errs {
 
 fn validate_probe(probe: &Value, path: &Path) -> Errs {
     let mut errs = validate_handler(probe, path, false);
-    for key in ["initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold"] {
+    for key in [
+        "initialDelaySeconds",
+        "timeoutSeconds",
+        "periodSeconds",
+        "successThreshold",
+        "failureThreshold",
+    ] {
         errs.extend(validate_nonnegative(probe, key, path));
     }
     if let Some(t) = int(probe, "terminationGracePeriodSeconds") {
         if t <= 0 {
-            errs.push(invalid(&path.child("terminationGracePeriodSeconds"), t, "must be greater than 0"));
+            errs.push(invalid(
+                &path.child("terminationGracePeriodSeconds"),
+                t,
+                "must be greater than 0",
+            ));
         }
     }
     errs
 }
 
 fn validate_handler(h: &Value, path: &Path, lifecycle: bool) -> Errs {
-    let kinds: &[&str] =
-        if lifecycle { &["exec", "httpGet", "tcpSocket", "sleep"] } else { &["exec", "httpGet", "tcpSocket", "grpc"] };
+    let kinds: &[&str] = if lifecycle {
+        &["exec", "httpGet", "tcpSocket", "sleep"]
+    } else {
+        &["exec", "httpGet", "tcpSocket", "grpc"]
+    };
     let mut errs = Errs::new();
     let mut n = 0;
     for k in kinds {
         let Some(x) = get(h, k) else { continue };
         n += 1;
         if n > 1 {
-            errs.push(forbidden(&path.child(k), "may not specify more than 1 handler type"));
+            errs.push(forbidden(
+                &path.child(k),
+                "may not specify more than 1 handler type",
+            ));
             continue;
         }
         let p = path.child(k);
         match *k {
-            "exec" => {
-                if arr(x, "command").is_empty() {
-                    errs.push(required(&p.child("command")));
-                }
-            }
+            "exec" if arr(x, "command").is_empty() => errs.push(required(&p.child("command"))),
             "httpGet" => {
                 if unset_str(x, "path") {
                     errs.push(required(&p.child("path")));
@@ -646,13 +822,21 @@ fn validate_handler(h: &Value, path: &Path, lifecycle: bool) -> Errs {
                 errs.extend(validate_port_num_or_name(get(x, "port"), &p.child("port")));
                 let scheme = st(x, "scheme");
                 if !matches!(scheme, "HTTP" | "HTTPS") {
-                    errs.push(not_supported(&p.child("scheme"), scheme, &["HTTP", "HTTPS"]));
+                    errs.push(not_supported(
+                        &p.child("scheme"),
+                        scheme,
+                        &["HTTP", "HTTPS"],
+                    ));
                 }
             }
             "tcpSocket" => errs.extend(validate_port_num_or_name(get(x, "port"), &p.child("port"))),
             "grpc" => {
                 let port = int(x, "port").unwrap_or(0);
-                errs.extend(is_valid_port_num(port).into_iter().map(|m| invalid(&p.child("port"), port, &m)));
+                errs.extend(
+                    is_valid_port_num(port)
+                        .into_iter()
+                        .map(|m| invalid(&p.child("port"), port, &m)),
+                );
             }
             "sleep" => {
                 let s = int(x, "seconds").unwrap_or(0);
@@ -684,9 +868,16 @@ fn validate_container_common(c: &Value, ctx: &PodCtx, path: &Path) -> Errs {
     match tmp {
         "File" | "FallbackToLogsOnError" => {}
         "" => errs.push(required(&path.child("terminationMessagePolicy"))),
-        _ => errs.push(not_supported(&path.child("terminationMessagePolicy"), tmp, &["File", "FallbackToLogsOnError"])),
+        _ => errs.push(not_supported(
+            &path.child("terminationMessagePolicy"),
+            tmp,
+            &["File", "FallbackToLogsOnError"],
+        )),
     }
-    errs.extend(validate_container_ports(arr(c, "ports"), &path.child("ports")));
+    errs.extend(validate_container_ports(
+        arr(c, "ports"),
+        &path.child("ports"),
+    ));
     errs.extend(validate_env(arr(c, "env"), &path.child("env")));
     errs.extend(validate_env_from(arr(c, "envFrom"), &path.child("envFrom")));
     errs.extend(validate_volume_mounts(c, ctx, &path.child("volumeMounts")));
@@ -694,13 +885,20 @@ fn validate_container_common(c: &Value, ctx: &PodCtx, path: &Path) -> Errs {
     match pp {
         "Always" | "IfNotPresent" | "Never" => {}
         "" => errs.push(required(&path.child("imagePullPolicy"))),
-        _ => errs.push(not_supported(&path.child("imagePullPolicy"), pp, &["Always", "IfNotPresent", "Never"])),
+        _ => errs.push(not_supported(
+            &path.child("imagePullPolicy"),
+            pp,
+            &["Always", "IfNotPresent", "Never"],
+        )),
     }
     if let Some(r) = get(c, "resources") {
         errs.extend(validate_resource_requirements(r, &path.child("resources")));
     }
     if let Some(sc) = get(c, "securityContext") {
-        errs.extend(validate_security_context(sc, &path.child("securityContext")));
+        errs.extend(validate_security_context(
+            sc,
+            &path.child("securityContext"),
+        ));
     }
     errs
 }
@@ -714,7 +912,10 @@ fn validate_container_ports(ports: &[Value], path: &Path) -> Errs {
         if !name.is_empty() {
             let msgs = is_valid_port_name(name);
             if !msgs.is_empty() {
-                errs.extend(msgs.into_iter().map(|m| invalid(&p.child("name"), name, &m)));
+                errs.extend(
+                    msgs.into_iter()
+                        .map(|m| invalid(&p.child("name"), name, &m)),
+                );
             } else if !names.insert(name) {
                 errs.push(duplicate(&p.child("name"), name));
             }
@@ -723,13 +924,24 @@ fn validate_container_ports(ports: &[Value], path: &Path) -> Errs {
         if cp == 0 {
             errs.push(required(&p.child("containerPort")));
         } else {
-            errs.extend(is_valid_port_num(cp).into_iter().map(|m| invalid(&p.child("containerPort"), cp, &m)));
+            errs.extend(
+                is_valid_port_num(cp)
+                    .into_iter()
+                    .map(|m| invalid(&p.child("containerPort"), cp, &m)),
+            );
         }
         let hp = int(port, "hostPort").unwrap_or(0);
         if hp != 0 {
-            errs.extend(is_valid_port_num(hp).into_iter().map(|m| invalid(&p.child("hostPort"), hp, &m)));
+            errs.extend(
+                is_valid_port_num(hp)
+                    .into_iter()
+                    .map(|m| invalid(&p.child("hostPort"), hp, &m)),
+            );
         }
-        errs.extend(validate_protocol(st(port, "protocol"), &p.child("protocol")));
+        errs.extend(validate_protocol(
+            st(port, "protocol"),
+            &p.child("protocol"),
+        ));
     }
     errs
 }
@@ -742,7 +954,11 @@ pub(crate) fn validate_protocol(proto: &str, path: &Path) -> Errs {
     }
 }
 
-fn check_host_port_conflicts(containers: &[Value], path: &Path, index_offset: Option<usize>) -> Errs {
+fn check_host_port_conflicts(
+    containers: &[Value],
+    path: &Path,
+    index_offset: Option<usize>,
+) -> Errs {
     let mut errs = Errs::new();
     let mut seen = HashSet::new();
     for (ci, c) in containers.iter().enumerate() {
@@ -754,7 +970,10 @@ fn check_host_port_conflicts(containers: &[Value], path: &Path, index_offset: Op
             }
             let key = format!("{}/{}/{}", st(port, "protocol"), st(port, "hostIP"), hp);
             if !seen.insert(key.clone()) {
-                errs.push(duplicate(&path.index(ci).child("ports").index(pi).child("hostPort"), key));
+                errs.push(duplicate(
+                    &path.index(ci).child("ports").index(pi).child("hostPort"),
+                    key,
+                ));
             }
         }
     }
@@ -772,7 +991,12 @@ fn validate_host_network_deps(spec: &Value, path: &Path) -> Errs {
                 let hp = int(port, "hostPort").unwrap_or(0);
                 if hp != int(port, "containerPort").unwrap_or(0) {
                     errs.push(invalid(
-                        &path.child(key).index(i).child("ports").index(j).child("hostPort"),
+                        &path
+                            .child(key)
+                            .index(i)
+                            .child("ports")
+                            .index(j)
+                            .child("hostPort"),
                         hp,
                         "must match `containerPort` when `hostNetwork` is true",
                     ));
@@ -805,7 +1029,11 @@ fn validate_env(env: &[Value], path: &Path) -> Errs {
         if name.is_empty() {
             errs.push(required(&p.child("name")));
         } else {
-            errs.extend(is_relaxed_env_var_name(name).into_iter().map(|m| invalid(&p.child("name"), name, &m)));
+            errs.extend(
+                is_relaxed_env_var_name(name)
+                    .into_iter()
+                    .map(|m| invalid(&p.child("name"), name, &m)),
+            );
         }
         if let Some(vf) = get(ev, "valueFrom") {
             errs.extend(validate_env_value_from(ev, vf, &p.child("valueFrom")));
@@ -832,11 +1060,15 @@ fn validate_env_value_from(ev: &Value, vf: &Value, path: &Path) -> Errs {
             let ok = if subscripted {
                 matches!(base, "metadata.annotations" | "metadata.labels") && fp.ends_with(']')
             } else {
-                FIELD_REF_PATHS.contains(&fp) && !matches!(fp, "metadata.annotations" | "metadata.labels")
+                FIELD_REF_PATHS.contains(&fp)
+                    && !matches!(fp, "metadata.annotations" | "metadata.labels")
             };
             if !ok {
-                let supported: Vec<&str> =
-                    FIELD_REF_PATHS.iter().copied().filter(|x| !matches!(*x, "metadata.annotations" | "metadata.labels")).collect();
+                let supported: Vec<&str> = FIELD_REF_PATHS
+                    .iter()
+                    .copied()
+                    .filter(|x| !matches!(*x, "metadata.annotations" | "metadata.labels"))
+                    .collect();
                 errs.push(not_supported(&p.child("fieldPath"), fp, &supported));
             }
         }
@@ -848,8 +1080,18 @@ fn validate_env_value_from(ev: &Value, vf: &Value, path: &Path) -> Errs {
         if r.is_empty() {
             errs.push(required(&p.child("resource")));
         } else {
-            let ok = ["limits.cpu", "limits.memory", "limits.ephemeral-storage", "requests.cpu", "requests.memory", "requests.ephemeral-storage"];
-            if !ok.contains(&r) && !r.starts_with("limits.hugepages-") && !r.starts_with("requests.hugepages-") {
+            let ok = [
+                "limits.cpu",
+                "limits.memory",
+                "limits.ephemeral-storage",
+                "requests.cpu",
+                "requests.memory",
+                "requests.ephemeral-storage",
+            ];
+            if !ok.contains(&r)
+                && !r.starts_with("limits.hugepages-")
+                && !r.starts_with("requests.hugepages-")
+            {
                 errs.push(not_supported(&p.child("resource"), r, &ok));
             }
         }
@@ -862,13 +1104,21 @@ fn validate_env_value_from(ev: &Value, vf: &Value, path: &Path) -> Errs {
             if name.is_empty() {
                 errs.push(required(&p.child("name")));
             } else {
-                errs.extend(is_dns1123_subdomain(name).into_iter().map(|m| invalid(&p.child("name"), name, &m)));
+                errs.extend(
+                    is_dns1123_subdomain(name)
+                        .into_iter()
+                        .map(|m| invalid(&p.child("name"), name, &m)),
+                );
             }
             let k = st(r, "key");
             if k.is_empty() {
                 errs.push(required(&p.child("key")));
             } else {
-                errs.extend(is_config_map_key(k).into_iter().map(|m| invalid(&p.child("key"), k, &m)));
+                errs.extend(
+                    is_config_map_key(k)
+                        .into_iter()
+                        .map(|m| invalid(&p.child("key"), k, &m)),
+                );
             }
         }
     }
@@ -878,9 +1128,17 @@ fn validate_env_value_from(ev: &Value, vf: &Value, path: &Path) -> Errs {
     if n == 0 {
         errs.push(invalid(path, "", "must specify one of: `fieldRef`, `resourceFieldRef`, `configMapKeyRef` or `secretKeyRef`"));
     } else if !unset_str(ev, "value") {
-        errs.push(invalid(path, "", "may not be specified when `value` is not empty"));
+        errs.push(invalid(
+            path,
+            "",
+            "may not be specified when `value` is not empty",
+        ));
     } else if n > 1 {
-        errs.push(invalid(path, "", "may not have more than one field specified at a time"));
+        errs.push(invalid(
+            path,
+            "",
+            "may not have more than one field specified at a time",
+        ));
     }
     errs
 }
@@ -891,7 +1149,11 @@ fn validate_env_from(env_from: &[Value], path: &Path) -> Errs {
         let p = path.index(i);
         let prefix = st(ef, "prefix");
         if !prefix.is_empty() {
-            errs.extend(is_relaxed_env_var_name(prefix).into_iter().map(|m| invalid(&p.child("prefix"), prefix, &m)));
+            errs.extend(
+                is_relaxed_env_var_name(prefix)
+                    .into_iter()
+                    .map(|m| invalid(&p.child("prefix"), prefix, &m)),
+            );
         }
         let mut n = 0;
         for key in ["configMapRef", "secretRef"] {
@@ -902,15 +1164,25 @@ fn validate_env_from(env_from: &[Value], path: &Path) -> Errs {
                     errs.push(required(&p.child(key).child("name")));
                 } else {
                     errs.extend(
-                        is_dns1123_subdomain(name).into_iter().map(|m| invalid(&p.child(key).child("name"), name, &m)),
+                        is_dns1123_subdomain(name)
+                            .into_iter()
+                            .map(|m| invalid(&p.child(key).child("name"), name, &m)),
                     );
                 }
             }
         }
         if n == 0 {
-            errs.push(invalid(&p, "", "must specify one of: `configMapRef` or `secretRef`"));
+            errs.push(invalid(
+                &p,
+                "",
+                "must specify one of: `configMapRef` or `secretRef`",
+            ));
         } else if n > 1 {
-            errs.push(invalid(&p, "", "may not have more than one field specified at a time"));
+            errs.push(invalid(
+                &p,
+                "",
+                "may not have more than one field specified at a time",
+            ));
         }
     }
     errs
@@ -939,12 +1211,24 @@ fn validate_volume_mounts(c: &Value, ctx: &PodCtx, path: &Path) -> Errs {
         if !sub.is_empty() {
             errs.extend(validate_local_descending_path(sub, &path.child("subPath")));
         }
-        if get(m, "subPath").is_some() && get(m, "subPathExpr").is_some() && !sub.is_empty() && !unset_str(m, "subPathExpr") {
-            errs.push(invalid(&p.child("subPathExpr"), st(m, "subPathExpr"), "subPathExpr and subPath are mutually exclusive"));
+        if get(m, "subPath").is_some()
+            && get(m, "subPathExpr").is_some()
+            && !sub.is_empty()
+            && !unset_str(m, "subPathExpr")
+        {
+            errs.push(invalid(
+                &p.child("subPathExpr"),
+                st(m, "subPathExpr"),
+                "subPathExpr and subPath are mutually exclusive",
+            ));
         }
         if let Some(mpg) = get(m, "mountPropagation").and_then(Value::as_str) {
             if !matches!(mpg, "None" | "HostToContainer" | "Bidirectional") {
-                errs.push(not_supported(&p.child("mountPropagation"), mpg, &["Bidirectional", "HostToContainer", "None"]));
+                errs.push(not_supported(
+                    &p.child("mountPropagation"),
+                    mpg,
+                    &["Bidirectional", "HostToContainer", "None"],
+                ));
             }
         }
     }
@@ -954,22 +1238,34 @@ fn validate_volume_mounts(c: &Value, ctx: &PodCtx, path: &Path) -> Errs {
 const STANDARD_CONTAINER_RESOURCES: &[&str] = &["cpu", "memory", "ephemeral-storage"];
 
 fn validate_container_resource_name(name: &str, path: &Path) -> Errs {
-    let mut errs: Errs = is_qualified_name(name).into_iter().map(|m| invalid(path, name, &m)).collect();
+    let mut errs: Errs = is_qualified_name(name)
+        .into_iter()
+        .map(|m| invalid(path, name, &m))
+        .collect();
     if !errs.is_empty() {
         return errs;
     }
     if !name.contains('/') {
         if !STANDARD_CONTAINER_RESOURCES.contains(&name) && !name.starts_with("hugepages-") {
-            errs.push(invalid(path, name, "must be a standard resource for containers"));
+            errs.push(invalid(
+                path,
+                name,
+                "must be a standard resource for containers",
+            ));
         }
     } else if !name.contains("kubernetes.io/") && name.starts_with("requests.") {
-        errs.push(invalid(path, name, "doesn't follow extended resource name standard"));
+        errs.push(invalid(
+            path,
+            name,
+            "doesn't follow extended resource name standard",
+        ));
     }
     errs
 }
 
 fn is_overcommit_allowed(name: &str) -> bool {
-    STANDARD_CONTAINER_RESOURCES.contains(&name) || (!name.contains('/') && !name.starts_with("hugepages-"))
+    STANDARD_CONTAINER_RESOURCES.contains(&name)
+        || (!name.contains('/') && !name.starts_with("hugepages-"))
         || name.starts_with("kubernetes.io/")
 }
 
@@ -1007,12 +1303,18 @@ pub(crate) fn validate_resource_requirements(r: &Value, path: &Path) -> Errs {
                     errs.push(invalid(
                         &req_path,
                         quantity_string(q),
-                        &format!("must be less than or equal to {k} limit of {}", quantity_string(l)),
+                        &format!(
+                            "must be less than or equal to {k} limit of {}",
+                            quantity_string(l)
+                        ),
                     ));
                 }
             }
         } else if !is_overcommit_allowed(k) {
-            errs.push(required_d(&lim_path, "Limit must be set for non overcommitable resources"));
+            errs.push(required_d(
+                &lim_path,
+                "Limit must be set for non overcommitable resources",
+            ));
         }
     }
     errs
@@ -1020,11 +1322,18 @@ pub(crate) fn validate_resource_requirements(r: &Value, path: &Path) -> Errs {
 
 fn validate_quantity_value(name: &str, q: &Value, path: &Path) -> Errs {
     let mut errs = Errs::new();
-    let Some(v) = parse_quantity(q) else { return errs };
+    let Some(v) = parse_quantity(q) else {
+        return errs;
+    };
     if v < 0.0 {
-        errs.push(invalid(path, quantity_string(q), "must be greater than or equal to 0"));
+        errs.push(invalid(
+            path,
+            quantity_string(q),
+            "must be greater than or equal to 0",
+        ));
     }
-    if name != "cpu" && !name.starts_with("requests.cpu") && name.contains('/') && v.fract() != 0.0 {
+    if name != "cpu" && !name.starts_with("requests.cpu") && name.contains('/') && v.fract() != 0.0
+    {
         errs.push(invalid(path, quantity_string(q), "must be an integer"));
     }
     errs
@@ -1033,7 +1342,11 @@ fn validate_quantity_value(name: &str, q: &Value, path: &Path) -> Errs {
 fn validate_id_range(v: &Value, key: &str, path: &Path) -> Errs {
     match int(v, key) {
         Some(n) if !(0..=i64::from(i32::MAX)).contains(&n) => {
-            vec![invalid(&path.child(key), n, &inclusive_range_error(0, i64::from(i32::MAX)))]
+            vec![invalid(
+                &path.child(key),
+                n,
+                &inclusive_range_error(0, i64::from(i32::MAX)),
+            )]
         }
         _ => Vec::new(),
     }
@@ -1041,19 +1354,29 @@ fn validate_id_range(v: &Value, key: &str, path: &Path) -> Errs {
 
 fn validate_pod_security_context(spec: &Value, path: &Path) -> Errs {
     let mut errs = Errs::new();
-    let Some(sc) = get(spec, "securityContext") else { return errs };
+    let Some(sc) = get(spec, "securityContext") else {
+        return errs;
+    };
     for key in ["runAsUser", "runAsGroup", "fsGroup"] {
         errs.extend(validate_id_range(sc, key, path));
     }
     for (i, g) in arr(sc, "supplementalGroups").iter().enumerate() {
         let g = g.as_i64().unwrap_or(0);
         if !(0..=i64::from(i32::MAX)).contains(&g) {
-            errs.push(invalid(&path.child("supplementalGroups").index(i), g, &inclusive_range_error(0, i64::from(i32::MAX))));
+            errs.push(invalid(
+                &path.child("supplementalGroups").index(i),
+                g,
+                &inclusive_range_error(0, i64::from(i32::MAX)),
+            ));
         }
     }
     if let Some(p) = get(sc, "fsGroupChangePolicy").and_then(Value::as_str) {
         if !matches!(p, "OnRootMismatch" | "Always") {
-            errs.push(not_supported(&path.child("fsGroupChangePolicy"), p, &["OnRootMismatch", "Always"]));
+            errs.push(not_supported(
+                &path.child("fsGroupChangePolicy"),
+                p,
+                &["OnRootMismatch", "Always"],
+            ));
         }
     }
     for (i, s) in arr(sc, "sysctls").iter().enumerate() {
@@ -1072,11 +1395,19 @@ fn validate_security_context(sc: &Value, path: &Path) -> Errs {
     if get(sc, "privileged").and_then(Value::as_bool) == Some(true)
         && get(sc, "allowPrivilegeEscalation").and_then(Value::as_bool) == Some(false)
     {
-        errs.push(invalid(path, Value::Null, "cannot set `allowPrivilegeEscalation` to false and `privileged` to true"));
+        errs.push(invalid(
+            path,
+            Value::Null,
+            "cannot set `allowPrivilegeEscalation` to false and `privileged` to true",
+        ));
     }
     if let Some(pm) = get(sc, "procMount").and_then(Value::as_str) {
         if !matches!(pm, "Default" | "Unmasked") {
-            errs.push(not_supported(&path.child("procMount"), pm, &["Default", "Unmasked"]));
+            errs.push(not_supported(
+                &path.child("procMount"),
+                pm,
+                &["Default", "Unmasked"],
+            ));
         }
     }
     errs
@@ -1087,27 +1418,43 @@ fn validate_dns_config(spec: &Value, path: &Path) -> Errs {
     let cfg = get(spec, "dnsConfig");
     if st(spec, "dnsPolicy") == "None" {
         match cfg {
-            None => errs.push(required_d(path, "must provide `dnsConfig` when `dnsPolicy` is None")),
-            Some(c) if arr(c, "nameservers").is_empty() => {
-                errs.push(required_d(&path.child("nameservers"), "must provide at least one DNS nameserver when `dnsPolicy` is None"))
-            }
+            None => errs.push(required_d(
+                path,
+                "must provide `dnsConfig` when `dnsPolicy` is None",
+            )),
+            Some(c) if arr(c, "nameservers").is_empty() => errs.push(required_d(
+                &path.child("nameservers"),
+                "must provide at least one DNS nameserver when `dnsPolicy` is None",
+            )),
             _ => {}
         }
     }
     let Some(cfg) = cfg else { return errs };
     let ns = arr(cfg, "nameservers");
     if ns.len() > 3 {
-        errs.push(invalid(&path.child("nameservers"), Value::Array(ns.to_vec()), "must not have more than 3 nameservers"));
+        errs.push(invalid(
+            &path.child("nameservers"),
+            Value::Array(ns.to_vec()),
+            "must not have more than 3 nameservers",
+        ));
     }
     for (i, n) in ns.iter().enumerate() {
         let n = n.as_str().unwrap_or("");
         if !is_valid_ip(n) {
-            errs.push(invalid(&path.child("nameservers").index(i), n, "must be a valid IP address"));
+            errs.push(invalid(
+                &path.child("nameservers").index(i),
+                n,
+                "must be a valid IP address",
+            ));
         }
     }
     let searches = arr(cfg, "searches");
     if searches.len() > 32 {
-        errs.push(invalid(&path.child("searches"), Value::Array(searches.to_vec()), "must not have more than 32 search paths"));
+        errs.push(invalid(
+            &path.child("searches"),
+            Value::Array(searches.to_vec()),
+            "must not have more than 32 search paths",
+        ));
     }
     for (i, s) in searches.iter().enumerate() {
         let s = s.as_str().unwrap_or("");
@@ -1115,11 +1462,17 @@ fn validate_dns_config(spec: &Value, path: &Path) -> Errs {
             continue;
         }
         let s = s.strip_suffix('.').unwrap_or(s);
-        errs.extend(validate_dns1123_subdomain(s, &path.child("searches").index(i)));
+        errs.extend(validate_dns1123_subdomain(
+            s,
+            &path.child("searches").index(i),
+        ));
     }
     for (i, o) in arr(cfg, "options").iter().enumerate() {
         if unset_str(o, "name") {
-            errs.push(required_d(&path.child("options").index(i), "Option.Name must not be empty"));
+            errs.push(required_d(
+                &path.child("options").index(i),
+                "Option.Name must not be empty",
+            ));
         }
     }
     errs
@@ -1132,7 +1485,11 @@ pub(crate) fn validate_tolerations(tolerations: &[Value], path: &Path) -> Errs {
         let p = path.index(i);
         let key = st(t, "key");
         if !key.is_empty() {
-            errs.extend(is_qualified_name(key).into_iter().map(|m| invalid(&p.child("key"), key, &m)));
+            errs.extend(
+                is_qualified_name(key)
+                    .into_iter()
+                    .map(|m| invalid(&p.child("key"), key, &m)),
+            );
         }
         let op = st(t, "operator");
         if key.is_empty() && op != "Exists" {
@@ -1144,22 +1501,43 @@ pub(crate) fn validate_tolerations(tolerations: &[Value], path: &Path) -> Errs {
         }
         let effect = st(t, "effect");
         if get(t, "tolerationSeconds").is_some() && effect != "NoExecute" {
-            errs.push(invalid(&p.child("effect"), effect, "effect must be 'NoExecute' when `tolerationSeconds` is set"));
+            errs.push(invalid(
+                &p.child("effect"),
+                effect,
+                "effect must be 'NoExecute' when `tolerationSeconds` is set",
+            ));
         }
         match op {
             "" | "Equal" => {
                 let v = st(t, "value");
-                errs.extend(is_valid_label_value(v).into_iter().map(|m| invalid(&p.child("operator"), v, &m)));
+                errs.extend(
+                    is_valid_label_value(v)
+                        .into_iter()
+                        .map(|m| invalid(&p.child("operator"), v, &m)),
+                );
             }
             "Exists" => {
                 if !unset_str(t, "value") {
-                    errs.push(invalid(&p.child("operator"), op, "value must be empty when `operator` is 'Exists'"));
+                    errs.push(invalid(
+                        &p.child("operator"),
+                        op,
+                        "value must be empty when `operator` is 'Exists'",
+                    ));
                 }
             }
-            _ => errs.push(not_supported(&p.child("operator"), op, &["Equal", "Exists"])),
+            _ => errs.push(not_supported(
+                &p.child("operator"),
+                op,
+                &["Equal", "Exists"],
+            )),
         }
-        if !effect.is_empty() && !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
-            errs.push(not_supported(&p.child("effect"), effect, &["NoSchedule", "PreferNoSchedule", "NoExecute"]));
+        if !effect.is_empty() && !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute")
+        {
+            errs.push(not_supported(
+                &p.child("effect"),
+                effect,
+                &["NoSchedule", "PreferNoSchedule", "NoExecute"],
+            ));
         }
     }
     errs
@@ -1180,16 +1558,31 @@ pub(crate) fn validate_pod_update(new: &Value, old: &Value) -> Errs {
     let spec_path = Path::new("spec");
 
     let ads_path = spec_path.child("activeDeadlineSeconds");
-    match (int(new_spec, "activeDeadlineSeconds"), int(old_spec, "activeDeadlineSeconds")) {
+    match (
+        int(new_spec, "activeDeadlineSeconds"),
+        int(old_spec, "activeDeadlineSeconds"),
+    ) {
         (Some(n), _) if !(0..=i64::from(i32::MAX)).contains(&n) => {
-            errs.push(invalid(&ads_path, n, &inclusive_range_error(0, i64::from(i32::MAX))));
+            errs.push(invalid(
+                &ads_path,
+                n,
+                &inclusive_range_error(0, i64::from(i32::MAX)),
+            ));
             return errs;
         }
         (Some(n), Some(o)) if o < n => {
-            errs.push(invalid(&ads_path, n, "must be less than or equal to previous value"));
+            errs.push(invalid(
+                &ads_path,
+                n,
+                "must be less than or equal to previous value",
+            ));
             return errs;
         }
-        (None, Some(_)) => errs.push(invalid(&ads_path, Value::Null, "must not update from a positive integer to nil value")),
+        (None, Some(_)) => errs.push(invalid(
+            &ads_path,
+            Value::Null,
+            "must not update from a positive integer to nil value",
+        )),
         _ => {}
     }
 
@@ -1207,7 +1600,10 @@ pub(crate) fn validate_pod_update(new: &Value, old: &Value) -> Errs {
             strip(n) == strip(t)
         });
         if !kept {
-            errs.push(forbidden(&spec_path.child("tolerations"), "existing toleration can not be modified except its tolerationSeconds"));
+            errs.push(forbidden(
+                &spec_path.child("tolerations"),
+                "existing toleration can not be modified except its tolerationSeconds",
+            ));
             break;
         }
     }
@@ -1229,19 +1625,28 @@ pub(crate) fn validate_pod_update(new: &Value, old: &Value) -> Errs {
         }
     }
     if let Some(m) = munged.as_object_mut() {
-        for key in ["activeDeadlineSeconds", "tolerations", "ephemeralContainers"] {
+        for key in [
+            "activeDeadlineSeconds",
+            "tolerations",
+            "ephemeralContainers",
+        ] {
             match old_spec.get(key) {
                 Some(v) => m.insert(key.into(), v.clone()),
                 None => m.remove(key),
             };
         }
         let old_grace = int(old_spec, "terminationGracePeriodSeconds");
-        if old_grace.is_some_and(|g| g < 0) && int(new_spec, "terminationGracePeriodSeconds") == Some(1) {
+        if old_grace.is_some_and(|g| g < 0)
+            && int(new_spec, "terminationGracePeriodSeconds") == Some(1)
+        {
             m.insert("terminationGracePeriodSeconds".into(), json!(old_grace));
         }
     }
     if &munged != old_spec {
-        errs.push(forbidden(&spec_path, &format!("{POD_UPDATE_FORBIDDEN}\n{}", spec_diff(old_spec, &munged))));
+        errs.push(forbidden(
+            &spec_path,
+            &format!("{POD_UPDATE_FORBIDDEN}\n{}", spec_diff(old_spec, &munged)),
+        ));
     }
     errs
 }
@@ -1276,12 +1681,19 @@ pub(crate) fn validate_pod_status_update(new: &Value, old: &Value) -> Errs {
     let new_node = new.get("spec").map(|s| st(s, "nodeName")).unwrap_or("");
     let old_node = old.get("spec").map(|s| st(s, "nodeName")).unwrap_or("");
     if new_node != old_node {
-        errs.push(forbidden(&status_path.child("nodeName"), "may not be changed directly"));
+        errs.push(forbidden(
+            &status_path.child("nodeName"),
+            "may not be changed directly",
+        ));
     }
     let status = new.get("status").unwrap_or(&null);
     let nn = st(status, "nominatedNodeName");
     if !nn.is_empty() {
-        errs.extend(is_dns1123_subdomain(nn).into_iter().map(|m| invalid(&status_path.child("nominatedNodeName"), nn, &m)));
+        errs.extend(
+            is_dns1123_subdomain(nn)
+                .into_iter()
+                .map(|m| invalid(&status_path.child("nominatedNodeName"), nn, &m)),
+        );
     }
     let ip_err = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)";
     for (i, ip) in arr(status, "podIPs").iter().enumerate() {
@@ -1296,7 +1708,10 @@ pub(crate) fn validate_pod_status_update(new: &Value, old: &Value) -> Errs {
             errs.push(invalid(&status_path.child("hostIPs").index(i), v, ip_err));
         }
     }
-    let restart = old.get("spec").map(|s| st(s, "restartPolicy")).unwrap_or("");
+    let restart = old
+        .get("spec")
+        .map(|s| st(s, "restartPolicy"))
+        .unwrap_or("");
     if restart == "Never" {
         let old_status = old.get("status").unwrap_or(&null);
         for (i, cs) in arr(status, "containerStatuses").iter().enumerate() {
@@ -1308,7 +1723,10 @@ pub(crate) fn validate_pod_status_update(new: &Value, old: &Value) -> Errs {
             let is_terminated = cs.get("state").and_then(|s| get(s, "terminated")).is_some();
             if was_terminated && !is_terminated {
                 errs.push(forbidden(
-                    &status_path.child("containerStatuses").index(i).child("state"),
+                    &status_path
+                        .child("containerStatuses")
+                        .index(i)
+                        .child("state"),
                     "may not be transitioned to non-terminated state",
                 ));
             }
@@ -1352,7 +1770,10 @@ mod tests {
             ("/containers/1/imagePullPolicy", json!("IfNotPresent")),
             ("/containers/2/imagePullPolicy", json!("Always")),
             ("/containers/3/imagePullPolicy", json!("Always")),
-            ("/containers/0/terminationMessagePath", json!("/dev/termination-log")),
+            (
+                "/containers/0/terminationMessagePath",
+                json!("/dev/termination-log"),
+            ),
             ("/containers/0/terminationMessagePolicy", json!("File")),
             ("/containers/0/ports/0/protocol", json!("TCP")),
             ("/containers/1/resources", json!({})),
@@ -1370,7 +1791,11 @@ mod tests {
         for (ptr, want) in cases {
             assert_eq!(spec.pointer(ptr), Some(want), "{ptr}");
         }
-        assert!(validate_pod(&pod).is_empty(), "{:?}", msgs(&validate_pod(&pod)));
+        assert!(
+            validate_pod(&pod).is_empty(),
+            "{:?}",
+            msgs(&validate_pod(&pod))
+        );
     }
 
     #[test]
@@ -1378,7 +1803,10 @@ mod tests {
         let mut t = json!({"spec": {"containers": [{"name": "a", "image": "x", "resources": {"limits": {"cpu": "1"}}}]}});
         default_pod_template(&mut t);
         assert_eq!(t["spec"].get("enableServiceLinks"), None);
-        assert_eq!(t["spec"]["containers"][0]["resources"].get("requests"), None);
+        assert_eq!(
+            t["spec"]["containers"][0]["resources"].get("requests"),
+            None
+        );
         assert_eq!(t["spec"]["restartPolicy"], "Always");
     }
 
@@ -1414,7 +1842,9 @@ mod tests {
 
     #[test]
     fn pod_update_allows_image_only() {
-        let old = defaulted(json!({"spec": {"containers": [{"name": "a", "image": "x:1"}], "activeDeadlineSeconds": 30}}));
+        let old = defaulted(
+            json!({"spec": {"containers": [{"name": "a", "image": "x:1"}], "activeDeadlineSeconds": 30}}),
+        );
         let mut new = old.clone();
         new["spec"]["containers"][0]["image"] = json!("x:2");
         new["spec"]["activeDeadlineSeconds"] = json!(20);
@@ -1423,7 +1853,9 @@ mod tests {
         new["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80, "protocol": "TCP"}]);
         let errs = validate_pod_update(&new, &old);
         assert_eq!(errs.len(), 1);
-        assert!(errs[0].message().starts_with(&format!("spec: Forbidden: {POD_UPDATE_FORBIDDEN}\n")));
+        assert!(errs[0]
+            .message()
+            .starts_with(&format!("spec: Forbidden: {POD_UPDATE_FORBIDDEN}\n")));
 
         let mut new = old.clone();
         new["spec"]["activeDeadlineSeconds"] = json!(40);
@@ -1435,9 +1867,14 @@ mod tests {
 
     #[test]
     fn pod_update_tolerations_additions_only() {
-        let old = defaulted(json!({"spec": {"containers": [{"name": "a", "image": "x"}], "tolerations": [{"key": "k", "operator": "Exists"}]}}));
+        let old = defaulted(
+            json!({"spec": {"containers": [{"name": "a", "image": "x"}], "tolerations": [{"key": "k", "operator": "Exists"}]}}),
+        );
         let mut new = old.clone();
-        new["spec"]["tolerations"].as_array_mut().unwrap().push(json!({"key": "j", "operator": "Exists"}));
+        new["spec"]["tolerations"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"key": "j", "operator": "Exists"}));
         assert!(validate_pod_update(&new, &old).is_empty());
         new["spec"]["tolerations"] = json!([]);
         assert_eq!(

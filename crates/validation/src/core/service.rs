@@ -18,7 +18,9 @@ fn externally_accessible(spec: &Value) -> bool {
 /// `SetDefaults_Service`. Also mirrors `clusterIP` into an empty `clusterIPs`, which upstream's
 /// strategy does before validation (`normalizeClusterIPs`).
 pub(crate) fn default_service(svc: &mut Value) {
-    let Some(spec) = ensure_obj(svc, "spec") else { return };
+    let Some(spec) = ensure_obj(svc, "spec") else {
+        return;
+    };
     default_str(spec, "sessionAffinity", "None");
     if st(spec, "sessionAffinity") == "None" {
         if let Some(m) = spec.as_object_mut() {
@@ -64,7 +66,10 @@ pub(crate) fn default_service(svc: &mut Value) {
 }
 
 fn cluster_ips(spec: &Value) -> Vec<&str> {
-    arr(spec, "clusterIPs").iter().map(|v| v.as_str().unwrap_or("")).collect()
+    arr(spec, "clusterIPs")
+        .iter()
+        .map(|v| v.as_str().unwrap_or(""))
+        .collect()
 }
 
 fn is_headless(spec: &Value) -> bool {
@@ -95,28 +100,47 @@ pub(crate) fn validate_service(svc: &Value) -> Errs {
     match ty {
         "LoadBalancer" => {
             if headless {
-                errs.push(invalid(&sp.child("clusterIPs").index(0), "None", "may not be set to 'None' for LoadBalancer services"));
+                errs.push(invalid(
+                    &sp.child("clusterIPs").index(0),
+                    "None",
+                    "may not be set to 'None' for LoadBalancer services",
+                ));
             }
             for (i, p) in ports.iter().enumerate() {
                 if int(p, "port") == Some(10250) {
-                    errs.push(invalid(&sp.child("ports").index(i), 10250, "may not expose port 10250 externally since it is used by kubelet"));
+                    errs.push(invalid(
+                        &sp.child("ports").index(i),
+                        10250,
+                        "may not expose port 10250 externally since it is used by kubelet",
+                    ));
                 }
             }
         }
-        "NodePort" => {
-            if headless {
-                errs.push(invalid(&sp.child("clusterIPs").index(0), "None", "may not be set to 'None' for NodePort services"));
-            }
+        "NodePort" if headless => {
+            errs.push(invalid(
+                &sp.child("clusterIPs").index(0),
+                "None",
+                "may not be set to 'None' for NodePort services",
+            ));
         }
         "ExternalName" => {
             if !cluster_ips(spec).is_empty() {
-                errs.push(forbidden(&sp.child("clusterIPs"), "may not be set for ExternalName services"));
+                errs.push(forbidden(
+                    &sp.child("clusterIPs"),
+                    "may not be set for ExternalName services",
+                ));
             }
             if !arr(spec, "ipFamilies").is_empty() {
-                errs.push(forbidden(&sp.child("ipFamilies"), "may not be set for ExternalName services"));
+                errs.push(forbidden(
+                    &sp.child("ipFamilies"),
+                    "may not be set for ExternalName services",
+                ));
             }
             if get(spec, "ipFamilyPolicy").is_some() {
-                errs.push(forbidden(&sp.child("ipFamilyPolicy"), "may not be set for ExternalName services"));
+                errs.push(forbidden(
+                    &sp.child("ipFamilyPolicy"),
+                    "may not be set for ExternalName services",
+                ));
             }
             let en = st(spec, "externalName");
             let cname = en.strip_suffix('.').unwrap_or(en);
@@ -142,23 +166,44 @@ pub(crate) fn validate_service(svc: &Value) -> Errs {
             }
         }
         let port = int(p, "port").unwrap_or(0);
-        errs.extend(is_valid_port_num(port).into_iter().map(|m| invalid(&pp.child("port"), port, &m)));
-        errs.extend(crate::core::pod::validate_protocol(st(p, "protocol"), &pp.child("protocol")));
-        errs.extend(validate_port_num_or_name(get(p, "targetPort"), &pp.child("targetPort")));
+        errs.extend(
+            is_valid_port_num(port)
+                .into_iter()
+                .map(|m| invalid(&pp.child("port"), port, &m)),
+        );
+        errs.extend(crate::core::pod::validate_protocol(
+            st(p, "protocol"),
+            &pp.child("protocol"),
+        ));
+        errs.extend(validate_port_num_or_name(
+            get(p, "targetPort"),
+            &pp.child("targetPort"),
+        ));
         if let Some(ap) = get(p, "appProtocol").and_then(Value::as_str) {
-            errs.extend(is_qualified_name(ap).into_iter().map(|m| invalid(&pp.child("appProtocol"), ap, &m)));
+            errs.extend(
+                is_qualified_name(ap)
+                    .into_iter()
+                    .map(|m| invalid(&pp.child("appProtocol"), ap, &m)),
+            );
         }
     }
 
     if get(spec, "selector").is_some() {
-        errs.extend(validate_labels(&str_map(spec, "selector"), &sp.child("selector")));
+        errs.extend(validate_labels(
+            &str_map(spec, "selector"),
+            &sp.child("selector"),
+        ));
     }
 
     let sa = st(spec, "sessionAffinity");
     match sa {
         "" => errs.push(required(&sp.child("sessionAffinity"))),
         "ClientIP" | "None" => {}
-        _ => errs.push(not_supported(&sp.child("sessionAffinity"), sa, &["ClientIP", "None"])),
+        _ => errs.push(not_supported(
+            &sp.child("sessionAffinity"),
+            sa,
+            &["ClientIP", "None"],
+        )),
     }
     let sac_path = sp.child("sessionAffinityConfig");
     if sa == "ClientIP" {
@@ -168,7 +213,10 @@ pub(crate) fn validate_service(svc: &Value) -> Errs {
             Some(c) => match get(c, "clientIP") {
                 None => errs.push(required_d(&sac_path.child("clientIP"), detail)),
                 Some(ci) => match int(ci, "timeoutSeconds") {
-                    None => errs.push(required_d(&sac_path.child("clientIP").child("timeoutSeconds"), detail)),
+                    None => errs.push(required_d(
+                        &sac_path.child("clientIP").child("timeoutSeconds"),
+                        detail,
+                    )),
                     Some(t) if !(1..=86400).contains(&t) => errs.push(invalid(
                         &sac_path.child("clientIP").child("timeoutSeconds"),
                         t,
@@ -179,7 +227,10 @@ pub(crate) fn validate_service(svc: &Value) -> Errs {
             },
         }
     } else if sa == "None" && get(spec, "sessionAffinityConfig").is_some() {
-        errs.push(forbidden(&sac_path, "must not be set when session affinity is None"));
+        errs.push(forbidden(
+            &sac_path,
+            "must not be set when session affinity is None",
+        ));
     }
 
     errs.extend(validate_cluster_ips(spec, &sp));
@@ -194,12 +245,19 @@ pub(crate) fn validate_service(svc: &Value) -> Errs {
     match ty {
         "" => errs.push(required(&sp.child("type"))),
         "ClusterIP" | "ExternalName" | "LoadBalancer" | "NodePort" => {}
-        _ => errs.push(not_supported(&sp.child("type"), ty, &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"])),
+        _ => errs.push(not_supported(
+            &sp.child("type"),
+            ty,
+            &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
+        )),
     }
     if ty == "ClusterIP" {
         for (i, p) in ports.iter().enumerate() {
             if int(p, "nodePort").unwrap_or(0) != 0 {
-                errs.push(forbidden(&sp.child("ports").index(i).child("nodePort"), "may not be used when `type` is 'ClusterIP'"));
+                errs.push(forbidden(
+                    &sp.child("ports").index(i).child("nodePort"),
+                    "may not be used when `type` is 'ClusterIP'",
+                ));
             }
         }
     }
@@ -217,22 +275,36 @@ pub(crate) fn validate_service(svc: &Value) -> Errs {
     for (i, p) in ports.iter().enumerate() {
         let key = (st(p, "protocol"), int(p, "port").unwrap_or(0));
         if !seen.insert(key) {
-            errs.push(duplicate_raw(&sp.child("ports").index(i), &service_port_key(key.0, key.1)));
+            errs.push(duplicate_raw(
+                &sp.child("ports").index(i),
+                &service_port_key(key.0, key.1),
+            ));
         }
     }
     if !arr(spec, "loadBalancerSourceRanges").is_empty() && ty != "LoadBalancer" {
-        errs.push(forbidden(&sp.child("loadBalancerSourceRanges"), "may only be used when `type` is 'LoadBalancer'"));
+        errs.push(forbidden(
+            &sp.child("loadBalancerSourceRanges"),
+            "may only be used when `type` is 'LoadBalancer'",
+        ));
     }
 
     let etp = st(spec, "externalTrafficPolicy");
     if !externally_accessible(spec) {
         if !etp.is_empty() {
-            errs.push(invalid(&sp.child("externalTrafficPolicy"), etp, "may only be set for externally-accessible services"));
+            errs.push(invalid(
+                &sp.child("externalTrafficPolicy"),
+                etp,
+                "may only be set for externally-accessible services",
+            ));
         }
     } else if etp.is_empty() {
         errs.push(required(&sp.child("externalTrafficPolicy")));
     } else if !matches!(etp, "Cluster" | "Local") {
-        errs.push(not_supported(&sp.child("externalTrafficPolicy"), etp, &["Cluster", "Local"]));
+        errs.push(not_supported(
+            &sp.child("externalTrafficPolicy"),
+            etp,
+            &["Cluster", "Local"],
+        ));
     }
     let hc = int(spec, "healthCheckNodePort").unwrap_or(0);
     let needs_hc = ty == "LoadBalancer" && etp == "Local";
@@ -248,9 +320,11 @@ pub(crate) fn validate_service(svc: &Value) -> Errs {
             &sp.child("internalTrafficPolicy"),
             "must be specified when `type` is 'ClusterIP', 'NodePort', or 'LoadBalancer'",
         )),
-        Some(p) if !matches!(p, "Cluster" | "Local") => {
-            errs.push(not_supported(&sp.child("internalTrafficPolicy"), p, &["Cluster", "Local"]))
-        }
+        Some(p) if !matches!(p, "Cluster" | "Local") => errs.push(not_supported(
+            &sp.child("internalTrafficPolicy"),
+            p,
+            &["Cluster", "Local"],
+        )),
         _ => {}
     }
     errs
@@ -266,16 +340,28 @@ fn validate_cluster_ips(spec: &Value, sp: &Path) -> Errs {
         if ips.is_empty() {
             errs.push(required(&ips_path));
         } else if ips[0] != cip {
-            errs.push(invalid_raw(&ips_path, &raw, "first value must match `clusterIP`"));
+            errs.push(invalid_raw(
+                &ips_path,
+                &raw,
+                "first value must match `clusterIP`",
+            ));
         }
     } else if !ips.is_empty() {
-        errs.push(invalid_raw(&ips_path, &raw, "must be empty when `clusterIP` is not specified"));
+        errs.push(invalid_raw(
+            &ips_path,
+            &raw,
+            "must be empty when `clusterIP` is not specified",
+        ));
     }
     let mut fams = HashSet::new();
     for (i, f) in arr(spec, "ipFamilies").iter().enumerate() {
         let f = f.as_str().unwrap_or("");
         if !matches!(f, "IPv4" | "IPv6") {
-            errs.push(not_supported(&sp.child("ipFamilies").index(i), f, &["IPv4", "IPv6"]));
+            errs.push(not_supported(
+                &sp.child("ipFamilies").index(i),
+                f,
+                &["IPv4", "IPv6"],
+            ));
         }
         if !fams.insert(f) {
             errs.push(duplicate(&sp.child("ipFamilies").index(i), f));
@@ -283,13 +369,21 @@ fn validate_cluster_ips(spec: &Value, sp: &Path) -> Errs {
     }
     if let Some(p) = get(spec, "ipFamilyPolicy").and_then(Value::as_str) {
         if !matches!(p, "SingleStack" | "PreferDualStack" | "RequireDualStack") {
-            errs.push(not_supported(&sp.child("ipFamilyPolicy"), p, &["PreferDualStack", "RequireDualStack", "SingleStack"]));
+            errs.push(not_supported(
+                &sp.child("ipFamilyPolicy"),
+                p,
+                &["PreferDualStack", "RequireDualStack", "SingleStack"],
+            ));
         }
     }
     for (i, ip) in ips.iter().enumerate() {
         if i == 0 && *ip == "None" {
             if ips.len() > 1 {
-                errs.push(invalid_raw(&ips_path, &raw, "'None' must be the first and only value"));
+                errs.push(invalid_raw(
+                    &ips_path,
+                    &raw,
+                    "'None' must be the first and only value",
+                ));
             }
             continue;
         }
@@ -314,12 +408,26 @@ pub(crate) fn validate_service_update(new: &Value, old: &Value) -> Errs {
     if st(ns, "type") != "ExternalName" && st(os, "type") != "ExternalName" {
         let (n, o) = (cluster_ips(ns), cluster_ips(os));
         if !o.is_empty() && !n.is_empty() && n[0] != o[0] {
-            errs.push(invalid_raw(&sp.child("clusterIPs").index(0), &go_string_slice(&n), "may not change once set"));
+            errs.push(invalid_raw(
+                &sp.child("clusterIPs").index(0),
+                &go_string_slice(&n),
+                "may not change once set",
+            ));
         }
-        let nf: Vec<&str> = arr(ns, "ipFamilies").iter().filter_map(Value::as_str).collect();
-        let of: Vec<&str> = arr(os, "ipFamilies").iter().filter_map(Value::as_str).collect();
+        let nf: Vec<&str> = arr(ns, "ipFamilies")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let of: Vec<&str> = arr(os, "ipFamilies")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
         if !of.is_empty() && !nf.is_empty() && nf[0] != of[0] {
-            errs.push(invalid_raw(&sp.child("ipFamilies").index(0), &go_string_slice(&nf), "may not change once set"));
+            errs.push(invalid_raw(
+                &sp.child("ipFamilies").index(0),
+                &go_string_slice(&nf),
+                "may not change once set",
+            ));
         }
     }
     errs.extend(validate_service(new));
@@ -331,7 +439,10 @@ pub(crate) fn validate_service_status(new: &Value) -> Errs {
     let mut errs = Errs::new();
     let path = Path::new("status").child("loadBalancer").child("ingress");
     let empty = json!({});
-    let lb = new.get("status").and_then(|s| get(s, "loadBalancer")).unwrap_or(&empty);
+    let lb = new
+        .get("status")
+        .and_then(|s| get(s, "loadBalancer"))
+        .unwrap_or(&empty);
     for (i, ing) in arr(lb, "ingress").iter().enumerate() {
         let p = path.index(i);
         let ip = st(ing, "ip");
@@ -342,7 +453,11 @@ pub(crate) fn validate_service_status(new: &Value) -> Errs {
         if !host.is_empty() {
             errs.extend(validate_dns1123_subdomain(host, &p.child("hostname")));
             if is_valid_ip(host) {
-                errs.push(invalid(&p.child("hostname"), host, "must be a DNS name, not an IP address"));
+                errs.push(invalid(
+                    &p.child("hostname"),
+                    host,
+                    "must be a DNS name, not an IP address",
+                ));
             }
         }
     }
@@ -374,7 +489,8 @@ mod tests {
         assert_eq!(s["spec"].get("externalTrafficPolicy"), None);
         assert!(validate_service(&s).is_empty());
 
-        let s = defaulted(json!({"type": "NodePort", "ports": [{"port": 80, "targetPort": "http"}]}));
+        let s =
+            defaulted(json!({"type": "NodePort", "ports": [{"port": 80, "targetPort": "http"}]}));
         assert_eq!(s["spec"]["externalTrafficPolicy"], "Cluster");
         assert_eq!(s["spec"]["ports"][0]["targetPort"], "http");
         let s = defaulted(json!({"type": "LoadBalancer", "ports": [{"port": 80}]}));
@@ -383,7 +499,10 @@ mod tests {
         assert_eq!(s["spec"].get("internalTrafficPolicy"), None);
         assert!(validate_service(&s).is_empty());
         let s = defaulted(json!({"sessionAffinity": "ClientIP", "ports": [{"port": 80}]}));
-        assert_eq!(s["spec"]["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"], 10800);
+        assert_eq!(
+            s["spec"]["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"],
+            10800
+        );
     }
 
     #[test]
@@ -401,7 +520,11 @@ mod tests {
             (json!({"clusterIP": "300.1.1.1", "ports": [{"port": 80}]}), vec!["spec.clusterIPs[0]: Invalid value: \"300.1.1.1\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"]),
         ];
         for (spec, want) in cases {
-            assert_eq!(msgs(&validate_service(&defaulted(spec.clone()))), want, "{spec}");
+            assert_eq!(
+                msgs(&validate_service(&defaulted(spec.clone()))),
+                want,
+                "{spec}"
+            );
         }
     }
 
