@@ -119,3 +119,54 @@ pub fn validate_status_update(
     }
     dedup(errs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn msgs(errs: &[FieldError]) -> Vec<String> {
+        errs.iter().map(FieldError::message).collect()
+    }
+
+    #[test]
+    fn pod_create_reports_metadata_then_spec_errors() {
+        let mut pod =
+            json!({"metadata": {"name": "Web_1"}, "spec": {"containers": [{"name": "web"}]}});
+        default_object("", "v1", "Pod", &mut pod);
+        assert_eq!(
+            msgs(&validate("", "v1", "Pod", &pod, None)),
+            vec![
+                "metadata.name: Invalid value: \"Web_1\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+                "spec.containers[0].image: Required value",
+            ]
+        );
+    }
+
+    #[test]
+    fn service_names_are_dns1035_labels_and_namespaces_are_labels() {
+        let svc = json!({"metadata": {"name": "1svc"}, "spec": {"ports": [{"port": 80}]}});
+        let mut svc2 = svc.clone();
+        default_object("", "v1", "Service", &mut svc2);
+        let m = msgs(&validate("", "v1", "Service", &svc2, None));
+        assert_eq!(m.len(), 1);
+        assert!(m[0].starts_with("metadata.name: Invalid value: \"1svc\": a DNS-1035 label"));
+        let ns = json!({"metadata": {"name": "a.b"}});
+        assert!(msgs(&validate("", "v1", "Namespace", &ns, None))[0].contains("RFC 1123 label"));
+    }
+
+    #[test]
+    fn unknown_kinds_get_metadata_validation_only() {
+        let obj = json!({"metadata": {"name": "ok"}, "spec": {"anything": 1}});
+        assert!(validate("example.com", "v1", "Widget", &obj, None).is_empty());
+        let mut obj2 = obj.clone();
+        default_object("example.com", "v1", "Widget", &mut obj2);
+        assert_eq!(obj, obj2);
+    }
+
+    #[test]
+    fn repeated_messages_are_reported_once() {
+        let errs = vec![FieldError::required("a", ""), FieldError::required("a", "")];
+        assert_eq!(dedup(errs).len(), 1);
+    }
+}
