@@ -10,7 +10,8 @@
 //! `get`/`list` are served from it under a read lock, in time independent of the store's size
 //! (`O(log n + page)`; `remaining` and [`Storage::count`] walk the keys under the prefix).
 //!
-//! History is only an in-memory ring of the last [`EmbeddedOptions::history_events`] events:
+//! History is only an in-memory ring of the last [`EmbeddedOptions::history_events`] events
+//! (fewer if they would keep more than [`EmbeddedOptions::history_bytes`] alive):
 //! - `watch(prefix, from)` replays retained events with a revision greater than `from`, then
 //!   continues live, with no gap and no duplicate; `from` older than the ring answers
 //!   [`Error::Expired`] with `oldest` = the oldest retained revision (watching from `oldest - 1`
@@ -54,8 +55,13 @@ pub struct EmbeddedOptions {
     /// How many recent events are kept in memory for watch replay, lagging watchers and lists at
     /// older revisions. Events share their values with the current objects.
     pub history_events: usize,
+    /// Bound on the memory the history keeps alive beyond the current objects (superseded and
+    /// deleted values, keys, bookkeeping), in bytes: whichever bound is hit first trims it.
+    pub history_bytes: usize,
     /// At most this many writes share one transaction (one fsync).
     pub max_batch: usize,
+    /// A batch stops taking more writes once their keys and values reach this many bytes.
+    pub max_batch_bytes: usize,
     /// Writes queued for the writer before `create`/`update`/`delete` wait for room.
     pub queue_depth: usize,
     /// redb's page cache, in bytes. Reads are served from memory, so this only needs to cover
@@ -67,7 +73,9 @@ impl Default for EmbeddedOptions {
     fn default() -> Self {
         Self {
             history_events: 50_000,
+            history_bytes: 64 << 20,
             max_batch: 1024,
+            max_batch_bytes: 16 << 20,
             queue_depth: 8192,
             cache_bytes: 8 << 20,
         }
@@ -135,7 +143,12 @@ impl EmbeddedStore {
         let objects = map.len();
 
         let shared = Arc::new(Shared {
-            state: RwLock::new(State::new(map, revision, options.history_events)),
+            state: RwLock::new(State::new(
+                map,
+                revision,
+                options.history_events,
+                options.history_bytes,
+            )),
         });
         let (queue_tx, queue_rx) = mpsc::channel(options.queue_depth.max(1));
         let (revision_tx, revision_rx) = watch::channel(revision);
@@ -145,6 +158,7 @@ impl EmbeddedStore {
             rx: queue_rx,
             revision_tx,
             max_batch: options.max_batch.max(1),
+            max_batch_bytes: options.max_batch_bytes,
         };
         let handle = std::thread::Builder::new()
             .name("embedded-store-writer".into())

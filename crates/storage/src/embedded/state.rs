@@ -78,10 +78,29 @@ pub(crate) struct State {
     /// Every event with a revision in `oldest..=revision` is in `history`.
     oldest: i64,
     history_limit: usize,
+    /// Bytes kept alive only by `history` (keys, superseded values), bounded by the limit.
+    history_bytes: usize,
+    history_bytes_limit: usize,
+}
+
+/// Bookkeeping bytes per retained event (the event, its `Arc` and ring slot), estimated.
+const EVENT_OVERHEAD: usize = 160;
+
+impl Event {
+    /// What retaining this event costs beyond the current objects: its key and the value it
+    /// superseded. (Its own value is either current or counted as the next event's `prev`.)
+    fn retained_bytes(&self) -> usize {
+        EVENT_OVERHEAD + self.key.len() + self.prev.as_ref().map_or(0, |p| p.value.len())
+    }
 }
 
 impl State {
-    pub fn new(map: BTreeMap<String, Entry>, revision: i64, history_limit: usize) -> Self {
+    pub fn new(
+        map: BTreeMap<String, Entry>,
+        revision: i64,
+        history_limit: usize,
+        history_bytes_limit: usize,
+    ) -> Self {
         let mut dirs = HashMap::new();
         for key in map.keys() {
             count_dirs(&mut dirs, key, true);
@@ -93,6 +112,8 @@ impl State {
             history: VecDeque::new(),
             oldest: revision + 1,
             history_limit: history_limit.max(1),
+            history_bytes: 0,
+            history_bytes_limit,
         }
     }
 
@@ -135,24 +156,34 @@ impl State {
                 }
             }
             self.revision = ev.revision;
+            self.history_bytes += ev.retained_bytes();
             self.history.push_back(ev);
         }
-        while self.history.len() > self.history_limit {
-            self.history.pop_front();
+        self.trim(|state, _| {
+            state.history.len() > state.history_limit
+                || state.history_bytes > state.history_bytes_limit
+        });
+    }
+
+    /// Drops the oldest events while `drop` says so, then moves `oldest` past them.
+    fn trim(&mut self, drop: impl Fn(&Self, &Event) -> bool) {
+        while let Some(front) = self.history.front() {
+            if !drop(self, front) {
+                break;
+            }
+            let ev = self.history.pop_front().expect("front exists");
+            self.history_bytes -= ev.retained_bytes();
+            self.oldest = ev.revision + 1;
         }
-        self.oldest = self
-            .history
-            .front()
-            .map(|e| e.revision)
-            .unwrap_or(self.revision + 1);
+        if self.history.is_empty() {
+            self.oldest = self.revision + 1;
+        }
     }
 
     /// Drops retained events older than `revision`.
     pub fn compact(&mut self, revision: i64) {
         let target = revision.min(self.revision + 1);
-        while self.history.front().is_some_and(|e| e.revision < target) {
-            self.history.pop_front();
-        }
+        self.trim(|_, ev| ev.revision < target);
         self.oldest = self.oldest.max(target);
     }
 

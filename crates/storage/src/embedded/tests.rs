@@ -54,7 +54,7 @@ fn keys_values(state: &State, prefix: &str, opts: &ListOptions) -> Vec<(String, 
 
 #[test]
 fn list_at_older_revision_undoes_newer_events() {
-    let mut s = State::new(BTreeMap::new(), 0, 100);
+    let mut s = State::new(BTreeMap::new(), 0, 100, usize::MAX);
     write(&mut s, "/a/1", Some("v1")); // 1
     write(&mut s, "/a/2", Some("v1")); // 2
     write(&mut s, "/b/1", Some("v1")); // 3
@@ -121,7 +121,7 @@ fn list_at_older_revision_undoes_newer_events() {
 
 #[test]
 fn history_is_bounded_and_older_reads_expire() {
-    let mut s = State::new(BTreeMap::new(), 10, 3);
+    let mut s = State::new(BTreeMap::new(), 10, 3, usize::MAX);
     assert_eq!(s.oldest(), 11);
     assert!(s
         .list(
@@ -201,7 +201,7 @@ fn history_is_bounded_and_older_reads_expire() {
 
 #[test]
 fn events_since_scans_in_chunks_and_filters_by_prefix() {
-    let mut s = State::new(BTreeMap::new(), 0, 100);
+    let mut s = State::new(BTreeMap::new(), 0, 100, usize::MAX);
     for i in 0..10 {
         write(
             &mut s,
@@ -239,7 +239,7 @@ fn entries_round_trip_through_the_file_encoding() {
 
 #[test]
 fn directory_counts_match_a_scan_through_creates_and_deletes() {
-    let mut s = State::new(BTreeMap::new(), 0, 100);
+    let mut s = State::new(BTreeMap::new(), 0, 100, usize::MAX);
     let keys = [
         "/r/pods/a/1",
         "/r/pods/a/2",
@@ -259,6 +259,7 @@ fn directory_counts_match_a_scan_through_creates_and_deletes() {
             .collect(),
         s.revision,
         10,
+        usize::MAX,
     );
     let scan = |prefix: &str| {
         keys.iter()
@@ -293,4 +294,22 @@ fn directory_counts_match_a_scan_through_creates_and_deletes() {
             "first page of {prefix:?}"
         );
     }
+}
+
+#[test]
+fn history_is_bounded_by_the_bytes_of_superseded_values() {
+    let mut s = State::new(BTreeMap::new(), 0, 1_000, 4 * 1024);
+    let big = "x".repeat(1024);
+    write(&mut s, "/k", Some(&big)); // 1: its value is current, not counted
+    for _ in 0..10 {
+        write(&mut s, "/k", Some(&big)); // each update retains the 1 KiB it superseded
+    }
+    assert_eq!(s.revision, 11);
+    let retained = s.revision + 1 - s.oldest();
+    assert!(
+        (2..=4).contains(&retained),
+        "{retained} events retained within 4 KiB"
+    );
+    assert!(s.events_since(s.oldest(), "/", 100).is_ok());
+    assert!(s.events_since(s.oldest() - 1, "/", 100).is_err());
 }

@@ -64,6 +64,14 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// Roughly what this operation adds to a transaction.
+    fn size(&self) -> usize {
+        match self {
+            Op::Create { key, value } | Op::Update { key, value, .. } => key.len() + value.len(),
+            Op::Delete { key, .. } => key.len(),
+        }
+    }
+
     fn key(&self) -> &str {
         match self {
             Op::Create { key, .. } | Op::Update { key, .. } | Op::Delete { key, .. } => key,
@@ -89,6 +97,7 @@ pub(crate) struct Writer {
     pub rx: mpsc::Receiver<Request>,
     pub revision_tx: watch::Sender<i64>,
     pub max_batch: usize,
+    pub max_batch_bytes: usize,
 }
 
 impl Writer {
@@ -96,10 +105,14 @@ impl Writer {
         let mut batch = Vec::with_capacity(self.max_batch);
         let mut buf = Vec::new();
         while let Some(first) = self.rx.blocking_recv() {
+            let mut bytes = first.op.size();
             batch.push(first);
-            while batch.len() < self.max_batch {
+            while batch.len() < self.max_batch && bytes < self.max_batch_bytes {
                 match self.rx.try_recv() {
-                    Ok(req) => batch.push(req),
+                    Ok(req) => {
+                        bytes += req.op.size();
+                        batch.push(req);
+                    }
                     Err(_) => break,
                 }
             }
