@@ -31,8 +31,14 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// `Content-Type` of [`OpenApi::v2_protobuf`] (what kubectl asks `/openapi/v2` for).
+/// `Content-Type` of a [`OpenApi::v2_protobuf`] response. Upstream answers with this (dotted)
+/// form even when the request's `Accept` used [`V2_PROTOBUF_ACCEPT_DEPRECATED`]; Go's
+/// `mime.ParseMediaType` in kubectl rejects the `@` form in a response.
 pub const V2_PROTOBUF_CONTENT_TYPE: &str =
+    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// The `Accept` value kubectl sends for `/openapi/v2` (serve [`OpenApi::v2_protobuf`] for it).
+pub const V2_PROTOBUF_ACCEPT_DEPRECATED: &str =
     "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
 
 /// Upper bound on the gzip-compressed `/openapi/v3` documents kept between requests.
@@ -198,8 +204,9 @@ impl OpenApi {
         source::with_doc(|doc| v2::View::new(doc, Some(served)).to_json())
     }
 
-    /// `/openapi/v2` as gnostic `openapi.v2.Document` protobuf
-    /// ([`V2_PROTOBUF_CONTENT_TYPE`]).
+    /// `/openapi/v2` as gnostic `openapi.v2.Document` protobuf, for `Accept`
+    /// [`V2_PROTOBUF_ACCEPT_DEPRECATED`] or its dotted form; respond with
+    /// [`V2_PROTOBUF_CONTENT_TYPE`].
     pub fn v2_protobuf(&self) -> Vec<u8> {
         source::with_doc(|doc| v2::View::new(doc, None).to_protobuf())
     }

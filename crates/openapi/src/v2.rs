@@ -1,5 +1,5 @@
 //! `/openapi/v2`: the embedded document as JSON, optionally narrowed to the served
-//! group-versions, and its gnostic `openapi.v2.Document` protobuf encoding (content type
+//! group-versions, and its gnostic `openapi.v2.Document` protobuf encoding (requested as
 //! `application/com.github.proto-openapi.spec.v2@v1.0+protobuf`), which kubectl ≤1.28 reads
 //! for `apply` validation and `explain`.
 //!
