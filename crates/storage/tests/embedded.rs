@@ -554,6 +554,18 @@ async fn close_finishes_writes_ends_watches_and_releases_the_file() {
 }
 
 #[tokio::test]
+async fn a_store_directory_in_use_cannot_be_opened_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    assert!(matches!(
+        EmbeddedStore::open(dir.path()),
+        Err(Error::Unavailable(_))
+    ));
+    drop(s);
+    assert!(EmbeddedStore::open(dir.path()).is_ok());
+}
+
+#[tokio::test]
 async fn guaranteed_update_retries_concurrent_increments() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Arc::new(open(dir.path()));

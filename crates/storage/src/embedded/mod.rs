@@ -139,6 +139,11 @@ impl EmbeddedStore {
             Ok(())
         };
         init().map_err(|e| unavailable("initializing", &e))?;
+        // The file may have just been created: make its directory entry durable too, before
+        // any write is acknowledged.
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| unavailable("syncing", &e))?;
         let (map, revision) = writer::load(&db).map_err(|e| unavailable("loading", &e))?;
         let objects = map.len();
 
