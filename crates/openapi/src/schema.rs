@@ -33,6 +33,8 @@ pub(crate) struct Ext {
     pub map_type: Option<Box<str>>,
     pub preserve_unknown_fields: bool,
     pub int_or_string: bool,
+    /// `default`, for scalar fields.
+    pub default: Option<Value>,
 }
 
 /// One schema node.
@@ -101,7 +103,17 @@ impl Compact {
                     gvks.push((field("group"), field("version"), field("kind"), i as u32));
                 }
             }
-            let node = build_node(&value, &index);
+            let mut node = build_node(&value, &index);
+            for (_, field, default) in KNOWN_DEFAULTS
+                .iter()
+                .filter(|(d, _, _)| *d == name.as_str())
+            {
+                if let Some((_, prop)) = node.props.iter_mut().find(|(k, _)| &**k == *field) {
+                    let ext = prop.ext.get_or_insert_with(Default::default);
+                    ext.default
+                        .get_or_insert_with(|| Value::String((*default).to_owned()));
+                }
+            }
             let accepts_number = name == QUANTITY
                 || node.format.as_deref() == Some("int-or-string")
                 || node.ext.as_ref().is_some_and(|e| e.int_or_string);
@@ -196,6 +208,10 @@ fn build_node(v: &Value, index: &impl Fn(&str) -> Option<u32>) -> Node {
         preserve_unknown_fields: v.get("x-kubernetes-preserve-unknown-fields")
             == Some(&Value::Bool(true)),
         int_or_string: v.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)),
+        default: v
+            .get("default")
+            .filter(|d| !d.is_object() && !d.is_array())
+            .cloned(),
     };
     let has_ext = ext.patch_strategy.is_some()
         || ext.patch_merge_key.is_some()
@@ -203,7 +219,8 @@ fn build_node(v: &Value, index: &impl Fn(&str) -> Option<u32>) -> Node {
         || !ext.list_map_keys.is_empty()
         || ext.map_type.is_some()
         || ext.preserve_unknown_fields
-        || ext.int_or_string;
+        || ext.int_or_string
+        || ext.default.is_some();
     Node {
         ty,
         format: str_field(v, "format"),
@@ -238,29 +255,14 @@ impl Node {
     }
 }
 
-/// Patch and list/map metadata of one field, as strategic merge patch and server-side apply
-/// read it from the schema.
-///
-/// Mirrors `apimachinery::patch::FieldMeta` field for field.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FieldMeta {
-    /// `x-kubernetes-patch-strategy` (`merge`, `retainKeys`, `merge,retainKeys`, `replace`).
-    pub patch_strategy: Option<String>,
-    /// `x-kubernetes-patch-merge-key`.
-    pub patch_merge_key: Option<String>,
-    /// `x-kubernetes-list-type` (`atomic`, `set`, `map`).
-    pub list_type: Option<String>,
-    /// `x-kubernetes-list-map-keys`.
-    pub list_map_keys: Vec<String>,
-    /// `x-kubernetes-map-type` (`atomic`, `granular`).
-    pub map_type: Option<String>,
-    /// The field is a JSON array.
-    pub is_list: bool,
-    /// The field is a map with free-form keys (`additionalProperties`).
-    pub is_map: bool,
-    /// The field is a structured object (declared properties).
-    pub is_object: bool,
-}
+pub use apimachinery::patch::FieldMeta;
+
+/// Defaults upstream declares with `+default=` markers but the v2 document does not carry;
+/// server-side apply needs them for list-map key fields an applied configuration may omit.
+const KNOWN_DEFAULTS: &[(&str, &str, &str)] = &[
+    ("io.k8s.api.core.v1.ContainerPort", "protocol", "TCP"),
+    ("io.k8s.api.core.v1.ServicePort", "protocol", "TCP"),
+];
 
 /// The schema of one kind (e.g. `apps/v1 Deployment`): a cheap, clonable handle into the
 /// process-wide compact schema.
@@ -323,6 +325,12 @@ impl KindSchema {
     }
 }
 
+impl apimachinery::patch::PatchSchema for KindSchema {
+    fn field(&self, path: &[&str]) -> Option<FieldMeta> {
+        KindSchema::field(self, path)
+    }
+}
+
 impl Compact {
     fn meta(&self, node: &Node) -> FieldMeta {
         let shape = self.resolve(node);
@@ -354,6 +362,9 @@ impl Compact {
             is_list: shape.ty == Ty::Array,
             is_map,
             is_object: shape.ty == Ty::Object && !is_map,
+            default: own
+                .and_then(|e| e.default.clone())
+                .or_else(|| def.and_then(|e| e.default.clone())),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Public API of the `openapi` crate against the embedded v1.36 document.
 
+use apimachinery::patch::PatchSchema;
 use openapi::{
     decode_error_message, strict_decoding_error, unknown_field_warning, FieldMeta, OpenApi,
 };
@@ -36,6 +37,7 @@ fn pod_containers_merge_on_name() {
             is_list: true,
             is_map: false,
             is_object: false,
+            default: None,
         }
     );
     // Items are reached through the list's own name.
@@ -44,6 +46,10 @@ fn pod_containers_merge_on_name() {
     let ports = pod.field(&["spec", "containers", "ports"]).unwrap();
     assert_eq!(ports.patch_merge_key.as_deref(), Some("containerPort"));
     assert_eq!(ports.list_map_keys, ["containerPort", "protocol"]);
+    let protocol = pod
+        .field(&["spec", "containers", "ports", "protocol"])
+        .unwrap();
+    assert_eq!(protocol.default, Some(json!("TCP")));
     assert!(pod.field(&["spec", "containers", "nope"]).is_none());
 }
 
@@ -63,6 +69,17 @@ fn deployment_reaches_pod_template_containers_through_refs() {
     let volumes = dep.field(&["spec", "template", "spec", "volumes"]).unwrap();
     assert_eq!(volumes.patch_strategy.as_deref(), Some("merge,retainKeys"));
     assert!(dep.field(&["spec", "template"]).unwrap().is_object);
+}
+
+#[test]
+fn kind_schema_serves_strategic_merge_patch_through_the_trait() {
+    let dep = api().kind_schema("apps", "v1", "Deployment").unwrap();
+    let schema: &dyn PatchSchema = &dep;
+    let meta = schema
+        .field(&["spec", "template", "spec", "containers"])
+        .unwrap();
+    assert!(meta.merges());
+    assert_eq!(meta.patch_merge_key.as_deref(), Some("name"));
 }
 
 #[test]
