@@ -85,8 +85,9 @@ fn header_str<'a>(h: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str>
 pub async fn handle<B>(state: Arc<State>, req: Request<B>, peer: Option<UserInfo>) -> Resp
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: std::fmt::Display,
+    B::Error: Into<axum::BoxError>,
 {
+    let req = req.map(Body::new);
     let started = Instant::now();
     let path = req.uri().path().to_string();
     let method = req.method().clone();
@@ -102,10 +103,7 @@ where
     resp
 }
 
-async fn dispatch<B>(state: &Arc<State>, req: Request<B>, peer: Option<UserInfo>, path: &str, labels: &mut metrics::RequestLabels) -> Resp
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: std::fmt::Display,
+async fn dispatch(state: &Arc<State>, req: Request<Body>, peer: Option<UserInfo>, path: &str, labels: &mut metrics::RequestLabels) -> Resp
 {
     match path {
         "/healthz" | "/livez" | "/healthz/ping" | "/livez/ping" => return text(StatusCode::OK, "ok"),
@@ -204,10 +202,7 @@ fn openapi(path: &str, accept: Option<&str>) -> Resp {
     error_response(&request::not_found_path())
 }
 
-async fn read_body<B>(req: Request<B>) -> Result<(HeaderMap, Bytes), ApiError>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: std::fmt::Display,
+async fn read_body(req: Request<Body>) -> Result<(HeaderMap, Bytes), ApiError>
 {
     let (parts, body) = req.into_parts();
     if let Some(len) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
@@ -303,10 +298,7 @@ fn written_response(t: &Target, w: Written, as_: As, include: IncludeObject) -> 
     add_warnings(value_response(code, &render_object(t, &w.object, as_, include)), &w.warnings)
 }
 
-async fn resource<B>(state: &Arc<State>, req: Request<B>, t: Target, user: &UserInfo, accept: Option<&str>, labels: &mut metrics::RequestLabels) -> Result<Resp, ApiError>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: std::fmt::Display,
+async fn resource(state: &Arc<State>, req: Request<Body>, t: Target, user: &UserInfo, accept: Option<&str>, labels: &mut metrics::RequestLabels) -> Result<Resp, ApiError>
 {
     let q = Query::parse(req.uri().query());
     let method = req.method().clone();
@@ -537,10 +529,7 @@ async fn finalize_namespace(reg: &Registry, t: &Target, name: &str, obj: Value, 
     reg.finalize_namespace(t, name, finalizers, o).await
 }
 
-async fn scale<B>(state: &Arc<State>, req: Request<B>, t: &Target, q: &Query, accept: Option<&str>) -> Result<Resp, ApiError>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: std::fmt::Display,
+async fn scale(state: &Arc<State>, req: Request<Body>, t: &Target, q: &Query, accept: Option<&str>) -> Result<Resp, ApiError>
 {
     let _ = accept;
     let name = t.name.clone().ok_or_else(request::not_found_path)?;
@@ -559,15 +548,15 @@ where
                 let pt = PatchType::from_content_type(header_str(&headers, header::CONTENT_TYPE))?;
                 let patch: Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
                 reg.update_scale(&main, &name, &o, |cur| {
-                    let scale_schema = apimachinery::patch::StaticSchema::default();
+                    let scale_schema = apimachinery::patch::NoSchema;
                     let mut cur = cur.clone();
                     if let Some(m) = cur.get_mut("metadata").and_then(Value::as_object_mut) {
                         m.remove("resourceVersion");
                     }
                     match pt {
-                        PatchType::Json => apimachinery::patch::json_patch(&cur, &patch).map_err(|e| ApiError::new(Reason::Invalid, e.to_string())),
-                        PatchType::Merge => apimachinery::patch::merge_patch(&cur, &patch).map_err(|e| ApiError::bad_request(e.to_string())),
-                        PatchType::Strategic => apimachinery::patch::strategic_merge_patch(&cur, &patch, &scale_schema).map_err(|e| ApiError::bad_request(e.to_string())),
+                        PatchType::Json => apimachinery::patch::json_patch(&cur, &patch).map_err(|e| e.to_api_error()),
+                        PatchType::Merge => apimachinery::patch::merge_patch(&cur, &patch).map_err(|e| e.to_api_error()),
+                        PatchType::Strategic => apimachinery::patch::strategic_merge_patch(&cur, &patch, &scale_schema).map_err(|e| e.to_api_error()),
                         PatchType::Apply => Err(ApiError::new(Reason::UnsupportedMediaType, "apply patches are not supported on the scale subresource")),
                     }
                 })
@@ -579,10 +568,7 @@ where
     }
 }
 
-async fn pod_binding<B>(state: &Arc<State>, req: Request<B>, t: &Target, q: &Query) -> Result<Resp, ApiError>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: std::fmt::Display,
+async fn pod_binding(state: &Arc<State>, req: Request<Body>, t: &Target, q: &Query) -> Result<Resp, ApiError>
 {
     let name = t.name.clone().ok_or_else(request::not_found_path)?;
     let (headers, body) = read_body(req).await?;
@@ -596,10 +582,7 @@ where
     Ok(value_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
 }
 
-async fn pod_eviction<B>(state: &Arc<State>, req: Request<B>, t: &Target, q: &Query) -> Result<Resp, ApiError>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: std::fmt::Display,
+async fn pod_eviction(state: &Arc<State>, req: Request<Body>, t: &Target, q: &Query) -> Result<Resp, ApiError>
 {
     let name = t.name.clone().ok_or_else(request::not_found_path)?;
     let (headers, body) = read_body(req).await?;

@@ -122,13 +122,15 @@ pub struct Running {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-async fn open_store(c: &Config) -> anyhow::Result<Arc<dyn storage::Storage>> {
+async fn open_store(c: &Config, shutdown: &CancellationToken) -> anyhow::Result<Arc<dyn storage::Storage>> {
     if c.etcd_servers.is_empty() {
         let dir = c.data_dir.join("store");
         let s = storage::embedded::EmbeddedStore::open(&dir).with_context(|| format!("opening the embedded store in {}", dir.display()))?;
         Ok(Arc::new(s))
     } else {
         let s = storage::etcd::EtcdStore::connect(&c.etcd_servers, &c.etcd_prefix).await.with_context(|| format!("connecting to etcd at {}", c.etcd_servers.join(",")))?;
+        // Like kube-apiserver: compact etcd history every 5 minutes, keeping one interval.
+        s.spawn_compactor(std::time::Duration::from_secs(300), shutdown.clone());
         Ok(Arc::new(s))
     }
 }
@@ -149,10 +151,10 @@ pub async fn start(c: Config, shutdown: CancellationToken) -> anyhow::Result<Run
     let pki = Pki::load_or_create(&c.data_dir.join("pki"), &sans).context("preparing the cluster PKI")?;
     let tls = component_base::tls::server_config(&pki)?;
     let tokens = match &c.token_auth_file {
-        Some(p) => component_base::tokenfile::load(p).with_context(|| format!("reading --token-auth-file {}", p.display()))?,
+        Some(p) => component_base::tokenfile::load_token_file(p).with_context(|| format!("reading --token-auth-file {}", p.display()))?,
         None => Default::default(),
     };
-    let store = open_store(&c).await?;
+    let store = open_store(&c, &shutdown).await?;
     let alloc = registry::allocator::Allocators::new(range, c.node_ports);
     let svc_prefix = resources::by_kind("", "Service").expect("served").key_prefix(None);
     for kv in store.list(&svc_prefix, &Default::default()).await.context("listing services")?.items {

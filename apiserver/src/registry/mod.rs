@@ -127,7 +127,7 @@ fn storage_err(gr: GroupResource<'_>, name: &str, e: storage::Error) -> ApiError
 pub fn schema_for(r: &Resource, version: &str) -> Box<dyn PatchSchema> {
     match openapi::OpenApi::global().kind_schema(r.group, version, r.kind) {
         Some(s) => Box::new(s),
-        None => Box::new(apimachinery::patch::StaticSchema::default()),
+        None => Box::new(apimachinery::patch::NoSchema),
     }
 }
 
@@ -652,8 +652,6 @@ impl Registry {
             self.check_fields(t, &applied, o.field_validation)?;
         }
         let now = codec::now_rfc3339();
-        let group = r.group;
-        let kind = r.kind;
         self.update_with(t, name, scope, o, pt == PatchType::Apply, |old| {
             let res = match (pt, old) {
                 (PatchType::Apply, old) => {
@@ -661,10 +659,7 @@ impl Registry {
                     if let Some(m) = meta_mut(&mut applied) {
                         m.entry("name").or_insert(json!(name));
                     }
-                    apimachinery::apply::apply(old, &applied, &manager, force, schema.as_ref(), &now).map_err(|e| match e {
-                        apimachinery::apply::ApplyError::Conflicts(_) => ApiError::new(Reason::Conflict, e.message()).with_details(json!({"causes": e.causes()})),
-                        other => ApiError::invalid(kind, group, name, &[FieldError::invalid("", Value::Null, other.to_string())]),
-                    })
+                    apimachinery::apply::apply(old, &applied, &manager, force, schema.as_ref(), &now).map_err(|e| e.to_api_error())
                 }
                 (_, None) => Err(ApiError::not_found(r.group_resource(), name)),
                 (PatchType::Json, Some(old)) => apimachinery::patch::json_patch(old, &patch_value).map_err(patch_err),
@@ -799,12 +794,13 @@ impl Registry {
             let ns_pending = r.group.is_empty() && r.kind == "Namespace" && old.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
             let pending = !finalizers.is_empty() || grace > 0 || ns_pending;
             if pending {
+                let finalizers_unchanged = old.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default() == finalizers;
                 let m = meta_mut(&mut new).expect("object");
                 if !finalizers.is_empty() {
                     m.insert("finalizers".into(), Value::Array(finalizers));
                 }
                 let prev_grace = old.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
-                if already && prev_grace.is_none_or(|p| grace >= p) && new == old {
+                if already && prev_grace.is_none_or(|p| grace >= p) && finalizers_unchanged {
                     // Nothing more to do: deletion already in progress.
                     return Ok(Deleted::Pending(old));
                 }
@@ -873,12 +869,7 @@ fn m_remove_rv(v: &mut Value) {
 }
 
 fn patch_err(e: apimachinery::patch::PatchError) -> ApiError {
-    let msg = e.to_string();
-    if e.is_bad_request() {
-        ApiError::bad_request(msg)
-    } else {
-        ApiError::new(Reason::Invalid, msg)
-    }
+    e.to_api_error()
 }
 
 /// Whether anything outside metadata and status changed (what bumps `generation`).

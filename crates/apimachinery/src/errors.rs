@@ -333,7 +333,7 @@ impl ApiError {
         let qualified = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
         let causes: Vec<Value> = errs
             .iter()
-            .map(|e| json!({"reason": e.kind.reason(), "message": e.message().splitn(2, ": ").nth(1).unwrap_or(""), "field": e.field}))
+            .map(|e| json!({"reason": e.kind.reason(), "message": e.message().split_once(": ").map(|(_, m)| m.to_string()).unwrap_or_default(), "field": e.field}))
             .collect();
         let msg = match errs.len() {
             0 => format!("{qualified} \"{name}\" is invalid"),
