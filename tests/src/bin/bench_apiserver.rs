@@ -1,1 +1,725 @@
-fn main(){}
+//! `bench-apiserver`: the API server benchmark. One command that prints figures next to their
+//! targets; it asserts nothing about speed.
+//!
+//! For the embedded store and for etcd it starts the `apiserver` binary built next to this one
+//! as a child process on loopback and measures, over TLS with the admin client certificate:
+//! creates/s with 32 clients, GETs/s with 10 and with many objects stored, LIST latency of
+//! 3,000 pods, watch delivery latency to 100 watchers, mutation latency at a paced 100 req/s,
+//! and (etcd) raw etcd-client puts/s in the same run. For the embedded store it also measures
+//! start-up time to `/readyz` empty and loaded, and the server's RSS idle and loaded.
+//!
+//! `cargo build --release -p apiserver && cargo run --release -p tests --bin bench-apiserver`
+
+#[path = "../bench/mod.rs"]
+mod bench;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use clap::{Parser, ValueEnum};
+use http::StatusCode;
+
+use bench::client::{Endpoint, Req};
+use bench::report::{count, judged, mib, ms, summarize, Summary, Table};
+use bench::server::{self, ApiServer, ServerSpec};
+use bench::workloads::{self, Paced, Throughput, Until, WatchResult};
+
+/// Measures the API server on the embedded store and on etcd, and prints the figures.
+#[derive(Parser, Debug)]
+#[command(name = "bench-apiserver")]
+struct Args {
+    /// A quick look: 10,000 objects and shorter phases.
+    #[arg(long)]
+    quick: bool,
+    /// ConfigMaps stored for the many-objects figures (GETs, RSS, restart). Default 100,000
+    /// (10,000 with --quick).
+    #[arg(long)]
+    objects: Option<usize>,
+    /// ConfigMaps to store on etcd; default: --objects. Loading stops early after
+    /// --etcd-load-secs, and the output says how many were stored.
+    #[arg(long)]
+    etcd_objects: Option<usize>,
+    /// The longest time spent loading ConfigMaps through the API server into etcd, in seconds.
+    #[arg(long, default_value_t = 150)]
+    etcd_load_secs: u64,
+    /// Concurrent clients for creates, GETs and raw etcd puts.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Seconds for each timed throughput phase (GETs, raw etcd puts). Default 5 (2 with --quick).
+    #[arg(long)]
+    phase_secs: Option<f64>,
+    /// Pods stored for the LIST latency figure.
+    #[arg(long, default_value_t = 3000)]
+    list_pods: usize,
+    /// Timed LISTs of those pods.
+    #[arg(long, default_value_t = 50)]
+    lists: usize,
+    /// Concurrent watch streams for the watch delivery figure.
+    #[arg(long, default_value_t = 100)]
+    watchers: usize,
+    /// Which stores to benchmark.
+    #[arg(long, value_enum, default_value_t = Stores::Both)]
+    store: Stores,
+    /// The apiserver binary; default: `apiserver` in this binary's directory.
+    #[arg(long)]
+    apiserver: Option<PathBuf>,
+    /// Keep the temporary directory (data dirs and server logs) instead of removing it.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Stores {
+    Both,
+    Embedded,
+    Etcd,
+}
+
+/// What one run does, derived from the flags.
+struct Plan {
+    binary: PathBuf,
+    objects: usize,
+    etcd_objects: usize,
+    etcd_load: Duration,
+    clients: usize,
+    phase: Duration,
+    list_pods: usize,
+    lists: usize,
+    watchers: usize,
+    watch_events: usize,
+    watch_interval: Duration,
+    mutating_rate: f64,
+    mutating_for: Duration,
+}
+
+impl Plan {
+    fn new(a: &Args) -> Result<Self> {
+        let objects = a.objects.unwrap_or(if a.quick { 10_000 } else { 100_000 });
+        if objects < 10 || a.clients == 0 || a.watchers == 0 || a.lists == 0 {
+            bail!("--objects must be at least 10, --clients, --watchers and --lists at least 1");
+        }
+        let binary = match &a.apiserver {
+            Some(p) => p.clone(),
+            None => server::default_binary()?,
+        };
+        Ok(Self {
+            binary,
+            objects,
+            etcd_objects: a.etcd_objects.unwrap_or(objects),
+            etcd_load: Duration::from_secs(a.etcd_load_secs),
+            clients: a.clients,
+            phase: Duration::from_secs_f64(a.phase_secs.unwrap_or(if a.quick { 2.0 } else { 5.0 })),
+            list_pods: a.list_pods,
+            lists: a.lists,
+            watchers: a.watchers,
+            watch_events: if a.quick { 100 } else { 200 },
+            watch_interval: Duration::from_millis(20),
+            mutating_rate: 100.0,
+            mutating_for: Duration::from_secs(if a.quick { 5 } else { 10 }),
+        })
+    }
+}
+
+/// Everything measured on one store; a phase that failed leaves its fields empty.
+#[derive(Default)]
+struct Figures {
+    ready_fresh: Option<Duration>,
+    ready_empty: Option<Duration>,
+    ready_loaded: Option<Duration>,
+    rss_idle: Option<u64>,
+    rss_loaded: Option<(u64, u64)>,
+    rss_restarted: Option<u64>,
+    creates: Option<Throughput>,
+    /// ConfigMaps the load phase tried to store (all of them unless etcd loading was cut short).
+    stored: usize,
+    get_few: Option<Throughput>,
+    get_many: Option<Throughput>,
+    list: Option<(Summary, usize, usize)>,
+    watch: Option<WatchResult>,
+    mutating: Option<Paced>,
+    raw_puts: Option<(Throughput, usize)>,
+    log: Option<(usize, Vec<String>)>,
+    failure: Option<String>,
+}
+
+const NS_GET: &str = "bench-get";
+const NS_LOAD: &str = "bench-load";
+const NS_LIST: &str = "bench-list";
+const NS_WATCH: &str = "bench-watch";
+const NS_MUT: &str = "bench-mut";
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let plan = Plan::new(&args)?;
+    if !plan.binary.is_file() {
+        bail!(
+            "apiserver binary not found at {}: build it first with `cargo build --release -p apiserver` \
+             (same profile and target dir as this benchmark), or pass --apiserver PATH",
+            plan.binary.display()
+        );
+    }
+    let tmp = tempfile::Builder::new().prefix("kubrs-bench-").tempdir()?;
+    // Dropping the run on Ctrl-C drops the children's handles, which kills them.
+    let outcome = tokio::select! {
+        r = run(&args, &plan, tmp.path()) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    };
+    if args.keep {
+        println!("kept {}", tmp.keep().display());
+    }
+    outcome
+}
+
+async fn run(args: &Args, plan: &Plan, tmp: &Path) -> Result<()> {
+    let started = Instant::now();
+    println!(
+        "bench-apiserver: {} CPUs, {} clients, {} objects (etcd: up to {} within {} s), apiserver {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        plan.clients,
+        count(plan.objects as f64),
+        count(plan.etcd_objects as f64),
+        plan.etcd_load.as_secs(),
+        plan.binary.display()
+    );
+    let mut embedded = None;
+    if args.store != Stores::Etcd {
+        println!("\n== embedded store ==");
+        let mut f = Figures::default();
+        if let Err(e) = bench_embedded(plan, tmp, &mut f).await {
+            println!("  FAILED: {e:#}");
+            f.failure = Some(format!("{e:#}"));
+        }
+        f.log = Some(server::log_findings(&tmp.join("embedded.log")));
+        embedded = Some(f);
+    }
+    let mut etcd = None;
+    if args.store != Stores::Embedded {
+        println!("\n== etcd ==");
+        let mut f = Figures::default();
+        if let Err(e) = bench_etcd(plan, tmp, &mut f).await {
+            println!("  FAILED: {e:#}");
+            f.failure = Some(format!("{e:#}"));
+        }
+        f.log = Some(server::log_findings(&tmp.join("etcd.log")));
+        etcd = Some(f);
+    }
+    print_summary(plan, embedded.as_ref(), etcd.as_ref());
+    println!("\ntotal time {:.0} s", started.elapsed().as_secs_f64());
+    let failed = [&embedded, &etcd]
+        .iter()
+        .any(|f| f.as_ref().is_some_and(|f| f.failure.is_some()));
+    if failed {
+        bail!("some phases failed (see above)");
+    }
+    Ok(())
+}
+
+async fn bench_embedded(plan: &Plan, tmp: &Path, f: &mut Figures) -> Result<()> {
+    let spec = ServerSpec {
+        binary: plan.binary.clone(),
+        data_dir: tmp.join("embedded"),
+        etcd: None,
+        log: tmp.join("embedded.log"),
+    };
+    let s = ApiServer::start(&spec).await?;
+    f.ready_fresh = Some(s.ready_after);
+    println!(
+        "  /readyz after first start (creates the PKI): {}",
+        ms(s.ready_after)
+    );
+    s.stop().await?;
+
+    let s = ApiServer::start(&spec).await?;
+    f.ready_empty = Some(s.ready_after);
+    println!(
+        "  /readyz after restart, empty store: {}",
+        ms(s.ready_after)
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss, _) = s.memory()?;
+    f.rss_idle = Some(rss);
+    println!("  RSS idle: {}", mib(rss));
+
+    load_phases(plan, &s, f, None).await?;
+    s.stop().await?;
+
+    let s = ApiServer::start(&spec).await?;
+    f.ready_loaded = Some(s.ready_after);
+    println!(
+        "  /readyz after restart with {} ConfigMaps (+{} pods) stored: {}",
+        count(f.stored as f64),
+        count(plan.list_pods as f64),
+        ms(s.ready_after)
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss, _) = s.memory()?;
+    f.rss_restarted = Some(rss);
+    println!("  RSS idle after that restart: {}", mib(rss));
+    s.stop().await?;
+    Ok(())
+}
+
+async fn bench_etcd(plan: &Plan, tmp: &Path, f: &mut Figures) -> Result<()> {
+    let etcd = storage::testing::EtcdProcess::start().await?;
+    let spec = ServerSpec {
+        binary: plan.binary.clone(),
+        data_dir: tmp.join("etcd-apiserver"),
+        etcd: Some((etcd.endpoint.clone(), "/kubrs-bench".into())),
+        log: tmp.join("etcd.log"),
+    };
+    let s = ApiServer::start(&spec).await?;
+    f.ready_empty = Some(s.ready_after);
+    println!(
+        "  etcd at {}; /readyz after first start: {}",
+        etcd.endpoint,
+        ms(s.ready_after)
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss, _) = s.memory()?;
+    f.rss_idle = Some(rss);
+
+    // Raw puts use values the size of a stored ConfigMap, measured on a real one.
+    let mut conn = s.endpoint.connect().await?;
+    workloads::ensure_namespace(&mut conn, NS_GET).await?;
+    let probe = conn
+        .expect(
+            &Req::post_json(
+                format!("/api/v1/namespaces/{NS_GET}/configmaps"),
+                workloads::configmap("probe"),
+            ),
+            &[StatusCode::CREATED],
+        )
+        .await?;
+    let value_len = probe.body.len();
+    let raw = workloads::raw_etcd_puts(
+        &etcd.endpoint,
+        "/rawbench/",
+        value_len,
+        plan.clients,
+        plan.phase,
+    )
+    .await?;
+    println!(
+        "  raw etcd puts: {} in {:.1} s = {}/s ({} B values, {} clients), {}, {} errors",
+        count(raw.ok as f64),
+        raw.elapsed.as_secs_f64(),
+        count(raw.per_sec()),
+        value_len,
+        plan.clients,
+        summarize(&raw.latencies).map_or("-".into(), |s| s.to_string()),
+        raw.errors
+    );
+    f.raw_puts = Some((raw, value_len));
+
+    load_phases(plan, &s, f, Some(Instant::now() + plan.etcd_load)).await?;
+    s.stop().await?;
+    drop(etcd);
+    Ok(())
+}
+
+/// The phases both stores share, in order: GETs with few objects, the bulk load (creates/s),
+/// RSS, GETs with many objects, LIST, watch fan-out, paced mutations.
+async fn load_phases(
+    plan: &Plan,
+    s: &ApiServer,
+    f: &mut Figures,
+    load_deadline: Option<Instant>,
+) -> Result<()> {
+    let ep = &s.endpoint;
+    let mut conn = ep.connect().await?;
+    for ns in [NS_GET, NS_LOAD, NS_LIST, NS_WATCH, NS_MUT] {
+        workloads::ensure_namespace(&mut conn, ns).await?;
+    }
+    for i in 0..10 {
+        let req = Req::post_json(
+            format!("/api/v1/namespaces/{NS_GET}/configmaps"),
+            workloads::configmap(&format!("g-{i}")),
+        );
+        conn.expect(&req, &[StatusCode::CREATED]).await?;
+    }
+
+    let gets = get_phase(plan, ep, NS_GET, "g-", 10).await?;
+    println!("  GETs, 10 objects: {}", describe_rate(&gets));
+    f.get_few = Some(gets);
+
+    let target = if load_deadline.is_some() {
+        plan.etcd_objects
+    } else {
+        plan.objects
+    };
+    let creates = workloads::drive(
+        ep,
+        plan.clients,
+        Until {
+            count: Some(target),
+            deadline: load_deadline,
+        },
+        StatusCode::CREATED,
+        Some("creates"),
+        |i| {
+            Req::post_json(
+                format!("/api/v1/namespaces/{NS_LOAD}/configmaps"),
+                workloads::configmap(&format!("cm-{i}")),
+            )
+        },
+    )
+    .await?;
+    f.stored = (creates.ok + creates.errors) as usize;
+    println!(
+        "  creates ({} ConfigMaps{}): {}; encoded {} ({} B each)",
+        count(f.stored as f64),
+        if f.stored < target {
+            ", cut short by --etcd-load-secs"
+        } else {
+            ""
+        },
+        describe_rate(&creates),
+        mib(creates.body_bytes),
+        creates.body_bytes / creates.ok.max(1)
+    );
+    f.creates = Some(creates);
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss, hwm) = s.memory()?;
+    f.rss_loaded = Some((rss, hwm));
+    println!(
+        "  RSS with {} ConfigMaps: {} (peak {})",
+        count(f.stored as f64),
+        mib(rss),
+        mib(hwm)
+    );
+
+    let gets = get_phase(plan, ep, NS_LOAD, "cm-", f.stored).await?;
+    println!(
+        "  GETs, {} objects: {}",
+        count(f.stored as f64),
+        describe_rate(&gets)
+    );
+    f.get_many = Some(gets);
+
+    let pods = workloads::drive(
+        ep,
+        plan.clients,
+        Until {
+            count: Some(plan.list_pods),
+            deadline: None,
+        },
+        StatusCode::CREATED,
+        None,
+        |i| {
+            Req::post_json(
+                format!("/api/v1/namespaces/{NS_LIST}/pods"),
+                workloads::pod(&format!("p-{i}")),
+            )
+        },
+    )
+    .await?;
+    if pods.errors > 0 {
+        println!(
+            "  pod creates: {} errors, first: {}",
+            pods.errors,
+            pods.first_error.as_deref().unwrap_or("")
+        );
+    }
+    let (lat, bytes, items) = workloads::list_latency(
+        ep,
+        &format!("/api/v1/namespaces/{NS_LIST}/pods"),
+        plan.lists,
+    )
+    .await?;
+    let list = summarize(&lat).ok_or_else(|| anyhow!("no LIST samples"))?;
+    println!(
+        "  LIST {} pods ({}): {list}",
+        count(items as f64),
+        mib(bytes as u64)
+    );
+    f.list = Some((list, items, bytes));
+
+    let watch = workloads::watch_fanout(
+        ep,
+        NS_WATCH,
+        plan.watchers,
+        plan.watch_events,
+        plan.watch_interval,
+    )
+    .await?;
+    println!(
+        "  watch, {} watchers, {} creates at {:.0}/s: {} delivered of {}; {}",
+        plan.watchers,
+        plan.watch_events,
+        watch.rate,
+        count(watch.latencies.len() as f64),
+        count(watch.expected as f64),
+        summarize(&watch.latencies).map_or("-".into(), |s| s.to_string())
+    );
+    if watch.ready_watchers < plan.watchers {
+        println!(
+            "    only {} of {} watch responses started before the first create",
+            watch.ready_watchers, plan.watchers
+        );
+    }
+    for e in watch.errors.iter().take(3) {
+        println!("    watch error: {e}");
+    }
+    f.watch = Some(watch);
+
+    let paced =
+        workloads::paced_mutations(ep, NS_MUT, plan.mutating_rate, plan.mutating_for).await?;
+    println!(
+        "  mutations (create/patch/delete) paced at {:.0}/s for {} s: {}; {} errors{}",
+        paced.achieved_rate,
+        plan.mutating_for.as_secs(),
+        summarize(&paced.latencies).map_or("-".into(), |s| s.to_string()),
+        paced.errors,
+        paced
+            .first_error
+            .as_deref()
+            .map(|e| format!(", first: {e}"))
+            .unwrap_or_default()
+    );
+    f.mutating = Some(paced);
+    Ok(())
+}
+
+/// GETs of random objects `{prefix}0..{prefix}{n-1}` in `ns` for one phase.
+async fn get_phase(
+    plan: &Plan,
+    ep: &Endpoint,
+    ns: &'static str,
+    prefix: &'static str,
+    n: usize,
+) -> Result<Throughput> {
+    workloads::drive(
+        ep,
+        plan.clients,
+        Until {
+            count: None,
+            deadline: Some(Instant::now() + plan.phase),
+        },
+        StatusCode::OK,
+        None,
+        move |i| {
+            Req::get(format!(
+                "/api/v1/namespaces/{ns}/configmaps/{prefix}{}",
+                workloads::mix(i) % n as u64
+            ))
+        },
+    )
+    .await
+}
+
+fn describe_rate(t: &Throughput) -> String {
+    let mut s = format!(
+        "{} in {:.1} s = {}/s, {}",
+        count(t.ok as f64),
+        t.elapsed.as_secs_f64(),
+        count(t.per_sec()),
+        summarize(&t.latencies).map_or("-".into(), |s| s.to_string())
+    );
+    if t.errors > 0 {
+        s.push_str(&format!(
+            "; {} ERRORS, first: {}",
+            t.errors,
+            t.first_error.as_deref().unwrap_or("")
+        ));
+    }
+    s
+}
+
+fn print_summary(plan: &Plan, emb: Option<&Figures>, etcd: Option<&Figures>) {
+    const NA: &str = "-";
+    let cell = |f: Option<&Figures>, pick: &dyn Fn(&Figures) -> Option<String>| {
+        f.and_then(pick).unwrap_or_else(|| NA.into())
+    };
+    let many = count(plan.objects as f64);
+    let mut t = Table::default();
+    t.row(["figure", "embedded", "etcd", "target"]);
+
+    let raw_rate = etcd
+        .and_then(|f| f.raw_puts.as_ref())
+        .map(|(r, _)| r.per_sec());
+    t.row([
+        format!("creates/s ({} clients, TLS, durable)", plan.clients),
+        cell(emb, &|f| {
+            f.creates
+                .as_ref()
+                .map(|c| judged(count(c.per_sec()), c.per_sec() >= 3000.0))
+        }),
+        cell(etcd, &|f| f.creates.as_ref().map(|c| count(c.per_sec()))),
+        "embedded ≥ 3,000".into(),
+    ]);
+    t.row([
+        "raw etcd puts/s (same clients, value size)".to_string(),
+        NA.into(),
+        cell(etcd, &|f| {
+            f.raw_puts
+                .as_ref()
+                .map(|(r, len)| format!("{} ({len} B)", count(r.per_sec())))
+        }),
+        String::new(),
+    ]);
+    t.row([
+        "etcd creates/s ÷ raw etcd puts/s".to_string(),
+        NA.into(),
+        cell(etcd, &|f| {
+            let ratio = f.creates.as_ref()?.per_sec() / raw_rate?;
+            Some(judged(format!("{:.0}%", ratio * 100.0), ratio >= 0.4))
+        }),
+        "≥ 40%".into(),
+    ]);
+    t.row([
+        "GETs/s, 10 objects".to_string(),
+        cell(emb, &|f| {
+            f.get_few
+                .as_ref()
+                .map(|g| judged(count(g.per_sec()), g.per_sec() >= 20_000.0))
+        }),
+        cell(etcd, &|f| f.get_few.as_ref().map(|g| count(g.per_sec()))),
+        "≥ 20,000".into(),
+    ]);
+    let get_many = |f: &Figures, judge: bool| {
+        let (few, lots) = (f.get_few.as_ref()?, f.get_many.as_ref()?);
+        let ratio = lots.per_sec() / few.per_sec().max(1e-9);
+        let mut s = format!("{} ({ratio:.2}× of 10)", count(lots.per_sec()));
+        if f.stored != plan.objects {
+            s.push_str(&format!(" @ {} objects", count(f.stored as f64)));
+        }
+        Some(if judge {
+            judged(s, lots.per_sec() >= 20_000.0 && ratio >= 0.95)
+        } else {
+            s
+        })
+    };
+    t.row([
+        format!("GETs/s, {many} objects"),
+        cell(emb, &|f| get_many(f, true)),
+        cell(etcd, &|f| get_many(f, false)),
+        "≥ 20,000 and no slower (≥ 0.95×)".into(),
+    ]);
+    let list = |f: &Figures| {
+        f.list.as_ref().map(|(s, items, _)| {
+            let mut c = judged(
+                format!("{} / {}", ms(s.p50), ms(s.p99)),
+                s.p99 <= Duration::from_millis(20),
+            );
+            if *items != plan.list_pods {
+                c.push_str(&format!(" ({items} items!)"));
+            }
+            c
+        })
+    };
+    t.row([
+        format!("LIST {} pods p50 / p99", count(plan.list_pods as f64)),
+        cell(emb, &list),
+        cell(etcd, &list),
+        "p99 ≤ 20 ms".into(),
+    ]);
+    let watch = |f: &Figures| {
+        let w = f.watch.as_ref()?;
+        let s = summarize(&w.latencies)?;
+        let mut c = format!("{} / {}", ms(s.p50), ms(s.p99));
+        if w.latencies.len() < w.expected {
+            c.push_str(&format!(" ({} missed!)", w.expected - w.latencies.len()));
+        }
+        Some(c)
+    };
+    t.row([
+        format!("watch delivery, {} watchers p50 / p99", plan.watchers),
+        cell(emb, &watch),
+        cell(etcd, &watch),
+        String::new(),
+    ]);
+    let mutating = |f: &Figures| {
+        let p = f.mutating.as_ref()?;
+        let s = summarize(&p.latencies)?;
+        let mut c = judged(ms(s.p99), s.p99 <= Duration::from_millis(10));
+        if p.errors > 0 {
+            c.push_str(&format!(" ({} errors!)", p.errors));
+        }
+        Some(c)
+    };
+    t.row([
+        format!("mutating p99 at {:.0} req/s", plan.mutating_rate),
+        cell(emb, &mutating),
+        cell(etcd, &mutating),
+        "≤ 10 ms".into(),
+    ]);
+    t.row([
+        "/readyz after start, empty store".to_string(),
+        cell(emb, &|f| {
+            f.ready_empty
+                .map(|d| judged(ms(d), d <= Duration::from_millis(100)))
+        }),
+        cell(etcd, &|f| f.ready_empty.map(ms)),
+        "≤ 100 ms".into(),
+    ]);
+    t.row([
+        format!("/readyz after restart, {many} objects"),
+        cell(emb, &|f| {
+            f.ready_loaded
+                .map(|d| judged(ms(d), d <= Duration::from_secs(1)))
+        }),
+        NA.into(),
+        "≤ 1 s".into(),
+    ]);
+    t.row([
+        "RSS idle after start".to_string(),
+        cell(emb, &|f| f.rss_idle.map(|r| judged(mib(r), r <= 20 << 20))),
+        cell(etcd, &|f| f.rss_idle.map(mib)),
+        "≤ 20 MiB".into(),
+    ]);
+    let encoded = emb.and_then(|f| f.creates.as_ref()).map(|c| c.body_bytes);
+    t.row([
+        format!("RSS with {many} ConfigMaps"),
+        cell(emb, &|f| {
+            let (rss, _) = f.rss_loaded?;
+            let enc = f.creates.as_ref()?.body_bytes;
+            Some(judged(mib(rss), rss <= 2 * enc + (20 << 20)))
+        }),
+        cell(etcd, &|f| f.rss_loaded.map(|(r, _)| mib(r))),
+        match encoded {
+            Some(e) => format!(
+                "≤ 2× encoded ({}) + 20 MiB = {}",
+                mib(e),
+                mib(2 * e + (20 << 20))
+            ),
+            None => "≤ 2× encoded + 20 MiB".into(),
+        },
+    ]);
+    println!("\n== summary ==\n{}", t.render());
+    println!(
+        "creates/s: the {} ConfigMaps loaded through the API ({} clients, one keep-alive TLS connection each); \
+         encoded = sum of the created objects' JSON as returned.",
+        many, plan.clients
+    );
+    if let Some(f) = etcd {
+        if f.stored > 0 && f.stored < plan.etcd_objects {
+            println!(
+                "etcd: only {} of {} ConfigMaps were loaded within --etcd-load-secs {}; its many-object figures are for that count.",
+                count(f.stored as f64),
+                count(plan.etcd_objects as f64),
+                plan.etcd_load.as_secs()
+            );
+        }
+    }
+    println!(
+        "watch: latency from just before each create is sent to each watcher's receipt of its ADDED event. \
+         mutating: latency from each request's scheduled send time."
+    );
+    for (name, f) in [("embedded", emb), ("etcd", etcd)] {
+        let Some(f) = f else { continue };
+        if let Some(e) = &f.failure {
+            println!("\n{name}: FAILED: {e}");
+        }
+        if let Some((n, examples)) = &f.log {
+            if *n > 0 {
+                println!("\n{name} apiserver log: {n} warning/error lines, e.g.:");
+                for e in examples {
+                    println!("  {e}");
+                }
+            }
+        }
+    }
+}
