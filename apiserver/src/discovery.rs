@@ -61,7 +61,7 @@ fn aggregated_resource(r: &Resource, version: &str) -> Value {
 /// The aggregated document for `/api` (core = true) or `/apis`.
 pub fn aggregated(core: bool, version: &str) -> Value {
     let items: Vec<Value> = resources::groups()
-        .into_iter()
+        .iter()
         .filter(|(g, _)| g.is_empty() == core)
         .map(|(g, versions)| {
             let mut meta = json!({"creationTimestamp": null});
@@ -97,14 +97,14 @@ fn api_group(g: &str, versions: &[&str]) -> Value {
 
 /// Legacy `/apis`.
 pub fn group_list() -> Value {
-    let groups: Vec<Value> = resources::groups().into_iter().filter(|(g, _)| !g.is_empty()).map(|(g, vs)| api_group(g, &vs)).collect();
+    let groups: Vec<Value> = resources::groups().iter().filter(|(g, _)| !g.is_empty()).map(|(g, vs)| api_group(g, vs)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// Legacy `/apis/<group>`.
 pub fn group(name: &str) -> Option<Value> {
-    let (g, vs) = resources::groups().into_iter().find(|(g, _)| *g == name)?;
-    let mut v = api_group(g, &vs);
+    let (g, vs) = resources::groups().iter().find(|(g, _)| *g == name)?;
+    let mut v = api_group(g, vs);
     v["kind"] = json!("APIGroup");
     v["apiVersion"] = json!("v1");
     Some(v)

@@ -204,7 +204,12 @@ pub static RESOURCES: &[Resource] = &[
 ];
 
 /// Groups in discovery order (core first), each with its served versions, preferred first.
-pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+pub fn groups() -> &'static [(&'static str, Vec<&'static str>)] {
+    static GROUPS: std::sync::OnceLock<Vec<(&'static str, Vec<&'static str>)>> = std::sync::OnceLock::new();
+    GROUPS.get_or_init(compute_groups)
+}
+
+fn compute_groups() -> Vec<(&'static str, Vec<&'static str>)> {
     let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
     for r in RESOURCES {
         match out.iter_mut().find(|(g, _)| *g == r.group) {
@@ -242,10 +247,8 @@ pub fn by_kind(group: &str, kind: &str) -> Option<&'static Resource> {
 /// The group-version paths served (`api/v1`, `apis/apps/v1`, ...), for OpenAPI.
 pub fn group_version_paths() -> Vec<String> {
     groups()
-        .into_iter()
-        .flat_map(|(g, vs)| {
-            vs.into_iter().map(move |v| if g.is_empty() { format!("api/{v}") } else { format!("apis/{g}/{v}") })
-        })
+        .iter()
+        .flat_map(|(g, vs)| vs.iter().map(move |v| if g.is_empty() { format!("api/{v}") } else { format!("apis/{g}/{v}") }))
         .collect()
 }
 
