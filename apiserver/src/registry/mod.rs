@@ -475,7 +475,7 @@ impl Registry {
         let r = t.resource;
         let gr = r.group_resource();
         let key = self.key(t, name);
-        for _attempt in 0..32 {
+        for _attempt in 0..100_000 {
             let cur = self.store.get(&key).await.map_err(|e| storage_err(gr, name, e))?;
             let Some(cur) = cur else {
                 let mut obj = mutate(None)?;
@@ -757,7 +757,7 @@ impl Registry {
                 None => None,
             },
         };
-        for _ in 0..32 {
+        for _ in 0..100_000 {
             let cur = self.store.get(&key).await.map_err(|e| storage_err(gr, name, e))?.ok_or_else(|| ApiError::not_found(gr, name))?;
             let old = self.decode(t, &cur)?;
             if let Some(uid) = opts.pointer("/preconditions/uid").and_then(Value::as_str) {

@@ -15,7 +15,7 @@ impl Registry {
         let r = t.resource;
         let gr = r.group_resource();
         let key = r.key(t.namespace.as_deref(), name);
-        for _ in 0..16 {
+        for _ in 0..100_000 {
             let cur = self.store.get(&key).await.map_err(|e| storage_err(gr, name, e))?.ok_or_else(|| ApiError::not_found(gr, name))?;
             let mut pod = codec::decode_stored(&cur.value, cur.mod_revision)?;
             if let Some(uid) = binding.pointer("/metadata/uid").and_then(Value::as_str).filter(|u| !u.is_empty()) {

@@ -142,7 +142,11 @@ pub trait Storage: Send + Sync + 'static {
         try_update: &(dyn for<'k> Fn(Option<&'k KeyValue>) -> std::result::Result<Option<Bytes>, UpdateAbort> + Send + Sync),
     ) -> std::result::Result<Option<KeyValue>, UpdateError> {
         let mut current = self.get(key).await?;
-        for _ in 0..64 {
+        // Like upstream's GuaranteedUpdate, keep retrying while others win: with group commit
+        // one writer of a contended key wins per batch, so a fixed small bound would starve
+        // the unlucky ones. Every round some writer makes progress; the bound only guards
+        // against a broken backend.
+        for _ in 0..100_000 {
             let new = match try_update(current.as_ref()) {
                 Ok(Some(v)) => v,
                 Ok(None) => return Ok(current),
