@@ -130,7 +130,7 @@ async fn dispatch(state: &Arc<State>, req: Request<Body>, peer: Option<UserInfo>
             .expect("valid response");
     }
     if path == "/openapi/v2" || path.starts_with("/openapi/") {
-        return openapi(path, accept.as_deref());
+        return openapi(path, req.uri().query(), accept.as_deref());
     }
     if !(path == "/api" || path == "/apis" || path.starts_with("/api/") || path.starts_with("/apis/")) {
         return error_response(&request::not_found_path());
@@ -174,19 +174,21 @@ fn discovery_response(version: &str, v: &Value) -> Resp {
     r
 }
 
-fn openapi(path: &str, accept: Option<&str>) -> Resp {
+fn openapi(path: &str, query: Option<&str>, accept: Option<&str>) -> Resp {
     let oa = openapi::OpenApi::global();
     let served = resources::group_version_paths();
     let served: Vec<&str> = served.iter().map(String::as_str).collect();
     if path == "/openapi/v2" {
+        // kubectl ≤1.28 asks with the deprecated `@` form but only parses the dotted one back.
         let wants_pb = accept.is_some_and(|a| a.contains("protobuf"));
         return if wants_pb {
             Response::builder()
-                .header(header::CONTENT_TYPE, "application/com.github.proto-openapi.spec.v2@v1.0+protobuf")
-                .body(Body::from(oa.v2_protobuf()))
+                .header(header::CONTENT_TYPE, openapi::V2_PROTOBUF_CONTENT_TYPE)
+                .header(header::ETAG, format!("\"{}\"", oa.v2_etag(Some(&served))))
+                .body(Body::from(oa.v2_protobuf_served(&served)))
                 .expect("valid response")
         } else {
-            json_response(StatusCode::OK, oa.v2_json())
+            json_response(StatusCode::OK, oa.v2_json_served(&served))
         };
     }
     if path == "/openapi/v3" || path == "/openapi/v3/" {
@@ -194,8 +196,28 @@ fn openapi(path: &str, accept: Option<&str>) -> Resp {
     }
     if let Some(gv) = path.strip_prefix("/openapi/v3/") {
         if served.contains(&gv) {
-            if let Some(doc) = oa.v3_group_version(gv) {
-                return json_response(StatusCode::OK, doc);
+            if let (Some(current), Some(doc)) = (oa.v3_hash(gv), oa.v3_group_version(gv)) {
+                // Like kube-openapi's handler3: a stale `hash` is redirected to the current URL,
+                // a matching one may be cached forever.
+                let asked = request::Query::parse(query).get("hash").map(str::to_string);
+                return match asked {
+                    Some(h) if h != current => Response::builder()
+                        .status(StatusCode::MOVED_PERMANENTLY)
+                        .header(header::LOCATION, format!("/openapi/v3/{gv}?hash={current}"))
+                        .body(Body::empty())
+                        .expect("valid response"),
+                    Some(_) => {
+                        let mut r = json_response(StatusCode::OK, doc);
+                        r.headers_mut().insert(header::CACHE_CONTROL, "public, immutable".parse().expect("valid header"));
+                        r.headers_mut().insert(header::ETAG, format!("\"{current}\"").parse().expect("valid header"));
+                        r
+                    }
+                    None => {
+                        let mut r = json_response(StatusCode::OK, doc);
+                        r.headers_mut().insert(header::ETAG, format!("\"{current}\"").parse().expect("valid header"));
+                        r
+                    }
+                };
             }
         }
     }
@@ -413,10 +435,9 @@ async fn resource(state: &Arc<State>, req: Request<Body>, t: Target, user: &User
             let stream = futures::stream::unfold((rx, guard), |(mut rx, guard)| async move {
                 rx.recv().await.map(|b| (Ok::<Bytes, std::convert::Infallible>(b), (rx, guard)))
             });
-            let ct = if as_ == As::Table { "application/json;as=Table;v=v1;g=meta.k8s.io" } else { "application/json" };
             Ok(Response::builder()
                 .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, ct)
+                .header(header::CONTENT_TYPE, "application/json")
                 .header(header::CACHE_CONTROL, "no-cache, private")
                 .body(Body::from_stream(stream))
                 .expect("valid response"))
