@@ -77,7 +77,7 @@ fn add_warnings(mut r: Resp, warnings: &[String]) -> Resp {
     r
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -140,7 +140,7 @@ async fn dispatch(state: &Arc<State>, req: Request<Body>, peer: Option<UserInfo>
         Err(e) => return error_response(&e),
     };
     if req.method() != Method::GET && !matches!(route, Route::Resource(_)) {
-        return error_response(&ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource")));
+        return error_response(&ApiError::method_not_allowed("the server does not allow this method on the requested resource"));
     }
     match route {
         Route::CoreVersions => match discovery::aggregated_version(accept.as_deref()) {
@@ -339,7 +339,7 @@ async fn resource(state: &Arc<State>, req: Request<Body>, t: Target, user: &User
         (&Method::PATCH, _, _) => "patch",
         (&Method::DELETE, false, _) => "deletecollection",
         (&Method::DELETE, true, _) => "delete",
-        _ => return Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource"))),
+        _ => return Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource")),
     };
     labels.verb = verb.to_uppercase();
     state
