@@ -21,17 +21,17 @@ impl Authenticator {
     }
 
     /// Who sent this request: the verified client certificate wins, then a bearer token.
+    /// Like upstream's `AuthenticatedGroupAdder`, every authenticated user (certificate or
+    /// token) is also in `system:authenticated`.
     pub fn authenticate(&self, peer: Option<&UserInfo>, authorization: Option<&str>) -> Option<UserInfo> {
-        if let Some(p) = peer {
-            return Some(p.clone());
+        let mut u = match peer {
+            Some(p) => p.clone(),
+            None => self.tokens.get(authorization?.strip_prefix("Bearer ")?.trim())?.clone(),
+        };
+        if !u.groups.iter().any(|g| g == "system:authenticated") {
+            u.groups.push("system:authenticated".into());
         }
-        let token = authorization?.strip_prefix("Bearer ")?.trim();
-        self.tokens.get(token).cloned().map(|mut u| {
-            if !u.groups.iter().any(|g| g == "system:authenticated") {
-                u.groups.push("system:authenticated".into());
-            }
-            u
-        })
+        Some(u)
     }
 }
 
@@ -77,7 +77,9 @@ mod tests {
         assert!(a.authenticate(None, Some("Bearer nope")).is_none());
         assert!(a.authenticate(None, None).is_none());
         let peer = UserInfo { name: "admin".into(), uid: String::new(), groups: vec!["system:masters".into()] };
-        assert_eq!(a.authenticate(Some(&peer), Some("Bearer nope")).unwrap().name, "admin");
+        let admin = a.authenticate(Some(&peer), Some("Bearer nope")).unwrap();
+        assert_eq!(admin.name, "admin");
+        assert_eq!(admin.groups, ["system:masters", "system:authenticated"]);
         assert!(is_public("/readyz") && is_public("/version") && !is_public("/api"));
     }
 }
