@@ -1,0 +1,16 @@
+//! The controllers, one per file, and the table that selects them (`--controllers`).
+
+pub mod deployment;
+pub mod replicaset;
+
+use crate::framework::ControllerDescriptor;
+
+/// Every controller this binary can run, with upstream's names.
+pub const DESCRIPTORS: &[ControllerDescriptor] = &[
+    ControllerDescriptor { name: "replicaset", enabled_by_default: true, start: replicaset::start_replicaset },
+    ControllerDescriptor { name: "replicationcontroller", enabled_by_default: true, start: replicaset::start_replicationcontroller },
+    ControllerDescriptor { name: "deployment", enabled_by_default: true, start: deployment::start },
+    // Added by their authors: garbagecollector, namespace, serviceaccount,
+    // root-ca-certificate-publisher, endpoint, endpointslice, endpointslicemirroring,
+    // nodelifecycle, nodeipam.
+];
