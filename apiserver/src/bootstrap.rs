@@ -46,7 +46,14 @@ pub async fn run(reg: &Registry, advertise_ip: &str, port: u16) -> Result<(), Ap
             "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
         }
     });
-    ensure(reg, &target("", "Service", Some("default")), svc).await?;
+    // Look before creating: a create with a taken clusterIP fails as Invalid ("provided IP is
+    // already allocated") before the name clash, so a restart would not get AlreadyExists.
+    let svct = target("", "Service", Some("default"));
+    match reg.get(&svct, "kubernetes").await {
+        Ok(_) => {}
+        Err(e) if e.reason == Reason::NotFound => ensure(reg, &svct, svc).await?,
+        Err(e) => return Err(e),
+    }
     let eps = json!({
         "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
         "subsets": [{"addresses": [{"ip": advertise_ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],

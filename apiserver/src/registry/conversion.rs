@@ -113,11 +113,6 @@ fn core_event_to_events_v1(mut obj: Value) -> Value {
             }
         }
         m.insert("apiVersion".into(), json!("events.k8s.io/v1"));
-        if m.get("reportingController").and_then(Value::as_str).unwrap_or("").is_empty() {
-            if let Some(c) = m.get("deprecatedSource").and_then(|s| s.get("component")).cloned() {
-                m.insert("reportingController".into(), c);
-            }
-        }
     }
     obj
 }
@@ -129,17 +124,9 @@ fn events_v1_to_core_event(mut obj: Value) -> Value {
                 m.insert((*core).into(), v);
             }
         }
+        // Upstream's Convert_v1_Event_To_core_Event is a pure rename: `source` comes from
+        // `deprecatedSource` only (kubectl falls back to reportingController/Instance itself).
         m.insert("apiVersion".into(), json!("v1"));
-        // core/v1 readers (kubectl describe) expect a source; derive it as upstream does.
-        if !m.contains_key("source") {
-            if let Some(c) = m.get("reportingComponent").cloned() {
-                let mut src = json!({"component": c});
-                if let Some(h) = m.get("reportingInstance").and_then(Value::as_str) {
-                    src["host"] = json!(h);
-                }
-                m.insert("source".into(), src);
-            }
-        }
     }
     obj
 }
@@ -166,5 +153,10 @@ mod tests {
         assert_eq!(ev["regarding"]["name"], "p");
         assert_eq!(ev["note"], "hi");
         assert_eq!(to_storage(r, "v1", ev), core);
+        let new = json!({"apiVersion":"events.k8s.io/v1","kind":"Event","regarding":{"name":"p"},"reportingController":"c","reportingInstance":"i"});
+        let stored = to_storage(r, "v1", new.clone());
+        assert_eq!(stored["reportingComponent"], "c");
+        assert!(stored.get("source").is_none(), "upstream derives no source: {stored}");
+        assert_eq!(from_storage(r, "v1", stored), new);
     }
 }
