@@ -168,9 +168,11 @@ async fn version_api_resources_and_api_versions(c: &Kubectl<'_>) {
     for gv in ["apps/v1", "autoscaling/v1", "autoscaling/v2", "batch/v1", "v1", "rbac.authorization.k8s.io/v1"] {
         assert!(av.lines().any(|l| l == gv), "api-versions lacks {gv}:\n{av}");
     }
-    // 1.32 reads /openapi/v3, 1.27 the /openapi/v2 protobuf document
     let ex = c.kubectl(&["explain", "deployment.spec"]).await.ok();
     assert!(ex.contains("KIND:") && ex.contains("Deployment") && ex.contains("replicas"), "{ex}");
+    // the /openapi/v2 protobuf document (what 1.27 `apply` also fetches for validation)
+    let ex = c.kubectl(&["explain", "deployment.spec", "--output=plaintext-openapiv2"]).await.ok();
+    assert!(ex.contains("KIND:     Deployment") && ex.contains("VERSION:  apps/v1") && ex.contains("RESOURCE: spec <Object>") && ex.contains("replicas\t<integer>"), "{ex}");
     let ex = c.kubectl(&["explain", "pods.spec.containers.image"]).await.ok();
     assert!(ex.contains("FIELD:") && ex.contains("image") && ex.contains("Container image name"), "{ex}");
     // a stale OpenAPI v3 hash is redirected to the current document (kube-openapi's handler3)
@@ -529,6 +531,18 @@ async fn proxy_serves_the_api_over_plain_http(c: &Kubectl<'_>) {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["kind"], "ConfigMapList");
     assert!(v["items"].as_array().unwrap().iter().any(|s| s["metadata"]["name"] == "through-proxy" && s["data"]["a"] == "b"), "{body}");
+    // kubectl itself through the proxy: discovery, tables and a streaming watch over plain HTTP
+    let server = format!("--server=http://127.0.0.1:{port}");
+    assert_eq!(c.kubectl(&[&server, "get", "cm", "through-proxy", "-o", "name"]).await.ok(), "configmap/through-proxy\n");
+    let mut watch = c.kubectl_spawn(&[&server, "get", "cm", "through-proxy", "--watch-only", "--show-labels", "-v=6"]);
+    let mut wout = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut werr = BufReader::new(watch.stderr.take().unwrap()).lines();
+    await_watch_established(&mut werr).await;
+    c.kubectl(&["label", "cm", "through-proxy", "via=proxy"]).await.ok();
+    next_line(&mut wout, "the watch header through the proxy").await;
+    let row = next_line(&mut wout, "the watch row through the proxy").await;
+    assert!(row.starts_with("through-proxy ") && row.contains("via=proxy"), "{row}");
+    watch.kill().await.unwrap();
     let (code, body) = http_get(port, "/api/v1/namespaces/default/configmaps/nope").await;
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("configmaps \\\"nope\\\" not found"), "{body}");
@@ -554,6 +568,15 @@ async fn describe_deployment_and_service(c: &Kubectl<'_>) {
     ] {
         assert!(d.contains(needle), "describe deployment lacks {needle:?}:\n{d}");
     }
+    // a ReplicaSet the deployment controls is listed (by selector and controller reference)
+    let uid = c.kubectl(&["get", "deploy", "web", "-o", "jsonpath={.metadata.uid}"]).await.ok();
+    let rs = format!(
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: web-old\n  labels: {{app: web, pod-template-hash: old}}\n  ownerReferences: [{{apiVersion: apps/v1, kind: Deployment, name: web, uid: {uid}, controller: true}}]\nspec:\n  replicas: 0\n  selector: {{matchLabels: {{app: web, pod-template-hash: old}}}}\n  template:\n    metadata: {{labels: {{app: web, pod-template-hash: old}}}}\n    spec: {{containers: [{{name: c, image: nginx:1.24}}]}}\n"
+    );
+    c.kubectl_stdin(&["create", "-f", "-"], &rs).await.ok();
+    let d = c.kubectl(&["describe", "deployment", "web"]).await.ok();
+    assert!(d.lines().any(|l| split_row(l) == ["OldReplicaSets:", "web-old", "(0/0", "replicas", "created)"]), "{d}");
+    assert!(d.lines().any(|l| split_row(l) == ["NewReplicaSet:", "<none>"]), "{d}");
     let s = c.kubectl(&["describe", "svc", "web"]).await.ok();
     for needle in ["Name:", "web", "Selector:", "app=web", "Type:", "ClusterIP", "IP Families:", "IPv4", "Port:", "80/TCP", "TargetPort:", "8080/TCP", "Session Affinity:", "None"] {
         assert!(s.contains(needle), "describe svc lacks {needle:?}:\n{s}");
