@@ -288,11 +288,7 @@ fn list_params(q: &Query, t: &Target) -> Result<ListParams, ApiError> {
     };
     let limit = q.int("limit")?.unwrap_or(0).max(0) as usize;
     let rvm = q.get("resourceVersionMatch").filter(|s| !s.is_empty()).map(String::from);
-    if let Some(m) = &rvm {
-        if m != "Exact" && m != "NotOlderThan" {
-            return Err(ApiError::invalid("ListOptions", "meta.k8s.io", "", &[apimachinery::errors::FieldError::not_supported("resourceVersionMatch", json!(m), &["Exact", "NotOlderThan", ""])]));
-        }
-    }
+    validate_list_options(q, rvm.as_deref())?;
     Ok(ListParams {
         label,
         field,
@@ -301,6 +297,55 @@ fn list_params(q: &Query, t: &Target) -> Result<ListParams, ApiError> {
         resource_version: q.get("resourceVersion").filter(|s| !s.is_empty()).map(String::from),
         resource_version_match: rvm,
     })
+}
+
+/// Upstream's `ValidateListOptions`: which `resourceVersionMatch`, `sendInitialEvents` and
+/// `continue` combinations a list or a watch accepts (422 otherwise).
+fn validate_list_options(q: &Query, rvm: Option<&str>) -> Result<(), ApiError> {
+    use apimachinery::errors::FieldError;
+    let rv = q.get("resourceVersion").filter(|s| !s.is_empty());
+    let send_initial = q.get("sendInitialEvents").is_some_and(|s| !s.is_empty());
+    let cont = q.get("continue").is_some_and(|s| !s.is_empty());
+    let mut errs = Vec::new();
+    if q.flag("watch") {
+        if send_initial && rvm != Some("NotOlderThan") {
+            errs.push(FieldError::forbidden("resourceVersionMatch", "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"));
+        }
+        if let Some(m) = rvm {
+            if !send_initial {
+                errs.push(FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"));
+            }
+            if m != "NotOlderThan" {
+                errs.push(FieldError::not_supported("resourceVersionMatch", json!(m), &["NotOlderThan"]));
+            }
+            if cont {
+                errs.push(FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden when continue is provided"));
+            }
+        }
+    } else {
+        if let Some(m) = rvm {
+            if rv.is_none() {
+                errs.push(FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden unless resourceVersion is provided"));
+            }
+            if cont {
+                errs.push(FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden when continue is provided"));
+            }
+            if m != "Exact" && m != "NotOlderThan" {
+                errs.push(FieldError::not_supported("resourceVersionMatch", json!(m), &["Exact", "NotOlderThan", ""]));
+            }
+            if m == "Exact" && rv == Some("0") {
+                errs.push(FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\""));
+            }
+        }
+        if send_initial {
+            errs.push(FieldError::forbidden("sendInitialEvents", "sendInitialEvents is forbidden for list"));
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("ListOptions", "meta.k8s.io", "", &errs))
+    }
 }
 
 /// Render a single object as the client asked.

@@ -149,6 +149,42 @@ impl TestCluster {
         RawResponse { status: parts.status.as_u16(), headers: parts.headers, body }
     }
 
+    /// POST a (large) body as the admin over HTTP/1.1 while reading the answer concurrently,
+    /// so a server that rejects the body early (413) is seen even if it stops reading.
+    pub async fn raw_upload(&self, path: &str, content_type: &str, body: Vec<u8>) -> RawResponse {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let creds = AdminCreds::read(&self.kubeconfig);
+        let tls = component_base::tls::client_config(&creds.ca_pem, Some((&creds.cert_pem, &creds.key_pem))).expect("client TLS config");
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.expect("connect to apiserver");
+        let stream = tokio_rustls::TlsConnector::from(tls).connect(rustls::pki_types::ServerName::from(self.addr.ip()), tcp).await.expect("TLS handshake");
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let head = format!("POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", self.addr, body.len());
+        let writer = tokio::spawn(async move {
+            // The server may stop reading once it has answered: write errors are expected.
+            let _ = wr.write_all(head.as_bytes()).await;
+            let _ = wr.write_all(&body).await;
+            let _ = wr.flush().await;
+            wr
+        });
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 8192];
+        let parsed = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if let Some(r) = parse_http1_response(&raw) {
+                    return r;
+                }
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => return parse_http1_response(&raw).expect("a complete HTTP response before the connection closed"),
+                    Ok(n) => raw.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await
+        .expect("response within 60s");
+        writer.abort();
+        parsed
+    }
+
     /// GET a watch path as the admin and collect its event lines until `max` events arrived,
     /// the stream ended, or `within` passed. Returns the events and whether the server ended
     /// the stream.
@@ -349,6 +385,25 @@ impl RawResponse {
     pub fn header_all(&self, name: &str) -> Vec<String> {
         self.headers.get_all(name).iter().map(|v| v.to_str().unwrap_or_default().to_string()).collect()
     }
+}
+
+/// A complete `Content-Length` HTTP/1.1 response in `raw`, if there is one yet.
+fn parse_http1_response(raw: &[u8]) -> Option<RawResponse> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let mut headers = http::HeaderMap::new();
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':') {
+            if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.trim().as_bytes()), http::HeaderValue::from_str(v.trim())) {
+                headers.append(k, v);
+            }
+        }
+    }
+    let len: usize = headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()?;
+    let body = raw.get(end + 4..end + 4 + len)?;
+    Some(RawResponse { status, headers, body: bytes::Bytes::copy_from_slice(body) })
 }
 
 /// The CA and admin identity a kubeconfig written by the apiserver embeds.

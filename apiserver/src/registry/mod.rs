@@ -196,15 +196,19 @@ impl Registry {
         Ok(())
     }
 
-    /// Unknown-field checking per `fieldValidation`; returns warnings.
-    fn check_fields(&self, t: &Target, obj: &Value, fv: FieldValidation) -> Result<Vec<String>, ApiError> {
-        if fv == FieldValidation::Ignore {
-            return Ok(vec![]);
-        }
+    /// Unknown-field checking per `fieldValidation`; returns warnings. Unknown fields are
+    /// dropped from `obj` in every mode, as upstream's decoding into typed structs drops them.
+    fn check_fields(&self, t: &Target, obj: &mut Value, fv: FieldValidation) -> Result<Vec<String>, ApiError> {
         let oa = openapi::OpenApi::global();
         let Some(schema) = oa.kind_schema(t.resource.group, &t.version, t.resource.kind) else { return Ok(vec![]) };
         let unknown = oa.unknown_fields(&schema, obj);
         if unknown.is_empty() {
+            return Ok(vec![]);
+        }
+        for path in &unknown {
+            drop_field(obj, path.trim_start_matches('.'));
+        }
+        if fv == FieldValidation::Ignore {
             return Ok(vec![]);
         }
         match fv {
@@ -231,7 +235,7 @@ impl Registry {
         }
     }
 
-    async fn check_namespace(&self, t: &Target) -> Result<(), ApiError> {
+    async fn check_namespace(&self, t: &Target, name: &str) -> Result<(), ApiError> {
         let Some(ns) = t.namespace.as_deref().filter(|_| t.resource.namespaced) else { return Ok(()) };
         let nsr = resources::by_kind("", "Namespace").expect("namespaces are served");
         let kv = self.store.get(&nsr.key(None, ns)).await.map_err(|e| storage_err(nsr.group_resource(), ns, e))?;
@@ -240,12 +244,11 @@ impl Registry {
             Some(kv) => {
                 let v: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
                 if v.pointer("/metadata/deletionTimestamp").is_some() || v.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") {
-                    Err(ApiError::forbidden(
-                        t.resource.group_resource(),
-                        "",
-                        &format!("unable to create new content in namespace {ns} because it is being terminated"),
-                    )
-                    .with_details(json!({"name": "", "kind": t.resource.plural, "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]})))
+                    let mut details = json!({"name": name, "kind": t.resource.plural, "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]});
+                    if !t.resource.group.is_empty() {
+                        details["group"] = json!(t.resource.group);
+                    }
+                    Err(ApiError::forbidden(t.resource.group_resource(), name, &format!("unable to create new content in namespace {ns} because it is being terminated")).with_details(details))
                 } else {
                     Ok(())
                 }
@@ -289,7 +292,7 @@ impl Registry {
     pub async fn create(&self, t: &Target, mut obj: Value, o: &WriteOptions) -> Result<Written, ApiError> {
         let r = t.resource;
         self.check_identity(t, &mut obj)?;
-        let warnings = self.check_fields(t, &obj, o.field_validation)?;
+        let warnings = self.check_fields(t, &mut obj, o.field_validation)?;
         let now = codec::now_rfc3339();
         {
             let m = meta_mut(&mut obj).expect("object");
@@ -326,7 +329,7 @@ impl Registry {
     async fn store_new(&self, t: &Target, mut obj: Value, o: &WriteOptions, warnings: Vec<String>, _applied: bool) -> Result<Written, ApiError> {
         let r = t.resource;
         let name = name_of(&obj).to_string();
-        self.check_namespace(t).await?;
+        self.check_namespace(t, &name).await?;
         if r.group.is_empty() && r.kind == "Pod" {
             self.admit_pod_priority(&mut obj).await?;
         }
@@ -410,6 +413,8 @@ impl Registry {
         let mut last_key: Option<String> = None;
         let mut more = false;
         let mut list_rev;
+        // Keys after the last returned item, for `remainingItemCount`.
+        let mut remaining_after: i64;
         loop {
             let chunk = if p.limit == 0 { 0 } else if filtering { (p.limit * 2).max(64) } else { p.limit + 1 };
             let opts = ListOptions { start_after: start_after.clone(), limit: chunk, revision };
@@ -432,11 +437,13 @@ impl Registry {
             list_rev = res.revision;
             revision = res.revision;
             let n = res.items.len();
+            let mut seen = 0usize;
             for kv in res.items.iter() {
                 if p.limit > 0 && items.len() == p.limit {
                     more = true;
                     break;
                 }
+                seen += 1;
                 last_key = Some(kv.key.clone());
                 if filtering {
                     let obj = self.decode(t, kv)?;
@@ -448,6 +455,7 @@ impl Registry {
                     items.push(self.encode_kv(t, kv)?);
                 }
             }
+            remaining_after = (n - seen) as i64 + res.remaining as i64;
             if more || chunk == 0 || n < chunk && res.remaining == 0 {
                 if !more && res.remaining > 0 {
                     more = true;
@@ -461,7 +469,9 @@ impl Registry {
             start_after = last_key.clone();
         }
         let continue_token = if more { last_key.map(|k| encode_continue(list_rev, &k, &prefix)) } else { None };
-        Ok(ListOutput { items, revision: list_rev, continue_token, remaining: None })
+        // Upstream counts the rest only when nothing is filtered out.
+        let remaining = (continue_token.is_some() && !filtering && remaining_after > 0).then_some(remaining_after);
+        Ok(ListOutput { items, revision: list_rev, continue_token, remaining })
     }
 
     // ---------------------------------------------------------------- update / patch
@@ -499,7 +509,7 @@ impl Registry {
             let old = self.decode(t, &cur)?;
             let mut new = mutate(Some(&old))?;
             self.check_identity(t, &mut new)?;
-            let warnings = if apply { vec![] } else { self.check_fields(t, &new, o.field_validation)? };
+            let warnings = self.check_fields(t, &mut new, if apply { FieldValidation::Ignore } else { o.field_validation })?;
             if name_of(&new) != name {
                 if name_of(&new).is_empty() {
                     meta_mut(&mut new).expect("object").insert("name".into(), json!(name));
@@ -545,7 +555,7 @@ impl Registry {
             }
             strategy::prepare_for_update(r, scope, &mut new, &old);
             if scope == Scope::Status {
-                self.check_fields(t, &new, FieldValidation::Ignore)?;
+                self.check_fields(t, &mut new, FieldValidation::Ignore)?;
             }
             if r.group.is_empty() && r.kind == "Service" && scope == Scope::Main {
                 // keep allocations stable; validated below.
@@ -649,7 +659,7 @@ impl Registry {
             }
             let mut applied = patch_value.clone();
             self.check_identity(t, &mut applied)?;
-            self.check_fields(t, &applied, o.field_validation)?;
+            self.check_fields(t, &mut applied, o.field_validation)?;
         }
         let now = codec::now_rfc3339();
         self.update_with(t, name, scope, o, pt == PatchType::Apply, |old| {
@@ -862,6 +872,41 @@ impl Registry {
     }
 }
 
+/// Remove the field at a strict-decoding path (`spec.foo`, `spec.containers[0].bar`).
+fn drop_field(obj: &mut Value, path: &str) {
+    let mut segs: Vec<&str> = Vec::new();
+    for part in path.split('.') {
+        let mut rest = part;
+        match rest.find('[') {
+            Some(i) => {
+                segs.push(&rest[..i]);
+                rest = &rest[i..];
+                while let Some(end) = rest.find(']') {
+                    segs.push(&rest[1..end]);
+                    rest = &rest[end + 1..];
+                }
+            }
+            None => segs.push(rest),
+        }
+    }
+    let Some((last, parents)) = segs.split_last() else { return };
+    let mut cur = obj;
+    for s in parents {
+        let next = match cur {
+            Value::Array(a) => s.parse::<usize>().ok().and_then(|i| a.get_mut(i)),
+            Value::Object(m) => m.get_mut(*s),
+            _ => None,
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return,
+        }
+    }
+    if let Value::Object(m) = cur {
+        m.remove(*last);
+    }
+}
+
 fn m_remove_rv(v: &mut Value) {
     if let Some(m) = meta_mut(v) {
         m.remove("resourceVersion");
@@ -942,6 +987,15 @@ mod tests {
         let (rv, key) = decode_continue(&tok, "/registry/pods/default/").unwrap();
         assert_eq!((rv, key.as_str()), (42, "/registry/pods/default/web-1"));
         assert_eq!(decode_continue("!!!", "/p/").unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn unknown_fields_are_dropped_by_path() {
+        let mut v = json!({"spec": {"foo": 1, "containers": [{"name": "a"}, {"name": "b", "bar": 2}], "keep": 3}});
+        drop_field(&mut v, "spec.foo");
+        drop_field(&mut v, "spec.containers[1].bar");
+        drop_field(&mut v, "spec.missing.deeper");
+        assert_eq!(v, json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}], "keep": 3}}));
     }
 
     #[test]

@@ -123,6 +123,11 @@ pub async fn start(reg: Arc<Registry>, t: Target, p: WatchParams, shutdown: Canc
         tokio::pin!(deadline);
         let mut bookmarks = tokio::time::interval(p.bookmark_interval);
         bookmarks.tick().await;
+        // Like upstream's cacheWatcher, one more bookmark 2 s before the watch times out, so a
+        // client restarting the watch resumes from a recent revision.
+        let pretimeout = tokio::time::sleep(p.timeout.saturating_sub(Duration::from_secs(2)));
+        tokio::pin!(pretimeout);
+        let mut pretimeout_due = p.allow_bookmarks && p.timeout > Duration::from_secs(2);
         let mut last_rev = from;
         loop {
             tokio::select! {
@@ -130,6 +135,10 @@ pub async fn start(reg: Arc<Registry>, t: Target, p: WatchParams, shutdown: Canc
                 _ = shutdown.cancelled() => return,
                 _ = tx.closed() => return,
                 _ = bookmarks.tick(), if p.allow_bookmarks => {
+                    if tx.send(r.bookmark(last_rev, false)).await.is_err() { return; }
+                }
+                _ = &mut pretimeout, if pretimeout_due => {
+                    pretimeout_due = false;
                     if tx.send(r.bookmark(last_rev, false)).await.is_err() { return; }
                 }
                 ev = stream.next() => {
