@@ -635,6 +635,8 @@ async fn run_dry_run_client_prints_yaml_without_writing(c: &Kubectl<'_>) {
     assert_eq!(v["kind"], "Pod");
     assert_eq!(v["metadata"]["labels"]["run"], "x");
     assert_eq!(v["spec"]["containers"][0]["image"], "nginx");
+    let out = c.kubectl(&["run", "x", "--image=nginx", "--dry-run=server"]).await.ok();
+    assert_eq!(out.trim(), "pod/x created (server dry run)");
     let err = c.kubectl(&["get", "pod", "x"]).await.fails();
     assert!(err.contains("pods \"x\" not found"), "{err}");
     // the printed manifest is accepted as is
