@@ -1,7 +1,9 @@
 //! The controllers, one per file, and the table that selects them (`--controllers`).
 
 pub mod deployment;
+pub mod endpoints;
 pub mod replicaset;
+pub mod serviceaccount;
 
 use crate::framework::ControllerDescriptor;
 
@@ -10,6 +12,9 @@ pub const DESCRIPTORS: &[ControllerDescriptor] = &[
     ControllerDescriptor { name: "replicaset", enabled_by_default: true, start: replicaset::start_replicaset },
     ControllerDescriptor { name: "replicationcontroller", enabled_by_default: true, start: replicaset::start_replicationcontroller },
     ControllerDescriptor { name: "deployment", enabled_by_default: true, start: deployment::start },
+    ControllerDescriptor { name: "serviceaccount", enabled_by_default: true, start: serviceaccount::start_serviceaccount },
+    ControllerDescriptor { name: "root-ca-certificate-publisher", enabled_by_default: true, start: serviceaccount::start_root_ca_publisher },
+    ControllerDescriptor { name: "endpoint", enabled_by_default: true, start: endpoints::start },
     // Added by their authors: garbagecollector, namespace, serviceaccount,
     // root-ca-certificate-publisher, endpoint, endpointslice, endpointslicemirroring,
     // nodelifecycle, nodeipam.
