@@ -2,6 +2,7 @@
 
 pub mod deployment;
 pub mod endpoints;
+pub mod endpointslice;
 pub mod replicaset;
 pub mod serviceaccount;
 
@@ -15,6 +16,8 @@ pub const DESCRIPTORS: &[ControllerDescriptor] = &[
     ControllerDescriptor { name: "serviceaccount", enabled_by_default: true, start: serviceaccount::start_serviceaccount },
     ControllerDescriptor { name: "root-ca-certificate-publisher", enabled_by_default: true, start: serviceaccount::start_root_ca_publisher },
     ControllerDescriptor { name: "endpoint", enabled_by_default: true, start: endpoints::start },
+    ControllerDescriptor { name: "endpointslice", enabled_by_default: true, start: endpointslice::start },
+    ControllerDescriptor { name: "endpointslicemirroring", enabled_by_default: true, start: endpointslice::start_mirroring },
     // Added by their authors: garbagecollector, namespace, serviceaccount,
     // root-ca-certificate-publisher, endpoint, endpointslice, endpointslicemirroring,
     // nodelifecycle, nodeipam.
