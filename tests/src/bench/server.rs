@@ -97,8 +97,8 @@ impl ApiServer {
         loop {
             if let Some(status) = child.try_wait()? {
                 bail!(
-                    "apiserver exited during start-up ({status}); log tail:\n{}",
-                    log_tail(&spec.log, 30)
+                    "apiserver exited during start-up ({status}): {}",
+                    exit_reason(&spec.log)
                 );
             }
             if readyz(&probe).await {
@@ -127,6 +127,10 @@ impl ApiServer {
             ready_after,
             endpoint,
         })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 
     /// Resident set size (`VmRSS`) and its peak (`VmHWM`), in bytes.
@@ -187,16 +191,45 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// A log file's text without terminal colour codes.
+fn read_log(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI sequence: ESC '[' parameters, ended by a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The last `n` lines of a log file.
 pub fn log_tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = read_log(path);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Why a server exited: its `Error: …` line (anyhow's report from `main`), else the log tail.
+fn exit_reason(path: &Path) -> String {
+    let text = read_log(path);
+    match text.lines().rev().find(|l| l.starts_with("Error: ")) {
+        Some(line) => line.to_string(),
+        None => format!("log tail:\n{}", log_tail(path, 30)),
+    }
+}
+
 /// Warnings, errors and panics in a server log: `(count, a few distinct examples)`.
 pub fn log_findings(path: &Path) -> (usize, Vec<String>) {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = read_log(path);
     let mut count = 0;
     let mut examples: Vec<String> = Vec::new();
     for line in text.lines() {
@@ -217,4 +250,101 @@ pub fn log_findings(path: &Path) -> (usize, Vec<String>) {
         }
     }
     (count, examples)
+}
+
+/// CPU time used by a few processes over a phase, to show who had the cores.
+pub struct CpuMeter {
+    procs: Vec<(&'static str, u32, u64)>,
+    busy: Option<u64>,
+    t0: Instant,
+}
+
+impl CpuMeter {
+    /// Starts measuring the named processes.
+    pub fn start(pids: &[(&'static str, u32)]) -> Self {
+        Self {
+            procs: pids
+                .iter()
+                .map(|&(name, pid)| (name, pid, cpu_ticks(pid).unwrap_or(0)))
+                .collect(),
+            busy: busy_ticks(),
+            t0: Instant::now(),
+        }
+    }
+
+    /// "cpu (cores): apiserver 1.52, bench 0.31" since [`CpuMeter::start`].
+    pub fn report(&self) -> String {
+        let secs = self.t0.elapsed().as_secs_f64().max(1e-9);
+        let mut ours = 0;
+        let mut parts: Vec<String> = self
+            .procs
+            .iter()
+            .filter_map(|&(name, pid, start)| {
+                let used = cpu_ticks(pid)?.saturating_sub(start);
+                ours += used;
+                Some(format!(
+                    "{name} {:.2}",
+                    used as f64 / CLOCK_TICKS_PER_SEC / secs
+                ))
+            })
+            .collect();
+        // Everything else on the machine (other builds and tests) competes for the same cores.
+        if let (Some(start), Some(now)) = (self.busy, busy_ticks()) {
+            let others = now.saturating_sub(start).saturating_sub(ours);
+            parts.push(format!(
+                "others {:.2}",
+                others as f64 / CLOCK_TICKS_PER_SEC / secs
+            ));
+        }
+        format!("cpu (cores): {}", parts.join(", "))
+    }
+}
+
+/// Linux's USER_HZ, the unit of `/proc/PID/stat` times, is 100 on every architecture we run on.
+const CLOCK_TICKS_PER_SEC: f64 = 100.0;
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name, which may itself contain spaces.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, so 12 and 13 after "pid (comm) ".
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Busy time of all CPUs together (everything but idle and iowait), in clock ticks.
+fn busy_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let total: u64 = fields.iter().take(8).sum();
+    Some(total - fields.get(3)? - fields.get(4)?)
+}
+
+/// The pid of this process's child whose command name is `comm` (e.g. the etcd that
+/// `EtcdProcess` started), found through `/proc`.
+pub fn child_pid(comm: &str) -> Option<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+            let ppid: u32 = stat
+                .get(close + 2..)?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == me && stat.get(open + 1..close)? == comm).then_some(pid)
+        })
 }

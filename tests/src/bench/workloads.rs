@@ -500,34 +500,68 @@ pub async fn paced_mutations(
     Ok(paced)
 }
 
-/// `workers` concurrent etcd-client puts of `value_len`-byte values under `prefix` for
-/// `duration`; the keys are deleted afterwards.
-pub async fn raw_etcd_puts(
+/// Raw etcd throughput with `workers` concurrent etcd-client requests for `duration` each:
+/// first puts of `value_len`-byte values under `prefix`, then linearizable gets of the keys
+/// just written (for comparison with API server GETs). The keys are deleted afterwards.
+pub async fn raw_etcd(
     endpoint: &str,
     prefix: &str,
     value_len: usize,
     workers: usize,
     duration: Duration,
-) -> Result<Throughput> {
+) -> Result<(Throughput, Throughput)> {
     let client = etcd_client::Client::connect([endpoint], None)
         .await
         .with_context(|| format!("connecting to etcd at {endpoint}"))?;
     let value = vec![b'v'; value_len];
+    let (put_prefix, get_prefix) = (prefix.to_string(), prefix.to_string());
+    let puts = raw_phase(&client, workers, duration, move |kv, w, i| {
+        let (mut kv, value, key) = (kv, value.clone(), format!("{put_prefix}{w}/{i}"));
+        async move { kv.put(key, value, None).await.map(drop) }
+    })
+    .await?;
+    // Every worker wrote at least keys 0..per_worker.
+    let per_worker = (puts.ok / workers as u64).max(1);
+    let gets = raw_phase(&client, workers, duration, move |kv, w, i| {
+        let key = format!("{get_prefix}{w}/{}", mix(i as usize) % per_worker);
+        let mut kv = kv;
+        async move { kv.get(key, None).await.map(drop) }
+    })
+    .await?;
+    client
+        .kv_client()
+        .delete(
+            prefix,
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .context("deleting the raw-put keys")?;
+    Ok((puts, gets))
+}
+
+/// `workers` closed loops of `op(kv, worker, i)` until `duration` has passed.
+async fn raw_phase<F, Fut>(
+    client: &etcd_client::Client,
+    workers: usize,
+    duration: Duration,
+    op: F,
+) -> Result<Throughput>
+where
+    F: Fn(etcd_client::KvClient, usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), etcd_client::Error>> + Send,
+{
     let deadline = Instant::now() + duration;
     let t0 = Instant::now();
     let mut tasks = Vec::with_capacity(workers);
     for w in 0..workers {
-        let (mut kv, value, prefix) = (client.kv_client(), value.clone(), prefix.to_string());
+        let (kv, op) = (client.kv_client(), op.clone());
         tasks.push(tokio::spawn(async move {
             let mut out = Throughput::default();
             let mut i = 0u64;
             while Instant::now() < deadline {
                 let start = Instant::now();
-                match kv
-                    .put(format!("{prefix}{w}/{i}"), value.clone(), None)
-                    .await
-                {
-                    Ok(_) => {
+                match op(kv.clone(), w, i).await {
+                    Ok(()) => {
                         out.ok += 1;
                         out.latencies.push(start.elapsed());
                     }
@@ -549,13 +583,5 @@ pub async fn raw_etcd_puts(
         total.merge(t.await?);
     }
     total.elapsed = t0.elapsed();
-    client
-        .kv_client()
-        .delete(
-            prefix,
-            Some(etcd_client::DeleteOptions::new().with_prefix()),
-        )
-        .await
-        .context("deleting the raw-put keys")?;
     Ok(total)
 }

@@ -22,7 +22,7 @@ use http::StatusCode;
 
 use bench::client::{Endpoint, Req};
 use bench::report::{count, judged, mib, ms, summarize, Summary, Table};
-use bench::server::{self, ApiServer, ServerSpec};
+use bench::server::{self, ApiServer, CpuMeter, ServerSpec};
 use bench::workloads::{self, Paced, Throughput, Until, WatchResult};
 
 /// Measures the API server on the embedded store and on etcd, and prints the figures.
@@ -139,8 +139,18 @@ struct Figures {
     watch: Option<WatchResult>,
     mutating: Option<Paced>,
     raw_puts: Option<(Throughput, usize)>,
+    raw_gets: Option<Throughput>,
     log: Option<(usize, Vec<String>)>,
+    /// Problems that did not stop the run (printed as they happen and again at the end).
+    notes: Vec<String>,
     failure: Option<String>,
+}
+
+impl Figures {
+    fn note(&mut self, msg: String) {
+        println!("  PROBLEM: {msg}");
+        self.notes.push(msg);
+    }
 }
 
 const NS_GET: &str = "bench-get";
@@ -217,47 +227,62 @@ async fn run(args: &Args, plan: &Plan, tmp: &Path) -> Result<()> {
 }
 
 async fn bench_embedded(plan: &Plan, tmp: &Path, f: &mut Figures) -> Result<()> {
-    let spec = ServerSpec {
+    // Start-up on an empty store: a first start (which also creates the PKI), then a restart.
+    let empty = ServerSpec {
         binary: plan.binary.clone(),
-        data_dir: tmp.join("embedded"),
+        data_dir: tmp.join("embedded-empty"),
         etcd: None,
         log: tmp.join("embedded.log"),
     };
-    let s = ApiServer::start(&spec).await?;
+    let s = ApiServer::start(&empty).await?;
     f.ready_fresh = Some(s.ready_after);
-    println!(
-        "  /readyz after first start (creates the PKI): {}",
-        ms(s.ready_after)
-    );
     s.stop().await?;
-
-    let s = ApiServer::start(&spec).await?;
-    f.ready_empty = Some(s.ready_after);
+    match ApiServer::start(&empty).await {
+        Ok(s) => {
+            f.ready_empty = Some(s.ready_after);
+            s.stop().await?;
+        }
+        Err(e) => f.note(format!("restart on an empty store failed: {e:#}")),
+    }
     println!(
-        "  /readyz after restart, empty store: {}",
-        ms(s.ready_after)
+        "  /readyz, empty store: first start (creates the PKI) {}, restart {}",
+        f.ready_fresh.map_or("-".into(), ms),
+        f.ready_empty.map_or("FAILED".into(), ms)
     );
+
+    let spec = ServerSpec {
+        data_dir: tmp.join("embedded"),
+        ..empty
+    };
+    let s = ApiServer::start(&spec).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (rss, _) = s.memory()?;
     f.rss_idle = Some(rss);
-    println!("  RSS idle: {}", mib(rss));
-
-    load_phases(plan, &s, f, None).await?;
+    println!("  RSS idle after start: {}", mib(rss));
+    let pids = [("apiserver", s.pid()), ("bench", std::process::id())];
+    load_phases(plan, &s, &pids, f, None).await?;
     s.stop().await?;
 
-    let s = ApiServer::start(&spec).await?;
-    f.ready_loaded = Some(s.ready_after);
-    println!(
-        "  /readyz after restart with {} ConfigMaps (+{} pods) stored: {}",
-        count(f.stored as f64),
-        count(plan.list_pods as f64),
-        ms(s.ready_after)
-    );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (rss, _) = s.memory()?;
-    f.rss_restarted = Some(rss);
-    println!("  RSS idle after that restart: {}", mib(rss));
-    s.stop().await?;
+    match ApiServer::start(&spec).await {
+        Ok(s) => {
+            f.ready_loaded = Some(s.ready_after);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let (rss, _) = s.memory()?;
+            f.rss_restarted = Some(rss);
+            println!(
+                "  /readyz after restart with {} ConfigMaps (+{} pods) stored: {}; RSS 1 s later: {}",
+                count(f.stored as f64),
+                count(plan.list_pods as f64),
+                ms(s.ready_after),
+                mib(rss)
+            );
+            s.stop().await?;
+        }
+        Err(e) => f.note(format!(
+            "restart with {} objects stored failed: {e:#}",
+            count(f.stored as f64)
+        )),
+    }
     Ok(())
 }
 
@@ -293,7 +318,11 @@ async fn bench_etcd(plan: &Plan, tmp: &Path, f: &mut Figures) -> Result<()> {
         )
         .await?;
     let value_len = probe.body.len();
-    let raw = workloads::raw_etcd_puts(
+    let mut pids = vec![("apiserver", s.pid())];
+    pids.extend(server::child_pid("etcd").map(|pid| ("etcd", pid)));
+    pids.push(("bench", std::process::id()));
+    let cpu = CpuMeter::start(&pids);
+    let (raw, raw_gets) = workloads::raw_etcd(
         &etcd.endpoint,
         "/rawbench/",
         value_len,
@@ -302,18 +331,19 @@ async fn bench_etcd(plan: &Plan, tmp: &Path, f: &mut Figures) -> Result<()> {
     )
     .await?;
     println!(
-        "  raw etcd puts: {} in {:.1} s = {}/s ({} B values, {} clients), {}, {} errors",
-        count(raw.ok as f64),
-        raw.elapsed.as_secs_f64(),
-        count(raw.per_sec()),
-        value_len,
+        "  raw etcd puts ({value_len} B values, {} clients): {}",
         plan.clients,
-        summarize(&raw.latencies).map_or("-".into(), |s| s.to_string()),
-        raw.errors
+        describe_rate(&raw)
+    );
+    println!(
+        "  raw etcd gets (linearizable, same keys): {}; {} over both",
+        describe_rate(&raw_gets),
+        cpu.report()
     );
     f.raw_puts = Some((raw, value_len));
+    f.raw_gets = Some(raw_gets);
 
-    load_phases(plan, &s, f, Some(Instant::now() + plan.etcd_load)).await?;
+    load_phases(plan, &s, &pids, f, Some(Instant::now() + plan.etcd_load)).await?;
     s.stop().await?;
     drop(etcd);
     Ok(())
@@ -324,6 +354,7 @@ async fn bench_etcd(plan: &Plan, tmp: &Path, f: &mut Figures) -> Result<()> {
 async fn load_phases(
     plan: &Plan,
     s: &ApiServer,
+    pids: &[(&'static str, u32)],
     f: &mut Figures,
     load_deadline: Option<Instant>,
 ) -> Result<()> {
@@ -340,8 +371,13 @@ async fn load_phases(
         conn.expect(&req, &[StatusCode::CREATED]).await?;
     }
 
+    let cpu = CpuMeter::start(pids);
     let gets = get_phase(plan, ep, NS_GET, "g-", 10).await?;
-    println!("  GETs, 10 objects: {}", describe_rate(&gets));
+    println!(
+        "  GETs, 10 objects: {}; {}",
+        describe_rate(&gets),
+        cpu.report()
+    );
     f.get_few = Some(gets);
 
     let target = if load_deadline.is_some() {
@@ -349,6 +385,7 @@ async fn load_phases(
     } else {
         plan.objects
     };
+    let cpu = CpuMeter::start(pids);
     let creates = workloads::drive(
         ep,
         plan.clients,
@@ -368,7 +405,7 @@ async fn load_phases(
     .await?;
     f.stored = (creates.ok + creates.errors) as usize;
     println!(
-        "  creates ({} ConfigMaps{}): {}; encoded {} ({} B each)",
+        "  creates ({} ConfigMaps{}): {}; encoded {} ({} B each); {}",
         count(f.stored as f64),
         if f.stored < target {
             ", cut short by --etcd-load-secs"
@@ -377,7 +414,8 @@ async fn load_phases(
         },
         describe_rate(&creates),
         mib(creates.body_bytes),
-        creates.body_bytes / creates.ok.max(1)
+        creates.body_bytes / creates.ok.max(1),
+        cpu.report()
     );
     f.creates = Some(creates);
 
@@ -391,14 +429,17 @@ async fn load_phases(
         mib(hwm)
     );
 
+    let cpu = CpuMeter::start(pids);
     let gets = get_phase(plan, ep, NS_LOAD, "cm-", f.stored).await?;
     println!(
-        "  GETs, {} objects: {}",
+        "  GETs, {} objects: {}; {}",
         count(f.stored as f64),
-        describe_rate(&gets)
+        describe_rate(&gets),
+        cpu.report()
     );
     f.get_many = Some(gets);
 
+    let cpu = CpuMeter::start(pids);
     let pods = workloads::drive(
         ep,
         plan.clients,
@@ -416,13 +457,13 @@ async fn load_phases(
         },
     )
     .await?;
-    if pods.errors > 0 {
-        println!(
-            "  pod creates: {} errors, first: {}",
-            pods.errors,
-            pods.first_error.as_deref().unwrap_or("")
-        );
-    }
+    println!(
+        "  pod creates ({}): {}; {}",
+        count(plan.list_pods as f64),
+        describe_rate(&pods),
+        cpu.report()
+    );
+    let cpu = CpuMeter::start(pids);
     let (lat, bytes, items) = workloads::list_latency(
         ep,
         &format!("/api/v1/namespaces/{NS_LIST}/pods"),
@@ -431,12 +472,20 @@ async fn load_phases(
     .await?;
     let list = summarize(&lat).ok_or_else(|| anyhow!("no LIST samples"))?;
     println!(
-        "  LIST {} pods ({}): {list}",
+        "  LIST {} pods ({} each): {list}; {}",
         count(items as f64),
-        mib(bytes as u64)
+        mib(bytes as u64),
+        cpu.report()
     );
+    if items != plan.list_pods {
+        f.note(format!(
+            "LIST returned {items} pods, {} were created",
+            plan.list_pods
+        ));
+    }
     f.list = Some((list, items, bytes));
 
+    let cpu = CpuMeter::start(pids);
     let watch = workloads::watch_fanout(
         ep,
         NS_WATCH,
@@ -446,29 +495,31 @@ async fn load_phases(
     )
     .await?;
     println!(
-        "  watch, {} watchers, {} creates at {:.0}/s: {} delivered of {}; {}",
+        "  watch, {} watchers, {} creates at {:.0}/s: {} delivered of {}; {}; {}",
         plan.watchers,
         plan.watch_events,
         watch.rate,
         count(watch.latencies.len() as f64),
         count(watch.expected as f64),
-        summarize(&watch.latencies).map_or("-".into(), |s| s.to_string())
+        summarize(&watch.latencies).map_or("-".into(), |s| s.to_string()),
+        cpu.report()
     );
     if watch.ready_watchers < plan.watchers {
-        println!(
-            "    only {} of {} watch responses started before the first create",
+        f.note(format!(
+            "only {} of {} watch responses started (headers) within 10 s, before the first create",
             watch.ready_watchers, plan.watchers
-        );
+        ));
     }
     for e in watch.errors.iter().take(3) {
-        println!("    watch error: {e}");
+        f.note(format!("watch: {e}"));
     }
     f.watch = Some(watch);
 
+    let cpu = CpuMeter::start(pids);
     let paced =
         workloads::paced_mutations(ep, NS_MUT, plan.mutating_rate, plan.mutating_for).await?;
     println!(
-        "  mutations (create/patch/delete) paced at {:.0}/s for {} s: {}; {} errors{}",
+        "  mutations (create/patch/delete) paced at {:.0}/s for {} s: {}; {} errors{}; {}",
         paced.achieved_rate,
         plan.mutating_for.as_secs(),
         summarize(&paced.latencies).map_or("-".into(), |s| s.to_string()),
@@ -477,7 +528,8 @@ async fn load_phases(
             .first_error
             .as_deref()
             .map(|e| format!(", first: {e}"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        cpu.report()
     );
     f.mutating = Some(paced);
     Ok(())
@@ -530,8 +582,16 @@ fn describe_rate(t: &Throughput) -> String {
 
 fn print_summary(plan: &Plan, emb: Option<&Figures>, etcd: Option<&Figures>) {
     const NA: &str = "-";
-    let cell = |f: Option<&Figures>, pick: &dyn Fn(&Figures) -> Option<String>| {
-        f.and_then(pick).unwrap_or_else(|| NA.into())
+    // A missing figure of a store that had problems is marked, not just left blank.
+    let cell = |f: Option<&Figures>, pick: &dyn Fn(&Figures) -> Option<String>| match f {
+        Some(f) => pick(f).unwrap_or_else(|| {
+            if f.failure.is_some() || !f.notes.is_empty() {
+                "FAILED (below)".into()
+            } else {
+                NA.into()
+            }
+        }),
+        None => NA.into(),
     };
     let many = count(plan.objects as f64);
     let mut t = Table::default();
@@ -568,6 +628,12 @@ fn print_summary(plan: &Plan, emb: Option<&Figures>, etcd: Option<&Figures>) {
             Some(judged(format!("{:.0}%", ratio * 100.0), ratio >= 0.4))
         }),
         "≥ 40%".into(),
+    ]);
+    t.row([
+        "raw etcd linearizable gets/s (same clients)".to_string(),
+        NA.into(),
+        cell(etcd, &|f| f.raw_gets.as_ref().map(|g| count(g.per_sec()))),
+        String::new(),
     ]);
     t.row([
         "GETs/s, 10 objects".to_string(),
@@ -647,10 +713,13 @@ fn print_summary(plan: &Plan, emb: Option<&Figures>, etcd: Option<&Figures>) {
         "≤ 10 ms".into(),
     ]);
     t.row([
-        "/readyz after start, empty store".to_string(),
+        "/readyz after restart, empty store".to_string(),
         cell(emb, &|f| {
+            let fresh = f
+                .ready_fresh
+                .map_or(String::new(), |d| format!(" (1st start {})", ms(d)));
             f.ready_empty
-                .map(|d| judged(ms(d), d <= Duration::from_millis(100)))
+                .map(|d| judged(ms(d), d <= Duration::from_millis(100)) + &fresh)
         }),
         cell(etcd, &|f| f.ready_empty.map(ms)),
         "≤ 100 ms".into(),
@@ -712,6 +781,9 @@ fn print_summary(plan: &Plan, emb: Option<&Figures>, etcd: Option<&Figures>) {
         let Some(f) = f else { continue };
         if let Some(e) = &f.failure {
             println!("\n{name}: FAILED: {e}");
+        }
+        for n in &f.notes {
+            println!("\n{name}: PROBLEM: {n}");
         }
         if let Some((n, examples)) = &f.log {
             if *n > 0 {
