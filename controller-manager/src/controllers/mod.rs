@@ -3,6 +3,7 @@
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod garbagecollector;
 pub mod replicaset;
 pub mod serviceaccount;
 
@@ -18,6 +19,7 @@ pub const DESCRIPTORS: &[ControllerDescriptor] = &[
     ControllerDescriptor { name: "endpoint", enabled_by_default: true, start: endpoints::start },
     ControllerDescriptor { name: "endpointslice", enabled_by_default: true, start: endpointslice::start },
     ControllerDescriptor { name: "endpointslicemirroring", enabled_by_default: true, start: endpointslice::start_mirroring },
+    ControllerDescriptor { name: "garbagecollector", enabled_by_default: true, start: garbagecollector::start },
     // Added by their authors: garbagecollector, namespace, serviceaccount,
     // root-ca-certificate-publisher, endpoint, endpointslice, endpointslicemirroring,
     // nodelifecycle, nodeipam.
