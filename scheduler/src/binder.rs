@@ -95,10 +95,9 @@ impl ApiBinder {
 impl Binder for ApiBinder {
     async fn bind(&self, pod: &PodInfo, node: &str) -> Result<(), BindError> {
         let body = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
-        let bytes = serde_json::to_vec(&body).map_err(|e| BindError::Api(e.to_string()))?;
         let _: serde_json::Value = self
             .pods(&pod.namespace)
-            .create_subresource("binding", &pod.name, &PostParams::default(), &bytes)
+            .create_subresource("binding", &pod.name, &PostParams::default(), &body)
             .await?;
         Ok(())
     }
