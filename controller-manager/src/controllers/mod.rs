@@ -4,6 +4,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
+pub mod namespace;
 pub mod replicaset;
 pub mod serviceaccount;
 
@@ -20,6 +21,7 @@ pub const DESCRIPTORS: &[ControllerDescriptor] = &[
     ControllerDescriptor { name: "endpointslice", enabled_by_default: true, start: endpointslice::start },
     ControllerDescriptor { name: "endpointslicemirroring", enabled_by_default: true, start: endpointslice::start_mirroring },
     ControllerDescriptor { name: "garbagecollector", enabled_by_default: true, start: garbagecollector::start },
+    ControllerDescriptor { name: "namespace", enabled_by_default: true, start: namespace::start },
     // Added by their authors: garbagecollector, namespace, serviceaccount,
     // root-ca-certificate-publisher, endpoint, endpointslice, endpointslicemirroring,
     // nodelifecycle, nodeipam.
