@@ -31,9 +31,13 @@ impl ControllerManager {
     /// Start one against `c` with extra flags (e.g. `--controllers=replicaset`).
     pub async fn start(c: &TestCluster, extra: &[&str]) -> Self {
         let kubeconfig = format!("--kubeconfig={}", c.kubeconfig.display());
-        let mut args = vec!["controller-manager", kubeconfig.as_str(), "--secure-port=0", "--bind-address=127.0.0.1", "--leader-elect=false"];
+        let mut args = vec!["controller-manager", kubeconfig.as_str(), "--secure-port=0", "--bind-address=127.0.0.1"];
+        if !extra.iter().any(|a| a.starts_with("--leader-elect=")) {
+            args.push("--leader-elect=false");
+        }
         args.extend_from_slice(extra);
-        let config = controller_manager::Config::try_from(<controller_manager::Args as clap::Parser>::parse_from(args)).expect("valid controller-manager flags");
+        let args = <controller_manager::Args as clap::Parser>::try_parse_from(args).expect("valid controller-manager flags");
+        let config = controller_manager::Config::try_from(args).expect("valid controller-manager config");
         let token = CancellationToken::new();
         let running = controller_manager::start(config, token.clone()).await.expect("start controller-manager");
         Self { token, running: Some(running) }
