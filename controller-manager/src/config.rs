@@ -45,11 +45,11 @@ pub struct Args {
     /// Port for /healthz and /metrics (0 picks a free one).
     #[arg(long, default_value_t = 10257)]
     pub secure_port: u16,
-    /// CIDR range for pods in the cluster (used by node IPAM).
+    /// CIDR range for pods in the cluster (used by node IPAM; 10.244.0.0/16 when unset).
     #[arg(long)]
     pub cluster_cidr: Option<String>,
     /// Whether node IPAM allocates `spec.podCIDR` to nodes from --cluster-cidr.
-    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub allocate_node_cidrs: bool,
     /// Prefix length of each node's pod CIDR.
     #[arg(long, default_value_t = 24)]
@@ -133,9 +133,6 @@ impl TryFrom<Args> for Config {
         }
         if a.leader_elect && a.leader_elect_retry_period >= a.leader_elect_renew_deadline {
             bail!("--leader-elect-retry-period must be less than --leader-elect-renew-deadline");
-        }
-        if a.allocate_node_cidrs && a.cluster_cidr.is_none() {
-            bail!("--allocate-node-cidrs requires --cluster-cidr");
         }
         if !(8..=30).contains(&a.node_cidr_mask_size) {
             bail!("--node-cidr-mask-size must be between 8 and 30");
@@ -253,6 +250,6 @@ mod tests {
         assert!(!c.leader_elect);
         assert_eq!(c.controllers, ["*", "-nodeipam"]);
         assert!(Config::try_from(Args::parse_from(["cm", "--leader-elect-renew-deadline=20s"])).is_err());
-        assert!(Config::try_from(Args::parse_from(["cm", "--allocate-node-cidrs"])).is_err());
+        assert!(c.allocate_node_cidrs && c.cluster_cidr.is_none(), "node IPAM allocates from 10.244.0.0/16 by default");
     }
 }

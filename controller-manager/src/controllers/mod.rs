@@ -5,6 +5,8 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
 pub mod namespace;
+pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod replicaset;
 pub mod serviceaccount;
 
@@ -22,6 +24,9 @@ pub const DESCRIPTORS: &[ControllerDescriptor] = &[
     ControllerDescriptor { name: "endpointslicemirroring", enabled_by_default: true, start: endpointslice::start_mirroring },
     ControllerDescriptor { name: "garbagecollector", enabled_by_default: true, start: garbagecollector::start },
     ControllerDescriptor { name: "namespace", enabled_by_default: true, start: namespace::start },
+    ControllerDescriptor { name: "nodelifecycle", enabled_by_default: true, start: nodelifecycle::start },
+    ControllerDescriptor { name: "taint-eviction-controller", enabled_by_default: true, start: nodelifecycle::start_taint_eviction },
+    ControllerDescriptor { name: "nodeipam", enabled_by_default: true, start: nodeipam::start },
     // Added by their authors: garbagecollector, namespace, serviceaccount,
     // root-ca-certificate-publisher, endpoint, endpointslice, endpointslicemirroring,
     // nodelifecycle, nodeipam.
