@@ -67,7 +67,7 @@ impl AffinityTerm {
             || if self.namespaces.is_empty() {
                 pod.namespace == owner_ns
             } else {
-                self.namespaces.iter().any(|n| *n == pod.namespace)
+                self.namespaces.contains(&pod.namespace)
             };
         ns_ok && selector_matches(&self.selector, &pod.labels)
     }

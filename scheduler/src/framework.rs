@@ -260,14 +260,16 @@ impl Framework {
         pod: &PodInfo,
         cache: &Cache,
         rotor: &mut Rotor,
-    ) -> Result<Decision, FitError> {
+    ) -> Result<Decision, Box<FitError>> {
         let ctx = Ctx { pod, cache };
         let num_all = cache.num_nodes();
-        let fail = |pre_filter, node_statuses| FitError {
-            num_all_nodes: num_all,
-            pre_filter,
-            node_statuses,
-            post_filter_msg: String::new(),
+        let fail = |pre_filter, node_statuses| {
+            Box::new(FitError {
+                num_all_nodes: num_all,
+                pre_filter,
+                node_statuses,
+                post_filter_msg: String::new(),
+            })
         };
         if num_all == 0 {
             return Err(fail(None, HashMap::new()));
@@ -333,7 +335,7 @@ impl Framework {
                 ties = 1;
             } else if *t == totals[best] {
                 ties += 1;
-                if rotor.next_rand() % ties == 0 {
+                if rotor.next_rand().is_multiple_of(ties) {
                     best = i;
                 }
             }

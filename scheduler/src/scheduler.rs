@@ -154,7 +154,7 @@ impl<B: Binder> Scheduler<B> {
             Some(Err((fit, plan))) => {
                 self.metrics
                     .attempt(AttemptResult::Unschedulable, start.elapsed());
-                let msg = self.fail(qp, cycle, fit, plan);
+                let msg = self.fail(qp, cycle, *fit, plan);
                 Outcome::Unschedulable(msg)
             }
         }

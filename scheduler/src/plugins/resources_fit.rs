@@ -126,6 +126,13 @@ mod tests {
         .unwrap()
     }
 
+    /// (name, pod, expected reasons by node).
+    type Case = (
+        &'static str,
+        crate::cache::PodInfo,
+        Vec<(&'static str, Vec<&'static str>)>,
+    );
+
     #[test]
     fn filter_compares_requests_with_allocatable() {
         let nodes = [
@@ -141,7 +148,7 @@ mod tests {
             json!({"cpu": "500m", "memory": "512Mi"}),
         )];
         let c = cache(&nodes, existing);
-        let cases: Vec<(&str, crate::cache::PodInfo, Vec<(&str, Vec<&str>)>)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "fits both",
                 req_pod("p", None, json!({"cpu": "500m", "memory": "512Mi"})),
