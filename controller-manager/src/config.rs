@@ -137,7 +137,10 @@ impl TryFrom<Args> for Config {
         if !(8..=30).contains(&a.node_cidr_mask_size) {
             bail!("--node-cidr-mask-size must be between 8 and 30");
         }
-        let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into());
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
         let identity = format!("{host}_{:032x}", rand::random::<u128>());
         Ok(Self {
             kubeconfig: a.kubeconfig,
@@ -174,7 +177,8 @@ impl Config {
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
         let cfg = match &self.kubeconfig {
             Some(p) => {
-                let kc = kube::config::Kubeconfig::read_from(p).with_context(|| format!("reading {}", p.display()))?;
+                let kc = kube::config::Kubeconfig::read_from(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
                 kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
             }
             None => kube::Config::infer().await?,
@@ -205,10 +209,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("empty duration".into());
     }
     while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(|| format!("missing unit in duration {s:?}"))?;
-        let value: f64 = rest[..n].parse().map_err(|_| format!("invalid duration {s:?}"))?;
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("missing unit in duration {s:?}"))?;
+        let value: f64 = rest[..n]
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}"))?;
         rest = &rest[n..];
-        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = match &rest[..u] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -231,7 +241,14 @@ mod tests {
 
     #[test]
     fn durations_parse_like_go() {
-        let cases = [("15s", 15_000), ("100ms", 100), ("1m30s", 90_000), ("2h", 7_200_000), ("0", 0), ("1.5s", 1500)];
+        let cases = [
+            ("15s", 15_000),
+            ("100ms", 100),
+            ("1m30s", 90_000),
+            ("2h", 7_200_000),
+            ("0", 0),
+            ("1.5s", 1500),
+        ];
         for (s, ms) in cases {
             assert_eq!(parse_duration(s).unwrap(), Duration::from_millis(ms), "{s}");
         }
@@ -243,13 +260,32 @@ mod tests {
     fn defaults_are_upstreams_and_validation_rejects_bad_lease_timing() {
         let c = Config::try_from(Args::parse_from(["cm"])).unwrap();
         assert!(c.leader_elect);
-        assert_eq!((c.lease_duration, c.renew_deadline, c.retry_period), (Duration::from_secs(15), Duration::from_secs(10), Duration::from_secs(2)));
+        assert_eq!(
+            (c.lease_duration, c.renew_deadline, c.retry_period),
+            (
+                Duration::from_secs(15),
+                Duration::from_secs(10),
+                Duration::from_secs(2)
+            )
+        );
         assert_eq!(c.controllers, ["*"]);
         assert_eq!(c.bind.port(), 10257);
-        let c = Config::try_from(Args::parse_from(["cm", "--leader-elect=false", "--controllers=*,-nodeipam"])).unwrap();
+        let c = Config::try_from(Args::parse_from([
+            "cm",
+            "--leader-elect=false",
+            "--controllers=*,-nodeipam",
+        ]))
+        .unwrap();
         assert!(!c.leader_elect);
         assert_eq!(c.controllers, ["*", "-nodeipam"]);
-        assert!(Config::try_from(Args::parse_from(["cm", "--leader-elect-renew-deadline=20s"])).is_err());
-        assert!(c.allocate_node_cidrs && c.cluster_cidr.is_none(), "node IPAM allocates from 10.244.0.0/16 by default");
+        assert!(Config::try_from(Args::parse_from([
+            "cm",
+            "--leader-elect-renew-deadline=20s"
+        ]))
+        .is_err());
+        assert!(
+            c.allocate_node_cidrs && c.cluster_cidr.is_none(),
+            "node IPAM allocates from 10.244.0.0/16 by default"
+        );
     }
 }

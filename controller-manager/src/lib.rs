@@ -30,14 +30,20 @@ pub struct Running {
 
 /// Run until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    start(config, shutdown).await?.task.await.context("controller-manager task panicked")?
+    start(config, shutdown)
+        .await?
+        .task
+        .await
+        .context("controller-manager task panicked")?
 }
 
 /// Build the client, bind the admin server and spawn everything; returns once listening.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let client = config.client().await?;
     let metrics = Arc::new(Metrics::new());
-    let listener = tokio::net::TcpListener::bind(config.bind).await.with_context(|| format!("binding {}", config.bind))?;
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("binding {}", config.bind))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving healthz and metrics (HTTP)");
     let server = tokio::spawn(server::serve(listener, metrics.clone(), shutdown.clone()));
@@ -47,7 +53,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             let le = config.leader_election();
             let (c, m) = (config.clone(), metrics.clone());
             let client2 = client.clone();
-            framework::leader::run(client, le, shutdown.clone(), metrics.leader.clone(), move |token| run_controllers(client2, c, m, token)).await.map_err(anyhow::Error::from)
+            framework::leader::run(
+                client,
+                le,
+                shutdown.clone(),
+                metrics.leader.clone(),
+                move |token| run_controllers(client2, c, m, token),
+            )
+            .await
+            .map_err(anyhow::Error::from)
         } else {
             metrics.leader.set(1);
             run_controllers(client, config, metrics, shutdown.clone()).await;
@@ -61,7 +75,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 }
 
 /// Start every selected controller and wait for all of them to stop.
-async fn run_controllers(client: kube::Client, config: Arc<Config>, metrics: Arc<Metrics>, token: CancellationToken) {
+async fn run_controllers(
+    client: kube::Client,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    token: CancellationToken,
+) {
     let ctx = ControllerContext::new(client, config.clone(), metrics, token.clone());
     let mut running = Vec::new();
     for d in controllers::DESCRIPTORS {
@@ -74,7 +93,9 @@ async fn run_controllers(client: kube::Client, config: Arc<Config>, metrics: Arc
                 tracing::info!(controller = d.name, "started controller");
                 running.push(tokio::spawn(f));
             }
-            Err(e) => tracing::error!(controller = d.name, error = %e, "starting controller failed"),
+            Err(e) => {
+                tracing::error!(controller = d.name, error = %e, "starting controller failed")
+            }
         }
     }
     for r in running {

@@ -24,8 +24,9 @@ use kube::{Api, Client, Resource};
 use serde_json::{json, Value};
 
 use crate::framework::{
-    controller_of, new_controller_ref, Action, BoxFuture, Change, Controller, ControllerContext, Error, EventRecorder, EventType, Expectations, Informer, InformerKind, ObjectKey, ReconcileContext,
-    Reconciler, Result, Selector, WorkQueue,
+    controller_of, new_controller_ref, Action, BoxFuture, Change, Controller, ControllerContext,
+    Error, EventRecorder, EventType, Expectations, Informer, InformerKind, ObjectKey,
+    ReconcileContext, Reconciler, Result, Selector, WorkQueue,
 };
 
 /// Most pods created or deleted in one sync (upstream `BurstReplicas`).
@@ -36,7 +37,9 @@ pub const SLOW_START_INITIAL_BATCH: usize = 1;
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
 /// What the controller needs from a ReplicaSet or a ReplicationController.
-pub trait ReplicaWorkload: InformerKind + Resource<Scope = k8s_openapi::NamespaceResourceScope> {
+pub trait ReplicaWorkload:
+    InformerKind + Resource<Scope = k8s_openapi::NamespaceResourceScope>
+{
     /// `source.component` of its events.
     const COMPONENT: &'static str;
     fn replicas(&self) -> i32;
@@ -62,7 +65,10 @@ impl ReplicaWorkload for ReplicaSet {
         self.spec.min_ready_seconds.unwrap_or(0)
     }
     fn status_value(&self) -> Value {
-        self.status.as_ref().map(|s| serde_json::to_value(s).unwrap_or_default()).unwrap_or_else(|| json!({}))
+        self.status
+            .as_ref()
+            .map(|s| serde_json::to_value(s).unwrap_or_default())
+            .unwrap_or_else(|| json!({}))
     }
 }
 
@@ -74,17 +80,29 @@ impl ReplicaWorkload for ReplicationController {
     fn label_selector(&self) -> Option<LabelSelector> {
         let spec = self.spec.as_ref()?;
         // An unset selector defaults to the template's labels.
-        let labels = spec.selector.clone().or_else(|| spec.template.as_ref()?.metadata.as_ref()?.labels.clone())?;
-        Some(LabelSelector { match_labels: Some(labels), match_expressions: None })
+        let labels = spec
+            .selector
+            .clone()
+            .or_else(|| spec.template.as_ref()?.metadata.as_ref()?.labels.clone())?;
+        Some(LabelSelector {
+            match_labels: Some(labels),
+            match_expressions: None,
+        })
     }
     fn template(&self) -> Option<&PodTemplateSpec> {
         self.spec.as_ref()?.template.as_ref()
     }
     fn min_ready_seconds(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
     }
     fn status_value(&self) -> Value {
-        self.status.as_ref().map(|s| serde_json::to_value(s).unwrap_or_default()).unwrap_or_else(|| json!({}))
+        self.status
+            .as_ref()
+            .map(|s| serde_json::to_value(s).unwrap_or_default())
+            .unwrap_or_else(|| json!({}))
     }
 }
 
@@ -97,7 +115,12 @@ pub fn is_pod_ready(pod: &Pod) -> bool {
 }
 
 fn ready_condition(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodCondition> {
-    pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
 }
 
 /// When the pod last became ready (if it is ready).
@@ -122,7 +145,11 @@ pub fn is_pod_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bo
 
 /// Not terminated and not being deleted (upstream `IsPodActive`).
 pub fn is_pod_active(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("");
     phase != "Succeeded" && phase != "Failed" && pod.metadata.deletion_timestamp.is_none()
 }
 
@@ -136,11 +163,20 @@ fn phase_rank(pod: &Pod) -> u8 {
 }
 
 fn max_restarts(pod: &Pod) -> i32 {
-    pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).map(|cs| cs.iter().map(|c| c.restart_count).max().unwrap_or(0)).unwrap_or(0)
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| cs.iter().map(|c| c.restart_count).max().unwrap_or(0))
+        .unwrap_or(0)
 }
 
 fn deletion_cost(pod: &Pod) -> i64 {
-    pod.metadata.annotations.as_ref().and_then(|a| a.get(POD_DELETION_COST)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(POD_DELETION_COST))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn log2_rank(t: Option<Timestamp>, now: Timestamp) -> i64 {
@@ -172,7 +208,12 @@ fn after_or_zero(a: Option<Timestamp>, b: Option<Timestamp>) -> Ordering {
 pub fn compare_for_deletion(a: (&Pod, usize), b: (&Pod, usize), now: Timestamp) -> Ordering {
     let (pa, ra) = a;
     let (pb, rb) = b;
-    let node = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+    let node = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty())
+    };
     // 1. Unassigned < assigned.
     if node(pa) != node(pb) {
         return node(pa).cmp(&node(pb));
@@ -211,7 +252,10 @@ pub fn compare_for_deletion(a: (&Pod, usize), b: (&Pod, usize), now: Timestamp) 
         return max_restarts(pb).cmp(&max_restarts(pa));
     }
     // 8. Newer first (logarithmic buckets), ties broken by UID.
-    let (ca, cb) = (pa.metadata.creation_timestamp.as_ref().map(|t| t.0), pb.metadata.creation_timestamp.as_ref().map(|t| t.0));
+    let (ca, cb) = (
+        pa.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        pb.metadata.creation_timestamp.as_ref().map(|t| t.0),
+    );
     if ca != cb {
         if ca.is_none() || cb.is_none() {
             return after_or_zero(ca, cb);
@@ -226,7 +270,12 @@ pub fn compare_for_deletion(a: (&Pod, usize), b: (&Pod, usize), now: Timestamp) 
 
 /// The `diff` pods to delete, ranked as upstream (`getPodsToDelete`); `related` are the active
 /// pods of every ReplicaSet of the same owner (for the same-node rank).
-pub fn pods_to_delete<'a>(pods: &[&'a Pod], related: &[&Pod], diff: usize, now: Timestamp) -> Vec<&'a Pod> {
+pub fn pods_to_delete<'a>(
+    pods: &[&'a Pod],
+    related: &[&Pod],
+    diff: usize,
+    now: Timestamp,
+) -> Vec<&'a Pod> {
     let mut per_node: HashMap<&str, usize> = HashMap::new();
     for p in related {
         if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
@@ -235,7 +284,20 @@ pub fn pods_to_delete<'a>(pods: &[&'a Pod], related: &[&Pod], diff: usize, now: 
             }
         }
     }
-    let mut ranked: Vec<(&Pod, usize)> = pods.iter().map(|p| (*p, p.spec.as_ref().and_then(|s| s.node_name.as_deref()).and_then(|n| per_node.get(n)).copied().unwrap_or(0))).collect();
+    let mut ranked: Vec<(&Pod, usize)> = pods
+        .iter()
+        .map(|p| {
+            (
+                *p,
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_deref())
+                    .and_then(|n| per_node.get(n))
+                    .copied()
+                    .unwrap_or(0),
+            )
+        })
+        .collect();
     if diff < ranked.len() {
         ranked.sort_by(|a, b| compare_for_deletion(*a, *b, now));
     }
@@ -266,11 +328,24 @@ pub struct ComputedStatus {
 }
 
 /// Count `pods` (active, owned) for status.
-pub fn calculate_status(pods: &[&Pod], template_labels: Option<&BTreeMap<String, String>>, min_ready_seconds: i32, generation: i64, now: Timestamp) -> ComputedStatus {
-    let mut s = ComputedStatus { replicas: pods.len() as i32, observed_generation: generation, ..Default::default() };
+pub fn calculate_status(
+    pods: &[&Pod],
+    template_labels: Option<&BTreeMap<String, String>>,
+    min_ready_seconds: i32,
+    generation: i64,
+    now: Timestamp,
+) -> ComputedStatus {
+    let mut s = ComputedStatus {
+        replicas: pods.len() as i32,
+        observed_generation: generation,
+        ..Default::default()
+    };
     for p in pods {
         let labels = p.metadata.labels.as_ref();
-        if template_labels.is_none_or(|t| t.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))) {
+        if template_labels.is_none_or(|t| {
+            t.iter()
+                .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+        }) {
             s.fully_labeled += 1;
         }
         if is_pod_ready(p) {
@@ -285,9 +360,18 @@ pub fn calculate_status(pods: &[&Pod], template_labels: Option<&BTreeMap<String,
 
 /// The `/status` merge patch taking `current` (JSON) to `s` plus the `ReplicaFailure`
 /// condition for `failure` (reason, message); `None` when nothing changes.
-pub fn status_patch(current: &Value, s: &ComputedStatus, failure: Option<(&str, &str)>, now: Timestamp) -> Option<Value> {
+pub fn status_patch(
+    current: &Value,
+    s: &ComputedStatus,
+    failure: Option<(&str, &str)>,
+    now: Timestamp,
+) -> Option<Value> {
     let nz = |v: i32| if v == 0 { Value::Null } else { json!(v) };
-    let mut conditions: Vec<Value> = current.get("conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut conditions: Vec<Value> = current
+        .get("conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let has_failure = conditions.iter().any(|c| c["type"] == "ReplicaFailure");
     match failure {
         Some((reason, message)) if !has_failure => conditions.push(json!({
@@ -306,16 +390,24 @@ pub fn status_patch(current: &Value, s: &ComputedStatus, failure: Option<(&str, 
         "conditions": if conditions.is_empty() { Value::Null } else { Value::Array(conditions) },
     });
     let field = |k: &str| current.get(k).cloned().unwrap_or(Value::Null);
-    let changed = want.as_object().is_some_and(|m| m.iter().any(|(k, v)| {
-        let cur = field(k);
-        // 0 and absent are the same for the counters.
-        let norm = |v: Value| if v == json!(0) || v == json!([]) { Value::Null } else { v };
-        if k == "replicas" {
-            cur.as_i64().unwrap_or(0) != v.as_i64().unwrap_or(0)
-        } else {
-            norm(cur) != norm(v.clone())
-        }
-    }));
+    let changed = want.as_object().is_some_and(|m| {
+        m.iter().any(|(k, v)| {
+            let cur = field(k);
+            // 0 and absent are the same for the counters.
+            let norm = |v: Value| {
+                if v == json!(0) || v == json!([]) {
+                    Value::Null
+                } else {
+                    v
+                }
+            };
+            if k == "replicas" {
+                cur.as_i64().unwrap_or(0) != v.as_i64().unwrap_or(0)
+            } else {
+                norm(cur) != norm(v.clone())
+            }
+        })
+    });
     changed.then(|| json!({ "status": want }))
 }
 
@@ -340,11 +432,21 @@ pub fn start_replicationcontroller(ctx: &ControllerContext) -> Result<BoxFuture<
     start::<ReplicationController>(ctx, "replicationcontroller", ctx.config.concurrent_rc_syncs)
 }
 
-fn start<K: ReplicaWorkload>(ctx: &ControllerContext, name: &'static str, workers: usize) -> Result<BoxFuture<'static, ()>> {
+fn start<K: ReplicaWorkload>(
+    ctx: &ControllerContext,
+    name: &'static str,
+    workers: usize,
+) -> Result<BoxFuture<'static, ()>> {
     let owners = ctx.informers.informer::<K>();
     let pods = ctx.informers.informer::<Pod>();
     let expectations = Arc::new(Expectations::new());
-    let rec = Arc::new(ReplicaReconciler::<K> { client: ctx.client.clone(), owners: owners.clone(), pods: pods.clone(), expectations: expectations.clone(), recorder: ctx.recorder(K::COMPONENT) });
+    let rec = Arc::new(ReplicaReconciler::<K> {
+        client: ctx.client.clone(),
+        owners: owners.clone(),
+        pods: pods.clone(),
+        expectations: expectations.clone(),
+        recorder: ctx.recorder(K::COMPONENT),
+    });
     let controller = Controller::new(name, rec, ctx.metrics.clone());
     let q = controller.queue();
     {
@@ -374,7 +476,10 @@ fn matching_owners<K: ReplicaWorkload>(owners: &Informer<K>, pod: &Pod) -> Vec<O
     owners
         .list_namespace(ns)
         .into_iter()
-        .filter(|o| Selector::from_api(o.label_selector().as_ref()).is_ok_and(|s| !s.is_empty() && s.matches(pod.metadata.labels.as_ref())))
+        .filter(|o| {
+            Selector::from_api(o.label_selector().as_ref())
+                .is_ok_and(|s| !s.is_empty() && s.matches(pod.metadata.labels.as_ref()))
+        })
         .map(|o| ObjectKey::of(&*o))
         .collect()
 }
@@ -393,7 +498,12 @@ fn pod_key(p: &Pod) -> String {
     ObjectKey::of(p).to_string()
 }
 
-fn on_pod_change<K: ReplicaWorkload>(c: &Change<Pod>, owners: &Informer<K>, exp: &Expectations, q: &WorkQueue<ObjectKey>) {
+fn on_pod_change<K: ReplicaWorkload>(
+    c: &Change<Pod>,
+    owners: &Informer<K>,
+    exp: &Expectations,
+    q: &WorkQueue<ObjectKey>,
+) {
     let deleted = |p: &Pod| {
         if let Some(k) = resolve_owner(owners, &p.metadata) {
             exp.deletion_observed(&k, &pod_key(p));
@@ -419,7 +529,9 @@ fn on_pod_change<K: ReplicaWorkload>(c: &Change<Pod>, owners: &Informer<K>, exp:
                 return;
             }
             let labels_changed = old.metadata.labels != new.metadata.labels;
-            if new.metadata.deletion_timestamp.is_some() && old.metadata.deletion_timestamp.is_none() {
+            if new.metadata.deletion_timestamp.is_some()
+                && old.metadata.deletion_timestamp.is_none()
+            {
                 deleted(new);
                 if labels_changed {
                     deleted(old);
@@ -481,13 +593,28 @@ impl<K: ReplicaWorkload> Reconciler for ReplicaReconciler<K> {
             }
         }
         let now = Timestamp::now();
-        let template_labels = owner.template().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.as_ref());
+        let template_labels = owner
+            .template()
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref());
         let mrs = owner.min_ready_seconds();
-        let status = calculate_status(&owned_refs, template_labels, mrs, owner.meta().generation.unwrap_or(0), now);
+        let status = calculate_status(
+            &owned_refs,
+            template_labels,
+            mrs,
+            owner.meta().generation.unwrap_or(0),
+            now,
+        );
         let current = owner.status_value();
-        if let Some(patch) = status_patch(&current, &status, failure.as_ref().map(|(r, m)| (r.as_str(), m.as_str())), now) {
+        if let Some(patch) = status_patch(
+            &current,
+            &status,
+            failure.as_ref().map(|(r, m)| (r.as_str(), m.as_str())),
+            now,
+        ) {
             let api: Api<K> = Api::namespaced(self.client.clone(), ns);
-            api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
         }
         if let Some(e) = manage_err {
             return Err(e);
@@ -502,7 +629,12 @@ impl<K: ReplicaWorkload> Reconciler for ReplicaReconciler<K> {
 impl<K: ReplicaWorkload> ReplicaReconciler<K> {
     /// Adopt matching orphans and release non-matching owned pods (upstream
     /// `PodControllerRefManager.ClaimPods`); returns the pods this owner now controls.
-    async fn claim_pods(&self, owner: &K, selector: &Selector, pods: Vec<Arc<Pod>>) -> Result<Vec<Arc<Pod>>> {
+    async fn claim_pods(
+        &self,
+        owner: &K,
+        selector: &Selector,
+        pods: Vec<Arc<Pod>>,
+    ) -> Result<Vec<Arc<Pod>>> {
         let uid = owner.meta().uid.clone().unwrap_or_default();
         let ns = owner.meta().namespace.clone().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
@@ -516,7 +648,14 @@ impl<K: ReplicaWorkload> ReplicaReconciler<K> {
                         owned.push(pod);
                     } else if owner.meta().deletion_timestamp.is_none() {
                         let patch = json!({"metadata": {"ownerReferences": [{"$patch": "delete", "uid": uid}], "uid": pod.metadata.uid}});
-                        match api.patch(pod.metadata.name.as_deref().unwrap_or(""), &PatchParams::default(), &Patch::Strategic(&patch)).await {
+                        match api
+                            .patch(
+                                pod.metadata.name.as_deref().unwrap_or(""),
+                                &PatchParams::default(),
+                                &Patch::Strategic(&patch),
+                            )
+                            .await
+                        {
                             Ok(_) => {}
                             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 422 => {}
                             Err(e) => return Err(e.into()),
@@ -525,22 +664,38 @@ impl<K: ReplicaWorkload> ReplicaReconciler<K> {
                 }
                 Some(_) => {}
                 None => {
-                    if !matches || owner.meta().deletion_timestamp.is_some() || pod.metadata.deletion_timestamp.is_some() {
+                    if !matches
+                        || owner.meta().deletion_timestamp.is_some()
+                        || pod.metadata.deletion_timestamp.is_some()
+                    {
                         continue;
                     }
                     // Re-check with a live read that the owner is not being deleted (upstream
                     // `RecheckDeletionTimestamp`), once per sync.
                     if fresh_checked.is_none() {
                         let oapi: Api<K> = Api::namespaced(self.client.clone(), &ns);
-                        let live = oapi.get_opt(owner.meta().name.as_deref().unwrap_or("")).await?;
-                        fresh_checked = Some(live.is_some_and(|l| l.meta().deletion_timestamp.is_none() && l.meta().uid.as_deref() == Some(uid.as_str())));
+                        let live = oapi
+                            .get_opt(owner.meta().name.as_deref().unwrap_or(""))
+                            .await?;
+                        fresh_checked = Some(live.is_some_and(|l| {
+                            l.meta().deletion_timestamp.is_none()
+                                && l.meta().uid.as_deref() == Some(uid.as_str())
+                        }));
                     }
                     if fresh_checked != Some(true) {
                         continue;
                     }
                     let r = new_controller_ref(owner);
-                    let patch = json!({"metadata": {"ownerReferences": [r], "uid": pod.metadata.uid}});
-                    match api.patch(pod.metadata.name.as_deref().unwrap_or(""), &PatchParams::default(), &Patch::Strategic(&patch)).await {
+                    let patch =
+                        json!({"metadata": {"ownerReferences": [r], "uid": pod.metadata.uid}});
+                    match api
+                        .patch(
+                            pod.metadata.name.as_deref().unwrap_or(""),
+                            &PatchParams::default(),
+                            &Patch::Strategic(&patch),
+                        )
+                        .await
+                    {
                         Ok(p) => owned.push(Arc::new(p)),
                         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 422 => {}
                         Err(e) => return Err(e.into()),
@@ -552,7 +707,12 @@ impl<K: ReplicaWorkload> ReplicaReconciler<K> {
     }
 
     /// Create or delete pods towards `replicas`; on failure returns the ReplicaFailure reason.
-    async fn manage_replicas(&self, owner: &K, key: &ObjectKey, pods: &[&Pod]) -> Result<(), (&'static str, Error)> {
+    async fn manage_replicas(
+        &self,
+        owner: &K,
+        key: &ObjectKey,
+        pods: &[&Pod],
+    ) -> Result<(), (&'static str, Error)> {
         let diff = pods.len() as i64 - i64::from(owner.replicas());
         let ns = key.ns();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
@@ -569,14 +729,24 @@ impl<K: ReplicaWorkload> ReplicaReconciler<K> {
                     match r {
                         Ok(p) => {
                             created += 1;
-                            self.recorder.event(owner, EventType::Normal, "SuccessfulCreate", format!("Created pod: {}", p.metadata.name.unwrap_or_default()));
+                            self.recorder.event(
+                                owner,
+                                EventType::Normal,
+                                "SuccessfulCreate",
+                                format!("Created pod: {}", p.metadata.name.unwrap_or_default()),
+                            );
                         }
                         Err(e) => {
                             // The failed create will never be observed.
                             self.expectations.creation_observed(key);
                             let terminating = matches!(&e, kube::Error::Api(s) if s.message.contains("being terminated"));
                             if !terminating {
-                                self.recorder.event(owner, EventType::Warning, "FailedCreate", format!("Error creating: {e}"));
+                                self.recorder.event(
+                                    owner,
+                                    EventType::Warning,
+                                    "FailedCreate",
+                                    format!("Error creating: {e}"),
+                                );
                             }
                             first_err.get_or_insert(e.into());
                         }
@@ -596,7 +766,8 @@ impl<K: ReplicaWorkload> ReplicaReconciler<K> {
                         break;
                     }
                 }
-                self.expectations.lower_creations(key, count.saturating_sub(attempted));
+                self.expectations
+                    .lower_creations(key, count.saturating_sub(attempted));
             }
             if let Some(e) = first_err {
                 return Err(("FailedCreate", e));
@@ -606,7 +777,8 @@ impl<K: ReplicaWorkload> ReplicaReconciler<K> {
             let related_arcs = self.related_pods(owner);
             let related: Vec<&Pod> = related_arcs.iter().map(|p| &**p).collect();
             let victims = pods_to_delete(pods, &related, count, Timestamp::now());
-            self.expectations.expect_deletions(key, victims.iter().map(|p| pod_key(p)));
+            self.expectations
+                .expect_deletions(key, victims.iter().map(|p| pod_key(p)));
             let dp = DeleteParams::default();
             let results = join_all(victims.iter().map(|p| {
                 let (api, dp) = (&api, &dp);
@@ -620,13 +792,23 @@ impl<K: ReplicaWorkload> ReplicaReconciler<K> {
             for (p, r) in results {
                 let name = p.metadata.name.as_deref().unwrap_or("");
                 match r {
-                    Ok(_) => self.recorder.event(owner, EventType::Normal, "SuccessfulDelete", format!("Deleted pod: {name}")),
+                    Ok(_) => self.recorder.event(
+                        owner,
+                        EventType::Normal,
+                        "SuccessfulDelete",
+                        format!("Deleted pod: {name}"),
+                    ),
                     Err(e) => {
                         self.expectations.deletion_observed(key, &pod_key(p));
                         if matches!(&e, kube::Error::Api(s) if s.code == 404) {
                             continue;
                         }
-                        self.recorder.event(owner, EventType::Warning, "FailedDelete", format!("Error deleting: {e}"));
+                        self.recorder.event(
+                            owner,
+                            EventType::Warning,
+                            "FailedDelete",
+                            format!("Error deleting: {e}"),
+                        );
                         first_err.get_or_insert(e.into());
                     }
                 }
@@ -643,17 +825,37 @@ impl<K: ReplicaWorkload> ReplicaReconciler<K> {
     fn related_pods(&self, owner: &K) -> Vec<Arc<Pod>> {
         let ns = owner.meta().namespace.as_deref().unwrap_or("");
         let Some(grand) = controller_of(owner.meta()).map(|r| r.uid.clone()) else {
-            return self.pods.list_namespace(ns).into_iter().filter(|p| controller_of(&p.metadata).map(|r| r.uid.as_str()) == owner.meta().uid.as_deref()).collect();
+            return self
+                .pods
+                .list_namespace(ns)
+                .into_iter()
+                .filter(|p| {
+                    controller_of(&p.metadata).map(|r| r.uid.as_str())
+                        == owner.meta().uid.as_deref()
+                })
+                .collect();
         };
-        let siblings: std::collections::HashSet<String> = self.owners.list_namespace(ns).into_iter().filter(|o| controller_of(o.meta()).map(|r| &r.uid) == Some(&grand)).filter_map(|o| o.meta().uid.clone()).collect();
-        self.pods.list_namespace(ns).into_iter().filter(|p| controller_of(&p.metadata).is_some_and(|r| siblings.contains(&r.uid))).collect()
+        let siblings: std::collections::HashSet<String> = self
+            .owners
+            .list_namespace(ns)
+            .into_iter()
+            .filter(|o| controller_of(o.meta()).map(|r| &r.uid) == Some(&grand))
+            .filter_map(|o| o.meta().uid.clone())
+            .collect();
+        self.pods
+            .list_namespace(ns)
+            .into_iter()
+            .filter(|p| controller_of(&p.metadata).is_some_and(|r| siblings.contains(&r.uid)))
+            .collect()
     }
 }
 
 /// The pod a workload creates: its template with `generateName: <owner>-` and a controller
 /// reference (upstream `GetPodFromTemplate`).
 pub fn pod_from_template<K: ReplicaWorkload>(owner: &K) -> Result<Pod> {
-    let t = owner.template().ok_or_else(|| Error::msg("workload has no pod template"))?;
+    let t = owner
+        .template()
+        .ok_or_else(|| Error::msg("workload has no pod template"))?;
     let tm = t.metadata.clone().unwrap_or_default();
     let name = owner.meta().name.clone().unwrap_or_default();
     Ok(Pod {
@@ -692,19 +894,45 @@ mod tests {
 
     fn pod(p: P) -> Pod {
         Pod {
-            metadata: ObjectMeta { name: Some(p.name.into()), uid: Some(p.name.into()), creation_timestamp: Some(Time(ts(p.created))), labels: Some([("app".to_string(), "web".to_string())].into()), ..Default::default() },
-            spec: Some(PodSpec { node_name: p.node.map(Into::into), ..Default::default() }),
+            metadata: ObjectMeta {
+                name: Some(p.name.into()),
+                uid: Some(p.name.into()),
+                creation_timestamp: Some(Time(ts(p.created))),
+                labels: Some([("app".to_string(), "web".to_string())].into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                node_name: p.node.map(Into::into),
+                ..Default::default()
+            }),
             status: Some(PodStatus {
                 phase: Some(p.phase.into()),
-                conditions: p.ready_since.map(|t| vec![PodCondition { type_: "Ready".into(), status: "True".into(), last_transition_time: Some(Time(ts(t))), ..Default::default() }]),
-                container_statuses: Some(vec![ContainerStatus { restart_count: p.restarts, ..Default::default() }]),
+                conditions: p.ready_since.map(|t| {
+                    vec![PodCondition {
+                        type_: "Ready".into(),
+                        status: "True".into(),
+                        last_transition_time: Some(Time(ts(t))),
+                        ..Default::default()
+                    }]
+                }),
+                container_statuses: Some(vec![ContainerStatus {
+                    restart_count: p.restarts,
+                    ..Default::default()
+                }]),
                 ..Default::default()
             }),
         }
     }
 
     fn base(name: &'static str) -> P {
-        P { name, node: Some("n1"), phase: "Running", ready_since: Some(1000), created: 900, restarts: 0 }
+        P {
+            name,
+            node: Some("n1"),
+            phase: "Running",
+            ready_since: Some(1000),
+            created: 900,
+            restarts: 0,
+        }
     }
 
     #[test]
@@ -712,20 +940,87 @@ mod tests {
         let now = ts(1_000_000);
         // Each case: (a, b) where a must be deleted before b.
         let cases: Vec<(&str, P, P)> = vec![
-            ("unassigned first", P { node: None, ..base("a") }, base("b")),
-            ("pending before running", P { phase: "Pending", ready_since: None, ..base("a") }, base("b")),
-            ("not ready before ready", P { ready_since: None, ..base("a") }, base("b")),
-            ("ready more recently first", P { ready_since: Some(999_000), ..base("a") }, P { ready_since: Some(1000), ..base("b") }),
-            ("more restarts first", P { restarts: 5, ..base("a") }, base("b")),
-            ("newer first", P { created: 999_990, ready_since: Some(1000), ..base("a") }, P { created: 10, ..base("b") }),
+            (
+                "unassigned first",
+                P {
+                    node: None,
+                    ..base("a")
+                },
+                base("b"),
+            ),
+            (
+                "pending before running",
+                P {
+                    phase: "Pending",
+                    ready_since: None,
+                    ..base("a")
+                },
+                base("b"),
+            ),
+            (
+                "not ready before ready",
+                P {
+                    ready_since: None,
+                    ..base("a")
+                },
+                base("b"),
+            ),
+            (
+                "ready more recently first",
+                P {
+                    ready_since: Some(999_000),
+                    ..base("a")
+                },
+                P {
+                    ready_since: Some(1000),
+                    ..base("b")
+                },
+            ),
+            (
+                "more restarts first",
+                P {
+                    restarts: 5,
+                    ..base("a")
+                },
+                base("b"),
+            ),
+            (
+                "newer first",
+                P {
+                    created: 999_990,
+                    ready_since: Some(1000),
+                    ..base("a")
+                },
+                P {
+                    created: 10,
+                    ..base("b")
+                },
+            ),
         ];
         for (what, a, b) in cases {
             let (a, b) = (pod(a), pod(b));
-            assert_eq!(compare_for_deletion((&a, 0), (&b, 0), now), Ordering::Less, "{what}");
-            assert_eq!(compare_for_deletion((&b, 0), (&a, 0), now), Ordering::Greater, "{what} (reversed)");
+            assert_eq!(
+                compare_for_deletion((&a, 0), (&b, 0), now),
+                Ordering::Less,
+                "{what}"
+            );
+            assert_eq!(
+                compare_for_deletion((&b, 0), (&a, 0), now),
+                Ordering::Greater,
+                "{what} (reversed)"
+            );
         }
         // Same log2 bucket of readiness: falls through to later criteria (UID).
-        let (a, b) = (pod(P { ready_since: Some(1000), ..base("a") }), pod(P { ready_since: Some(1001), ..base("b") }));
+        let (a, b) = (
+            pod(P {
+                ready_since: Some(1000),
+                ..base("a")
+            }),
+            pod(P {
+                ready_since: Some(1001),
+                ..base("b")
+            }),
+        );
         assert_eq!(compare_for_deletion((&a, 0), (&b, 0), now), Ordering::Less);
         // Doubled-up pods go first.
         let (a, b) = (pod(base("z")), pod(base("y")));
@@ -735,15 +1030,35 @@ mod tests {
     #[test]
     fn pods_to_delete_takes_the_lowest_ranked() {
         let now = ts(1_000_000);
-        let pods = [pod(base("ready")), pod(P { node: None, ready_since: None, phase: "Pending", ..base("unscheduled") }), pod(P { ready_since: None, ..base("notready") })];
+        let pods = [
+            pod(base("ready")),
+            pod(P {
+                node: None,
+                ready_since: None,
+                phase: "Pending",
+                ..base("unscheduled")
+            }),
+            pod(P {
+                ready_since: None,
+                ..base("notready")
+            }),
+        ];
         let refs: Vec<&Pod> = pods.iter().collect();
-        let got: Vec<_> = pods_to_delete(&refs, &refs, 2, now).iter().map(|p| p.metadata.name.clone().unwrap()).collect();
+        let got: Vec<_> = pods_to_delete(&refs, &refs, 2, now)
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect();
         assert_eq!(got, ["unscheduled", "notready"]);
     }
 
     #[test]
     fn slow_start_doubles_batches() {
-        let cases: [(usize, &[usize]); 4] = [(0, &[]), (1, &[1]), (5, &[1, 2, 2]), (500, &[1, 2, 4, 8, 16, 32, 64, 128, 245])];
+        let cases: [(usize, &[usize]); 4] = [
+            (0, &[]),
+            (1, &[1]),
+            (5, &[1, 2, 2]),
+            (500, &[1, 2, 4, 8, 16, 32, 64, 128, 245]),
+        ];
         for (n, want) in cases {
             assert_eq!(slow_start_batches(n, 1), want, "{n}");
         }
@@ -752,22 +1067,58 @@ mod tests {
     #[test]
     fn status_counts_ready_and_available_with_min_ready_seconds() {
         let now = ts(10_000);
-        let pods = [pod(P { ready_since: Some(9_995), ..base("fresh") }), pod(P { ready_since: Some(1_000), ..base("old") }), pod(P { ready_since: None, ..base("notready") })];
+        let pods = [
+            pod(P {
+                ready_since: Some(9_995),
+                ..base("fresh")
+            }),
+            pod(P {
+                ready_since: Some(1_000),
+                ..base("old")
+            }),
+            pod(P {
+                ready_since: None,
+                ..base("notready")
+            }),
+        ];
         let refs: Vec<&Pod> = pods.iter().collect();
         let labels: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
         let cases = [(0, 2), (10, 1), (100_000, 0)];
         for (mrs, available) in cases {
             let s = calculate_status(&refs, Some(&labels), mrs, 7, now);
-            assert_eq!(s, ComputedStatus { replicas: 3, fully_labeled: 3, ready: 2, available, observed_generation: 7 }, "minReadySeconds={mrs}");
+            assert_eq!(
+                s,
+                ComputedStatus {
+                    replicas: 3,
+                    fully_labeled: 3,
+                    ready: 2,
+                    available,
+                    observed_generation: 7
+                },
+                "minReadySeconds={mrs}"
+            );
         }
-        let other: BTreeMap<String, String> = [("app".to_string(), "web".to_string()), ("x".to_string(), "y".to_string())].into();
-        assert_eq!(calculate_status(&refs, Some(&other), 0, 1, now).fully_labeled, 0);
+        let other: BTreeMap<String, String> = [
+            ("app".to_string(), "web".to_string()),
+            ("x".to_string(), "y".to_string()),
+        ]
+        .into();
+        assert_eq!(
+            calculate_status(&refs, Some(&other), 0, 1, now).fully_labeled,
+            0
+        );
     }
 
     #[test]
     fn status_patch_only_when_changed_and_manages_replica_failure() {
         let now = ts(10);
-        let s = ComputedStatus { replicas: 2, fully_labeled: 2, ready: 2, available: 2, observed_generation: 3 };
+        let s = ComputedStatus {
+            replicas: 2,
+            fully_labeled: 2,
+            ready: 2,
+            available: 2,
+            observed_generation: 3,
+        };
         let cur = json!({"replicas": 2, "fullyLabeledReplicas": 2, "readyReplicas": 2, "availableReplicas": 2, "observedGeneration": 3});
         assert_eq!(status_patch(&cur, &s, None, now), None);
         let p = status_patch(&cur, &s, Some(("FailedCreate", "quota")), now).unwrap();
@@ -775,9 +1126,19 @@ mod tests {
         assert_eq!(p["status"]["conditions"][0]["reason"], "FailedCreate");
         let mut with = cur.clone();
         with["conditions"] = p["status"]["conditions"].clone();
-        assert_eq!(status_patch(&with, &s, Some(("FailedCreate", "quota")), now), None);
-        assert_eq!(status_patch(&with, &s, None, now).unwrap()["status"]["conditions"], Value::Null);
-        let zero = ComputedStatus { replicas: 0, observed_generation: 1, ..Default::default() };
+        assert_eq!(
+            status_patch(&with, &s, Some(("FailedCreate", "quota")), now),
+            None
+        );
+        assert_eq!(
+            status_patch(&with, &s, None, now).unwrap()["status"]["conditions"],
+            Value::Null
+        );
+        let zero = ComputedStatus {
+            replicas: 0,
+            observed_generation: 1,
+            ..Default::default()
+        };
         let p = status_patch(&json!({}), &zero, None, now).unwrap();
         assert_eq!(p["status"]["replicas"], 0);
         assert_eq!(p["status"]["readyReplicas"], Value::Null);

@@ -26,12 +26,16 @@ pub struct Action {
 impl Action {
     /// Nothing more until the next change.
     pub fn done() -> Self {
-        Self { requeue_after: None }
+        Self {
+            requeue_after: None,
+        }
     }
 
     /// Reconcile again after `d` (unless a change comes sooner).
     pub fn requeue_after(d: Duration) -> Self {
-        Self { requeue_after: Some(d) }
+        Self {
+            requeue_after: Some(d),
+        }
     }
 
     pub fn requeue(&self) -> Option<Duration> {
@@ -42,7 +46,9 @@ impl Action {
     pub fn min(self, other: Action) -> Action {
         match (self.requeue_after, other.requeue_after) {
             (Some(a), Some(b)) => Action::requeue_after(a.min(b)),
-            (a, b) => Action { requeue_after: a.or(b) },
+            (a, b) => Action {
+                requeue_after: a.or(b),
+            },
         }
     }
 }
@@ -87,7 +93,11 @@ pub struct ReconcileContext {
 /// Level-triggered reconciliation of one key: read the desired and observed state (from the
 /// informer caches), make one step towards it, report what is next. Must be idempotent.
 pub trait Reconciler: Send + Sync + 'static {
-    fn reconcile(&self, key: &ObjectKey, ctx: &ReconcileContext) -> impl Future<Output = Result<Action>> + Send;
+    fn reconcile(
+        &self,
+        key: &ObjectKey,
+        ctx: &ReconcileContext,
+    ) -> impl Future<Output = Result<Action>> + Send;
 }
 
 /// A queue and the reconciler that drains it.
@@ -102,7 +112,12 @@ impl<R: Reconciler> Controller<R> {
     /// A controller named `name` (used in logs and metric labels).
     pub fn new(name: &'static str, reconciler: Arc<R>, metrics: Arc<Metrics>) -> Self {
         let queue = WorkQueue::with_limiter(RateLimiter::default(), Some(metrics.queue(name)));
-        Self { name, queue, reconciler, metrics }
+        Self {
+            name,
+            queue,
+            reconciler,
+            metrics,
+        }
     }
 
     /// The queue handle for watch handlers to add keys to.
@@ -112,16 +127,31 @@ impl<R: Reconciler> Controller<R> {
 
     /// Wait for `synced` (the informers this controller reads), then run `workers` workers
     /// until `token` is cancelled.
-    pub async fn run(self, workers: usize, synced: impl Future<Output = ()>, token: CancellationToken) {
+    pub async fn run(
+        self,
+        workers: usize,
+        synced: impl Future<Output = ()>,
+        token: CancellationToken,
+    ) {
         tokio::select! {
             _ = synced => {}
             _ = token.cancelled() => return,
         }
-        tracing::info!(controller = self.name, workers, "caches synced; starting workers");
+        tracing::info!(
+            controller = self.name,
+            workers,
+            "caches synced; starting workers"
+        );
         let rm = self.metrics.reconcile(self.name);
         let mut tasks = Vec::new();
         for _ in 0..workers.max(1) {
-            let (queue, rec, token, rm, name) = (self.queue.clone(), self.reconciler.clone(), token.clone(), rm.clone(), self.name);
+            let (queue, rec, token, rm, name) = (
+                self.queue.clone(),
+                self.reconciler.clone(),
+                token.clone(),
+                rm.clone(),
+                self.name,
+            );
             tasks.push(tokio::spawn(async move {
                 while let Some(key) = queue.get().await {
                     let ctx = ReconcileContext { controller: name, retries: queue.num_requeues(&key), token: token.clone() };

@@ -8,9 +8,9 @@
 
 use std::collections::HashMap;
 
-use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
 use tokio::sync::mpsc;
@@ -51,13 +51,32 @@ pub struct EventRecorder {
 
 impl EventRecorder {
     /// An event about `obj`.
-    pub fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, type_: EventType, reason: &str, message: impl Into<String>) {
+    pub fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
         self.event_ref(object_reference(obj), type_, reason, message)
     }
 
     /// An event about an object known by reference.
-    pub fn event_ref(&self, object: ObjectReference, type_: EventType, reason: &str, message: impl Into<String>) {
-        let p = Pending { component: self.component, object, type_, reason: reason.to_string(), message: message.into(), at: Timestamp::now() };
+    pub fn event_ref(
+        &self,
+        object: ObjectReference,
+        type_: EventType,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
+        let p = Pending {
+            component: self.component,
+            object,
+            type_,
+            reason: reason.to_string(),
+            message: message.into(),
+            at: Timestamp::now(),
+        };
         if let Err(e) = self.tx.try_send(p) {
             tracing::warn!(component = self.component, error = %e, "event channel full, dropping event");
         }
@@ -84,7 +103,16 @@ pub struct EventSink {
     tx: mpsc::Sender<Pending>,
 }
 
-type AggKey = (&'static str, String, String, String, String, &'static str, String, String);
+type AggKey = (
+    &'static str,
+    String,
+    String,
+    String,
+    String,
+    &'static str,
+    String,
+    String,
+);
 
 impl EventSink {
     /// Start the writer task; it stops when `token` is cancelled (after draining what is queued).
@@ -108,13 +136,25 @@ impl EventSink {
     }
 
     pub fn recorder(&self, component: &'static str) -> EventRecorder {
-        EventRecorder { component, tx: self.tx.clone() }
+        EventRecorder {
+            component,
+            tx: self.tx.clone(),
+        }
     }
 }
 
-async fn write_event(client: &Client, host: &str, seen: &mut HashMap<AggKey, (String, String, i32, Timestamp)>, p: Pending) {
+async fn write_event(
+    client: &Client,
+    host: &str,
+    seen: &mut HashMap<AggKey, (String, String, i32, Timestamp)>,
+    p: Pending,
+) {
     let o = &p.object;
-    let ns = o.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into());
+    let ns = o
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".into());
     let key: AggKey = (
         p.component,
         o.kind.clone().unwrap_or_default(),
@@ -128,23 +168,35 @@ async fn write_event(client: &Client, host: &str, seen: &mut HashMap<AggKey, (St
     let api: Api<Event> = Api::namespaced(client.clone(), &ns);
     if let Some((name, _, count, first)) = seen.get(&key).cloned() {
         let patch = serde_json::json!({"count": count + 1, "lastTimestamp": Time(p.at), "firstTimestamp": Time(first)});
-        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => {
                 seen.insert(key, (name, ns, count + 1, first));
                 return;
             }
-            Err(e) => tracing::debug!(event = %name, error = %e, "patching aggregated event failed; creating a new one"),
+            Err(e) => {
+                tracing::debug!(event = %name, error = %e, "patching aggregated event failed; creating a new one")
+            }
         }
     }
     let nanos = p.at.as_nanosecond();
     let name = format!("{}.{:x}", o.name.as_deref().unwrap_or("unknown"), nanos);
     let ev = Event {
-        metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(ns.clone()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
         involved_object: o.clone(),
         reason: Some(p.reason.clone()),
         message: Some(p.message.clone()),
         type_: Some(p.type_.as_str().into()),
-        source: Some(EventSource { component: Some(p.component.into()), host: None }),
+        source: Some(EventSource {
+            component: Some(p.component.into()),
+            host: None,
+        }),
         first_timestamp: Some(Time(p.at)),
         last_timestamp: Some(Time(p.at)),
         count: Some(1),
@@ -156,6 +208,8 @@ async fn write_event(client: &Client, host: &str, seen: &mut HashMap<AggKey, (St
         Ok(_) => {
             seen.insert(key, (name, ns, 1, p.at));
         }
-        Err(e) => tracing::warn!(reason = %p.reason, object = ?o.name, error = %e, "writing event failed"),
+        Err(e) => {
+            tracing::warn!(reason = %p.reason, object = ?o.name, error = %e, "writing event failed")
+        }
     }
 }

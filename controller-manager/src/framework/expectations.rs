@@ -49,12 +49,26 @@ impl Expectations {
 
     /// Replace `owner`'s record: `adds` creations about to be requested.
     pub fn expect_creations(&self, owner: &ObjectKey, adds: usize) {
-        self.lock().insert(owner.clone(), Record { adds: adds as i64, dels: HashSet::new(), at: Instant::now() });
+        self.lock().insert(
+            owner.clone(),
+            Record {
+                adds: adds as i64,
+                dels: HashSet::new(),
+                at: Instant::now(),
+            },
+        );
     }
 
     /// Replace `owner`'s record: the children named by `keys` are about to be deleted.
     pub fn expect_deletions(&self, owner: &ObjectKey, keys: impl IntoIterator<Item = String>) {
-        self.lock().insert(owner.clone(), Record { adds: 0, dels: keys.into_iter().collect(), at: Instant::now() });
+        self.lock().insert(
+            owner.clone(),
+            Record {
+                adds: 0,
+                dels: keys.into_iter().collect(),
+                at: Instant::now(),
+            },
+        );
     }
 
     /// A child of `owner` appeared (or a create request failed and will not appear).
@@ -85,7 +99,10 @@ impl Expectations {
 
     /// Pending (creations, deletions) for `owner`.
     pub fn pending(&self, owner: &ObjectKey) -> (i64, usize) {
-        self.lock().get(owner).map(|r| (r.adds, r.dels.len())).unwrap_or((0, 0))
+        self.lock()
+            .get(owner)
+            .map(|r| (r.adds, r.dels.len()))
+            .unwrap_or((0, 0))
     }
 }
 

@@ -51,8 +51,14 @@ impl<K> Change<K> {
 pub type Handler<K> = Arc<dyn Fn(&Change<K>) + Send + Sync>;
 
 /// The kinds an informer can be built for.
-pub trait InformerKind: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static {}
-impl<K> InformerKind for K where K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static {}
+pub trait InformerKind:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+}
+impl<K> InformerKind for K where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+}
 
 struct Shared<K: InformerKind> {
     handlers: RwLock<Vec<Handler<K>>>,
@@ -67,7 +73,10 @@ pub struct Informer<K: InformerKind> {
 
 impl<K: InformerKind> Clone for Informer<K> {
     fn clone(&self) -> Self {
-        Self { store: self.store.clone(), shared: self.shared.clone() }
+        Self {
+            store: self.store.clone(),
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -80,7 +89,11 @@ impl<K: InformerKind> Informer<K> {
     /// Register a change handler; it first gets `Added` for every object already cached.
     pub fn subscribe(&self, handler: impl Fn(&Change<K>) + Send + Sync + 'static) {
         let handler: Handler<K> = Arc::new(handler);
-        let mut handlers = self.shared.handlers.write().unwrap_or_else(|e| e.into_inner());
+        let mut handlers = self
+            .shared
+            .handlers
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         if self.has_synced() {
             for obj in self.store.state() {
                 handler(&Change::Added(obj));
@@ -111,14 +124,18 @@ impl<K: InformerKind> Informer<K> {
 
     /// Every cached object in `namespace`.
     pub fn list_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
-        self.store.state_filter(|o| o.meta().namespace.as_deref() == Some(namespace))
+        self.store
+            .state_filter(|o| o.meta().namespace.as_deref() == Some(namespace))
     }
 
     fn start(client: Client, token: CancellationToken) -> Self {
         let writer: Writer<K> = Writer::default();
         let store = writer.as_reader();
         let (synced, _) = tokio::sync::watch::channel(false);
-        let shared = Arc::new(Shared { handlers: RwLock::new(Vec::new()), synced });
+        let shared = Arc::new(Shared {
+            handlers: RwLock::new(Vec::new()),
+            synced,
+        });
         let informer = Self { store, shared };
         let me = informer.clone();
         tokio::spawn(async move {
@@ -140,13 +157,19 @@ impl<K: InformerKind> Informer<K> {
         while let Some(ev) = stream.next().await {
             match ev {
                 Ok(ev) => self.apply(&mut writer, ev),
-                Err(e) => tracing::warn!(kind = %kind, error = %e, "watch failed; retrying with backoff"),
+                Err(e) => {
+                    tracing::warn!(kind = %kind, error = %e, "watch failed; retrying with backoff")
+                }
             }
         }
     }
 
     fn apply(&self, writer: &mut Writer<K>, ev: watcher::Event<K>) {
-        let handlers = self.shared.handlers.read().unwrap_or_else(|e| e.into_inner());
+        let handlers = self
+            .shared
+            .handlers
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         let notify = |c: Change<K>| {
             for h in handlers.iter() {
                 h(&c);
@@ -172,15 +195,24 @@ impl<K: InformerKind> Informer<K> {
             }
             watcher::Event::Init | watcher::Event::InitApply(_) => writer.apply_watcher_event(&ev),
             watcher::Event::InitDone => {
-                let before: HashMap<ObjectRef<K>, Arc<K>> = self.store.state().into_iter().map(|o| (ObjectRef::from_obj(&*o), o)).collect();
+                let before: HashMap<ObjectRef<K>, Arc<K>> = self
+                    .store
+                    .state()
+                    .into_iter()
+                    .map(|o| (ObjectRef::from_obj(&*o), o))
+                    .collect();
                 writer.apply_watcher_event(&ev);
                 let after = self.store.state();
                 let mut seen = std::collections::HashSet::with_capacity(after.len());
                 for new in after {
                     let r = ObjectRef::from_obj(&*new);
                     match before.get(&r) {
-                        Some(old) if old.meta().resource_version == new.meta().resource_version => {}
-                        Some(old) => notify(Change::Updated { old: old.clone(), new: new.clone() }),
+                        Some(old) if old.meta().resource_version == new.meta().resource_version => {
+                        }
+                        Some(old) => notify(Change::Updated {
+                            old: old.clone(),
+                            new: new.clone(),
+                        }),
                         None => notify(Change::Added(new.clone())),
                     }
                     seen.insert(r);
@@ -207,13 +239,20 @@ pub struct InformerFactory {
 impl InformerFactory {
     /// Informers stop when `token` is cancelled.
     pub fn new(client: Client, token: CancellationToken) -> Self {
-        Self { client, token, informers: Arc::default() }
+        Self {
+            client,
+            token,
+            informers: Arc::default(),
+        }
     }
 
     /// The shared informer of kind `K` (cluster-wide), started on first use.
     pub fn informer<K: InformerKind>(&self) -> Informer<K> {
         let mut map = self.informers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = map.get(&TypeId::of::<K>()).and_then(|b| b.downcast_ref::<Informer<K>>()) {
+        if let Some(i) = map
+            .get(&TypeId::of::<K>())
+            .and_then(|b| b.downcast_ref::<Informer<K>>())
+        {
             return i.clone();
         }
         let i = Informer::<K>::start(self.client.clone(), self.token.clone());
@@ -223,6 +262,9 @@ impl InformerFactory {
 
     /// How many kinds are being watched (one watch each).
     pub fn watched_kinds(&self) -> usize {
-        self.informers.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.informers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 }

@@ -35,7 +35,13 @@ pub enum LeaderError {
 
 /// Runs `lead` while holding the lease; returns when `shutdown` is cancelled (after releasing
 /// the lease) or with [`LeaderError::Lost`] when leadership is lost (upstream exits then).
-pub async fn run<F, Fut>(client: Client, cfg: LeaderElectionConfig, shutdown: CancellationToken, metrics_leader: prometheus_client::metrics::gauge::Gauge, lead: F) -> Result<(), LeaderError>
+pub async fn run<F, Fut>(
+    client: Client,
+    cfg: LeaderElectionConfig,
+    shutdown: CancellationToken,
+    metrics_leader: prometheus_client::metrics::gauge::Gauge,
+    lead: F,
+) -> Result<(), LeaderError>
 where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -84,7 +90,11 @@ fn jitter(d: Duration) -> Duration {
 }
 
 /// One round of upstream's `tryAcquireOrRenew`.
-async fn try_acquire_or_renew(api: &Api<Lease>, cfg: &LeaderElectionConfig, observed: &mut Option<(LeaseSpec, Instant)>) -> bool {
+async fn try_acquire_or_renew(
+    api: &Api<Lease>,
+    cfg: &LeaderElectionConfig,
+    observed: &mut Option<(LeaseSpec, Instant)>,
+) -> bool {
     let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
     let fresh = LeaseSpec {
         holder_identity: Some(cfg.identity.clone()),
@@ -97,7 +107,13 @@ async fn try_acquire_or_renew(api: &Api<Lease>, cfg: &LeaderElectionConfig, obse
     let current = match api.get_opt(&cfg.name).await {
         Ok(Some(l)) => l,
         Ok(None) => {
-            let lease = Lease { metadata: ObjectMeta { name: Some(cfg.name.clone()), ..Default::default() }, spec: Some(fresh.clone()) };
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(cfg.name.clone()),
+                    ..Default::default()
+                },
+                spec: Some(fresh.clone()),
+            };
             return match api.create(&PostParams::default(), &lease).await {
                 Ok(_) => {
                     *observed = Some((fresh, Instant::now()));
@@ -120,8 +136,15 @@ async fn try_acquire_or_renew(api: &Api<Lease>, cfg: &LeaderElectionConfig, obse
     }
     let holder = spec.holder_identity.clone().unwrap_or_default();
     let am_holder = holder == cfg.identity;
-    let observed_at = observed.as_ref().map(|(_, t)| *t).unwrap_or_else(Instant::now);
-    let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(cfg.lease_duration.as_secs() as i32).max(0) as u64);
+    let observed_at = observed
+        .as_ref()
+        .map(|(_, t)| *t)
+        .unwrap_or_else(Instant::now);
+    let duration = Duration::from_secs(
+        spec.lease_duration_seconds
+            .unwrap_or(cfg.lease_duration.as_secs() as i32)
+            .max(0) as u64,
+    );
     if !holder.is_empty() && !am_holder && observed_at.elapsed() < duration {
         return false;
     }
@@ -147,8 +170,12 @@ async fn try_acquire_or_renew(api: &Api<Lease>, cfg: &LeaderElectionConfig, obse
 }
 
 async fn release(api: &Api<Lease>, cfg: &LeaderElectionConfig) {
-    let Ok(Some(mut lease)) = api.get_opt(&cfg.name).await else { return };
-    let Some(spec) = lease.spec.as_mut() else { return };
+    let Ok(Some(mut lease)) = api.get_opt(&cfg.name).await else {
+        return;
+    };
+    let Some(spec) = lease.spec.as_mut() else {
+        return;
+    };
     if spec.holder_identity.as_deref() != Some(cfg.identity.as_str()) {
         return;
     }

@@ -54,22 +54,56 @@ impl Metrics {
         let mut registry = Registry::default();
         let depth = Family::<Labels, Gauge>::default();
         let adds = Family::<Labels, Counter>::default();
-        let reconcile_duration = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(new_histogram as fn() -> Histogram);
+        let reconcile_duration =
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+                new_histogram as fn() -> Histogram,
+            );
         let reconcile_errors = Family::<Labels, Counter>::default();
         let reconciles = Family::<Labels, Counter>::default();
         let leader = Gauge::default();
-        registry.register("workqueue_depth", "Current depth of the work queue", depth.clone());
-        registry.register("workqueue_adds", "Items added to the work queue", adds.clone());
-        registry.register("controller_reconcile_duration_seconds", "Time taken by one reconcile", reconcile_duration.clone());
-        registry.register("controller_reconcile_errors", "Reconciles that returned an error", reconcile_errors.clone());
+        registry.register(
+            "workqueue_depth",
+            "Current depth of the work queue",
+            depth.clone(),
+        );
+        registry.register(
+            "workqueue_adds",
+            "Items added to the work queue",
+            adds.clone(),
+        );
+        registry.register(
+            "controller_reconcile_duration_seconds",
+            "Time taken by one reconcile",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "controller_reconcile_errors",
+            "Reconciles that returned an error",
+            reconcile_errors.clone(),
+        );
         registry.register("controller_reconcile", "Reconciles run", reconciles.clone());
-        registry.register("leader_election_master_status", "1 while this instance is the leader", leader.clone());
-        Self { registry: Mutex::new(registry), depth, adds, reconcile_duration, reconcile_errors, reconciles, leader }
+        registry.register(
+            "leader_election_master_status",
+            "1 while this instance is the leader",
+            leader.clone(),
+        );
+        Self {
+            registry: Mutex::new(registry),
+            depth,
+            adds,
+            reconcile_duration,
+            reconcile_errors,
+            reconciles,
+            leader,
+        }
     }
 
     pub fn queue(&self, name: &str) -> QueueMetrics {
         let l = [("name", name.to_string())];
-        QueueMetrics { depth: self.depth.get_or_create(&l).clone(), adds: self.adds.get_or_create(&l).clone() }
+        QueueMetrics {
+            depth: self.depth.get_or_create(&l).clone(),
+            adds: self.adds.get_or_create(&l).clone(),
+        }
     }
 
     pub fn reconcile(&self, controller: &str) -> ReconcileMetrics {
@@ -103,8 +137,19 @@ mod tests {
         r.errors.inc();
         r.duration.observe(0.01);
         let text = m.render();
-        assert!(text.contains("workqueue_depth{name=\"replicaset\"} 3"), "{text}");
-        assert!(text.contains("controller_reconcile_errors_total{controller=\"replicaset\"} 1"), "{text}");
-        assert!(text.contains("controller_reconcile_duration_seconds_count{controller=\"replicaset\"} 1"), "{text}");
+        assert!(
+            text.contains("workqueue_depth{name=\"replicaset\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("controller_reconcile_errors_total{controller=\"replicaset\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "controller_reconcile_duration_seconds_count{controller=\"replicaset\"} 1"
+            ),
+            "{text}"
+        );
     }
 }

@@ -105,11 +105,23 @@ pub struct ControllerContext {
 }
 
 impl ControllerContext {
-    pub fn new(client: Client, config: Arc<Config>, metrics: Arc<Metrics>, token: CancellationToken) -> Self {
+    pub fn new(
+        client: Client,
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        token: CancellationToken,
+    ) -> Self {
         let informers = InformerFactory::new(client.clone(), token.clone());
         let host = config.identity.clone();
         let events = EventSink::start(client.clone(), host, token.clone());
-        Self { client, informers, config, metrics, token, events }
+        Self {
+            client,
+            informers,
+            config,
+            metrics,
+            token,
+            events,
+        }
     }
 
     /// An event recorder with `source.component` = `component` (e.g. `"replicaset-controller"`).

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector as ApiLabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector as ApiLabelSelector, ObjectMeta, OwnerReference,
+};
 use kube::Resource;
 
 /// `namespace/name` (or just `name` for cluster-scoped objects): what queues carry.
@@ -16,7 +18,10 @@ pub struct ObjectKey {
 
 impl ObjectKey {
     pub fn new(namespace: Option<&str>, name: &str) -> Self {
-        Self { namespace: namespace.map(str::to_string), name: name.to_string() }
+        Self {
+            namespace: namespace.map(str::to_string),
+            name: name.to_string(),
+        }
     }
 
     pub fn namespaced(namespace: &str, name: &str) -> Self {
@@ -30,7 +35,10 @@ impl ObjectKey {
     /// The key of `obj`.
     pub fn of<K: Resource>(obj: &K) -> Self {
         let m = obj.meta();
-        Self { namespace: m.namespace.clone(), name: m.name.clone().unwrap_or_default() }
+        Self {
+            namespace: m.namespace.clone(),
+            name: m.name.clone().unwrap_or_default(),
+        }
     }
 
     /// The namespace, or `""` for cluster-scoped keys.
@@ -50,7 +58,10 @@ impl fmt::Display for ObjectKey {
 
 /// The managing controller's reference (`controller: true`), if any.
 pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
-    meta.owner_references.as_ref()?.iter().find(|r| r.controller == Some(true))
+    meta.owner_references
+        .as_ref()?
+        .iter()
+        .find(|r| r.controller == Some(true))
 }
 
 /// The key of `meta`'s controller if it is of `kind` (and, as upstream checks, the caller then
@@ -86,16 +97,23 @@ impl Selector {
     /// As upstream's `LabelSelectorAsSelector`: an empty selector matches everything, a missing
     /// one nothing.
     pub fn from_api(sel: Option<&ApiLabelSelector>) -> Result<Self, SelectorError> {
-        let Some(sel) = sel else { return Ok(Self(apimachinery::selectors::LabelSelector::nothing())) };
+        let Some(sel) = sel else {
+            return Ok(Self(apimachinery::selectors::LabelSelector::nothing()));
+        };
         let v = serde_json::to_value(sel).map_err(|e| SelectorError(e.to_string()))?;
-        apimachinery::selectors::LabelSelector::from_json(&v).map(Self).map_err(|e| SelectorError(e.to_string()))
+        apimachinery::selectors::LabelSelector::from_json(&v)
+            .map(Self)
+            .map_err(|e| SelectorError(e.to_string()))
     }
 
     pub fn matches(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
         if self.0.is_nothing() {
             return false;
         }
-        self.0.requirements().iter().all(|r| r.matches(|k| labels.and_then(|l| l.get(k)).cloned()))
+        self.0
+            .requirements()
+            .iter()
+            .all(|r| r.matches(|k| labels.and_then(|l| l.get(k)).cloned()))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -115,14 +133,20 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn selector_semantics_match_upstream() {
         let sel = ApiLabelSelector {
             match_labels: Some(labels(&[("app", "web")])),
-            match_expressions: Some(vec![LabelSelectorRequirement { key: "tier".into(), operator: "NotIn".into(), values: Some(vec!["db".into()]) }]),
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "tier".into(),
+                operator: "NotIn".into(),
+                values: Some(vec!["db".into()]),
+            }]),
         };
         let s = Selector::from_api(Some(&sel)).unwrap();
         let cases = [
@@ -134,13 +158,20 @@ mod tests {
         for (l, want) in cases {
             assert_eq!(s.matches(Some(&l)), want, "{l:?}");
         }
-        assert!(!Selector::from_api(None).unwrap().matches(Some(&labels(&[("a", "b")]))));
-        assert!(Selector::from_api(Some(&ApiLabelSelector::default())).unwrap().matches(None));
+        assert!(!Selector::from_api(None)
+            .unwrap()
+            .matches(Some(&labels(&[("a", "b")]))));
+        assert!(Selector::from_api(Some(&ApiLabelSelector::default()))
+            .unwrap()
+            .matches(None));
     }
 
     #[test]
     fn keys_render_like_client_go() {
-        assert_eq!(ObjectKey::namespaced("default", "web").to_string(), "default/web");
+        assert_eq!(
+            ObjectKey::namespaced("default", "web").to_string(),
+            "default/web"
+        );
         assert_eq!(ObjectKey::cluster("node-1").to_string(), "node-1");
     }
 }

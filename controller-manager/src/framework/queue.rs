@@ -30,13 +30,26 @@ pub struct RateLimiter<T> {
 
 impl<T: Hash + Eq + Clone> Default for RateLimiter<T> {
     fn default() -> Self {
-        Self::new(Duration::from_millis(5), Duration::from_secs(1000), 10.0, 100)
+        Self::new(
+            Duration::from_millis(5),
+            Duration::from_secs(1000),
+            10.0,
+            100,
+        )
     }
 }
 
 impl<T: Hash + Eq + Clone> RateLimiter<T> {
     pub fn new(base: Duration, max: Duration, qps: f64, burst: u32) -> Self {
-        Self { base, max, failures: HashMap::new(), qps, burst: f64::from(burst), tokens: f64::from(burst), last: None }
+        Self {
+            base,
+            max,
+            failures: HashMap::new(),
+            qps,
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            last: None,
+        }
     }
 
     /// The delay before `item` may be retried; counts one more failure for it.
@@ -52,7 +65,8 @@ impl<T: Hash + Eq + Clone> RateLimiter<T> {
     fn reserve(&mut self) -> Duration {
         let now = Instant::now();
         if let Some(last) = self.last {
-            self.tokens = (self.tokens + now.duration_since(last).as_secs_f64() * self.qps).min(self.burst);
+            self.tokens =
+                (self.tokens + now.duration_since(last).as_secs_f64() * self.qps).min(self.burst);
         }
         self.last = Some(now);
         self.tokens -= 1.0;
@@ -95,7 +109,9 @@ pub struct WorkQueue<T> {
 
 impl<T> Clone for WorkQueue<T> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone() }
+        Self {
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -106,8 +122,21 @@ impl<T: Hash + Eq + Clone + Send + Sync + 'static> WorkQueue<T> {
     }
 
     pub fn with_limiter(limiter: RateLimiter<T>, metrics: Option<QueueMetrics>) -> Self {
-        let state = State { queue: VecDeque::new(), dirty: HashSet::new(), processing: HashSet::new(), waiting: HashMap::new(), limiter, shutting_down: false };
-        Self { inner: Arc::new(Inner { state: Mutex::new(state), notify: Notify::new(), metrics }) }
+        let state = State {
+            queue: VecDeque::new(),
+            dirty: HashSet::new(),
+            processing: HashSet::new(),
+            waiting: HashMap::new(),
+            limiter,
+            shutting_down: false,
+        };
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(state),
+                notify: Notify::new(),
+                metrics,
+            }),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
@@ -257,7 +286,12 @@ mod tests {
 
     #[test]
     fn backoff_doubles_from_5ms_and_caps_at_1000s() {
-        let mut l: RateLimiter<&str> = RateLimiter::new(Duration::from_millis(5), Duration::from_secs(1000), 1e9, 1_000_000);
+        let mut l: RateLimiter<&str> = RateLimiter::new(
+            Duration::from_millis(5),
+            Duration::from_secs(1000),
+            1e9,
+            1_000_000,
+        );
         let got: Vec<_> = (0..4).map(|_| l.when(&"a")).collect();
         assert_eq!(got, [5, 10, 20, 40].map(Duration::from_millis));
         for _ in 0..30 {
@@ -271,7 +305,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn global_bucket_limits_after_burst() {
-        let mut l: RateLimiter<u32> = RateLimiter::new(Duration::from_millis(5), Duration::from_secs(1000), 10.0, 100);
+        let mut l: RateLimiter<u32> = RateLimiter::new(
+            Duration::from_millis(5),
+            Duration::from_secs(1000),
+            10.0,
+            100,
+        );
         for i in 0..100 {
             assert_eq!(l.when(&i), Duration::from_millis(5));
         }
