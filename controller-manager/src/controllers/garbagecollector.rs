@@ -32,7 +32,10 @@ use kube::{Api, Client};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::framework::{Action, BoxFuture, Controller, ControllerContext, Error, ObjectKey, ReconcileContext, Reconciler, Result, WorkQueue};
+use crate::framework::{
+    Action, BoxFuture, Controller, ControllerContext, Error, ObjectKey, ReconcileContext,
+    Reconciler, Result, WorkQueue,
+};
 
 /// Finalizer of owners deleted with `propagationPolicy=Foreground`.
 pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
@@ -64,7 +67,11 @@ pub async fn discover(client: &Client) -> std::result::Result<Vec<ServedResource
     let mut out = Vec::new();
     for g in d.groups() {
         for (ar, caps) in g.recommended_resources() {
-            out.push(ServedResource { namespaced: caps.scope == Scope::Namespaced, ar, caps });
+            out.push(ServedResource {
+                namespaced: caps.scope == Scope::Namespaced,
+                ar,
+                caps,
+            });
         }
     }
     Ok(out)
@@ -87,11 +94,14 @@ struct RestMapper {
 
 impl RestMapper {
     fn add(&mut self, r: &ServedResource) {
-        self.by_kind.entry((r.ar.group.clone(), r.ar.kind.clone())).or_insert_with(|| r.clone());
+        self.by_kind
+            .entry((r.ar.group.clone(), r.ar.kind.clone()))
+            .or_insert_with(|| r.clone());
     }
 
     fn resolve(&self, api_version: &str, kind: &str) -> Option<&ServedResource> {
-        self.by_kind.get(&(group_of(api_version).to_string(), kind.to_string()))
+        self.by_kind
+            .get(&(group_of(api_version).to_string(), kind.to_string()))
     }
 }
 
@@ -151,17 +161,31 @@ impl Graph {
 
     /// The identity an owner reference of `dependent` points at (the dependent's namespace for
     /// namespaced owners).
-    fn owner_identity(r: &OwnerReference, dependent: &Identity, owner_namespaced: bool) -> Identity {
+    fn owner_identity(
+        r: &OwnerReference,
+        dependent: &Identity,
+        owner_namespaced: bool,
+    ) -> Identity {
         Identity {
             api_version: r.api_version.clone(),
             kind: r.kind.clone(),
-            namespace: if owner_namespaced { dependent.namespace.clone() } else { None },
+            namespace: if owner_namespaced {
+                dependent.namespace.clone()
+            } else {
+                None
+            },
             name: r.name.clone(),
             uid: r.uid.clone(),
         }
     }
 
-    fn link(&mut self, dependent: &Identity, r: &OwnerReference, owner_namespaced: bool, out: &mut Enqueue) {
+    fn link(
+        &mut self,
+        dependent: &Identity,
+        r: &OwnerReference,
+        owner_namespaced: bool,
+        out: &mut Enqueue,
+    ) {
         match self.nodes.get_mut(&r.uid) {
             Some(owner) => {
                 owner.dependents.insert(dependent.uid.clone());
@@ -191,7 +215,12 @@ impl Graph {
     }
 
     /// An object was added or updated. `namespaced` says whether an owner kind is namespaced.
-    pub fn upsert(&mut self, identity: Identity, meta: &ObjectMeta, namespaced: impl Fn(&OwnerReference) -> bool) -> Enqueue {
+    pub fn upsert(
+        &mut self,
+        identity: Identity,
+        meta: &ObjectMeta,
+        namespaced: impl Fn(&OwnerReference) -> bool,
+    ) -> Enqueue {
         let mut out = Enqueue::default();
         let uid = identity.uid.clone();
         let owners: Vec<OwnerReference> = meta.owner_references.clone().unwrap_or_default();
@@ -211,7 +240,14 @@ impl Graph {
             None => {
                 self.nodes.insert(
                     uid.clone(),
-                    Node { identity: identity.clone(), owners: Vec::new(), dependents: HashSet::new(), virtual_: false, being_deleted: false, deleting_dependents: false },
+                    Node {
+                        identity: identity.clone(),
+                        owners: Vec::new(),
+                        dependents: HashSet::new(),
+                        virtual_: false,
+                        being_deleted: false,
+                        deleting_dependents: false,
+                    },
                 );
                 Vec::new()
             }
@@ -221,7 +257,8 @@ impl Graph {
                 None => self.link(&identity, r, namespaced(r), &mut out),
                 Some(o) => {
                     // No longer blocking an owner that waits for its blocking dependents.
-                    if o.block_owner_deletion == Some(true) && r.block_owner_deletion != Some(true) {
+                    if o.block_owner_deletion == Some(true) && r.block_owner_deletion != Some(true)
+                    {
                         self.unlink_notify_only(&o.uid, &mut out);
                     }
                 }
@@ -250,7 +287,11 @@ impl Graph {
     }
 
     fn unlink_notify_only(&mut self, owner_uid: &str, out: &mut Enqueue) {
-        if self.nodes.get(owner_uid).is_some_and(|o| o.deleting_dependents) {
+        if self
+            .nodes
+            .get(owner_uid)
+            .is_some_and(|o| o.deleting_dependents)
+        {
             out.delete.push(owner_uid.to_string());
         }
     }
@@ -258,11 +299,17 @@ impl Graph {
     /// An object is gone (observed deletion, or a live GET found it absent).
     pub fn remove(&mut self, uid: &str) -> Enqueue {
         let mut out = Enqueue::default();
-        let Some(node) = self.nodes.remove(uid) else { return out };
+        let Some(node) = self.nodes.remove(uid) else {
+            return out;
+        };
         for o in &node.owners {
             self.unlink(uid, &o.uid, &mut out);
             // Drop virtual owners nobody references any more.
-            if self.nodes.get(&o.uid).is_some_and(|n| n.virtual_ && n.dependents.is_empty()) {
+            if self
+                .nodes
+                .get(&o.uid)
+                .is_some_and(|n| n.virtual_ && n.dependents.is_empty())
+            {
                 self.nodes.remove(&o.uid);
             }
         }
@@ -272,11 +319,18 @@ impl Graph {
 
     /// The dependents of `uid` whose reference to it has `blockOwnerDeletion: true`.
     pub fn blocking_dependents(&self, uid: &str) -> Vec<&Node> {
-        let Some(n) = self.nodes.get(uid) else { return Vec::new() };
+        let Some(n) = self.nodes.get(uid) else {
+            return Vec::new();
+        };
         n.dependents
             .iter()
             .filter_map(|d| self.nodes.get(d))
-            .filter(|d| !d.virtual_ && d.owners.iter().any(|r| r.uid == uid && r.block_owner_deletion == Some(true)))
+            .filter(|d| {
+                !d.virtual_
+                    && d.owners
+                        .iter()
+                        .any(|r| r.uid == uid && r.block_owner_deletion == Some(true))
+            })
             .collect()
     }
 }
@@ -303,23 +357,52 @@ pub enum Decision {
     RemoveReferences(Vec<String>),
     /// Delete with this propagation policy (`unblock`: first clear blockOwnerDeletion on these
     /// owner UIDs, to break a foreground deletion cycle).
-    Delete { policy: PropagationPolicy, unblock: Vec<String> },
+    Delete {
+        policy: PropagationPolicy,
+        unblock: Vec<String>,
+    },
 }
 
-pub fn decide(meta: &ObjectMeta, states: &[(String, OwnerState)], has_dependents: bool, dependent_deleting_dependents: bool) -> Decision {
+pub fn decide(
+    meta: &ObjectMeta,
+    states: &[(String, OwnerState)],
+    has_dependents: bool,
+    dependent_deleting_dependents: bool,
+) -> Decision {
     if states.is_empty() {
         return Decision::Keep;
     }
-    let of = |s: OwnerState| states.iter().filter(|(_, st)| *st == s).map(|(u, _)| u.clone()).collect::<Vec<_>>();
-    let (solid, dangling, waiting) = (of(OwnerState::Solid), of(OwnerState::Dangling), of(OwnerState::WaitingForDependents));
+    let of = |s: OwnerState| {
+        states
+            .iter()
+            .filter(|(_, st)| *st == s)
+            .map(|(u, _)| u.clone())
+            .collect::<Vec<_>>()
+    };
+    let (solid, dangling, waiting) = (
+        of(OwnerState::Solid),
+        of(OwnerState::Dangling),
+        of(OwnerState::WaitingForDependents),
+    );
     if !solid.is_empty() {
         let mut drop = dangling;
         drop.extend(waiting);
-        return if drop.is_empty() { Decision::Keep } else { Decision::RemoveReferences(drop) };
+        return if drop.is_empty() {
+            Decision::Keep
+        } else {
+            Decision::RemoveReferences(drop)
+        };
     }
     if !waiting.is_empty() && has_dependents {
-        let unblock = if dependent_deleting_dependents { waiting } else { Vec::new() };
-        return Decision::Delete { policy: PropagationPolicy::Foreground, unblock };
+        let unblock = if dependent_deleting_dependents {
+            waiting
+        } else {
+            Vec::new()
+        };
+        return Decision::Delete {
+            policy: PropagationPolicy::Foreground,
+            unblock,
+        };
     }
     let policy = if has_finalizer(meta, ORPHAN_FINALIZER) {
         PropagationPolicy::Orphan
@@ -328,7 +411,10 @@ pub fn decide(meta: &ObjectMeta, states: &[(String, OwnerState)], has_dependents
     } else {
         PropagationPolicy::Background
     };
-    Decision::Delete { policy, unblock: Vec::new() }
+    Decision::Delete {
+        policy,
+        unblock: Vec::new(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -359,11 +445,16 @@ impl Shared {
     }
 
     fn resolve(&self, api_version: &str, kind: &str) -> Option<ServedResource> {
-        self.mapper.lock().unwrap_or_else(|e| e.into_inner()).resolve(api_version, kind).cloned()
+        self.mapper
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .resolve(api_version, kind)
+            .cloned()
     }
 
     fn owner_namespaced(&self, r: &OwnerReference) -> bool {
-        self.resolve(&r.api_version, &r.kind).is_none_or(|s| s.namespaced)
+        self.resolve(&r.api_version, &r.kind)
+            .is_none_or(|s| s.namespaced)
     }
 
     fn api(&self, id: &Identity) -> Option<Api<DynamicObject>> {
@@ -378,7 +469,9 @@ impl Shared {
 
     /// The live object by identity: `Ok(None)` when absent or replaced (another UID).
     async fn live(&self, id: &Identity) -> Result<Option<ObjectMeta>> {
-        let Some(api) = self.api(id) else { return Ok(None) };
+        let Some(api) = self.api(id) else {
+            return Ok(None);
+        };
         match api.get_metadata_opt(&id.name).await? {
             Some(m) if m.metadata.uid.as_deref() == Some(id.uid.as_str()) => Ok(Some(m.metadata)),
             _ => Ok(None),
@@ -399,12 +492,20 @@ impl Shared {
     }
 
     async fn owner_state(&self, dependent: &Identity, r: &OwnerReference) -> Result<OwnerState> {
-        if self.absent.lock().unwrap_or_else(|e| e.into_inner()).contains(&r.uid) {
+        if self
+            .absent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&r.uid)
+        {
             return Ok(OwnerState::Dangling);
         }
         if self.resolve(&r.api_version, &r.kind).is_none() {
             // Unknown kind: never delete on uncertainty; retry with backoff.
-            return Err(Error::msg(format!("cannot resolve owner kind {} {}", r.api_version, r.kind)));
+            return Err(Error::msg(format!(
+                "cannot resolve owner kind {} {}",
+                r.api_version, r.kind
+            )));
         }
         let id = Graph::owner_identity(r, dependent, self.owner_namespaced(r));
         Ok(match self.live(&id).await? {
@@ -412,14 +513,23 @@ impl Shared {
                 self.mark_absent(&r.uid);
                 OwnerState::Dangling
             }
-            Some(m) if m.deletion_timestamp.is_some() && has_finalizer(&m, FOREGROUND_FINALIZER) => OwnerState::WaitingForDependents,
+            Some(m)
+                if m.deletion_timestamp.is_some() && has_finalizer(&m, FOREGROUND_FINALIZER) =>
+            {
+                OwnerState::WaitingForDependents
+            }
             Some(_) => OwnerState::Solid,
         })
     }
 
     async fn patch_meta(&self, id: &Identity, patch: Value) -> Result<()> {
-        let Some(api) = self.api(id) else { return Ok(()) };
-        match api.patch(&id.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        let Some(api) = self.api(id) else {
+            return Ok(());
+        };
+        match api
+            .patch(&id.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(e.into()),
@@ -427,32 +537,62 @@ impl Shared {
     }
 
     /// Rewrite `id`'s owner references with `f` (read-modify-write, resourceVersion-guarded).
-    async fn edit_owner_refs(&self, id: &Identity, f: impl Fn(&mut Vec<OwnerReference>)) -> Result<()> {
-        let Some(meta) = self.live(id).await? else { return Ok(()) };
+    async fn edit_owner_refs(
+        &self,
+        id: &Identity,
+        f: impl Fn(&mut Vec<OwnerReference>),
+    ) -> Result<()> {
+        let Some(meta) = self.live(id).await? else {
+            return Ok(());
+        };
         let mut refs = meta.owner_references.clone().unwrap_or_default();
         let before = refs.clone();
         f(&mut refs);
         if refs == before {
             return Ok(());
         }
-        let refs = if refs.is_empty() { Value::Null } else { serde_json::to_value(&refs).unwrap_or(Value::Null) };
+        let refs = if refs.is_empty() {
+            Value::Null
+        } else {
+            serde_json::to_value(&refs).unwrap_or(Value::Null)
+        };
         self.patch_meta(id, json!({"metadata": {"ownerReferences": refs, "resourceVersion": meta.resource_version, "uid": id.uid}})).await
     }
 
     async fn remove_finalizer(&self, id: &Identity, finalizer: &str) -> Result<()> {
-        let Some(meta) = self.live(id).await? else { return Ok(()) };
+        let Some(meta) = self.live(id).await? else {
+            return Ok(());
+        };
         if !has_finalizer(&meta, finalizer) {
             return Ok(());
         }
-        let rest: Vec<&String> = meta.finalizers.iter().flatten().filter(|f| *f != finalizer).collect();
-        let rest = if rest.is_empty() { Value::Null } else { json!(rest) };
+        let rest: Vec<&String> = meta
+            .finalizers
+            .iter()
+            .flatten()
+            .filter(|f| *f != finalizer)
+            .collect();
+        let rest = if rest.is_empty() {
+            Value::Null
+        } else {
+            json!(rest)
+        };
         tracing::info!(kind = %id.kind, name = %id.name, namespace = ?id.namespace, finalizer, "removing finalizer");
         self.patch_meta(id, json!({"metadata": {"finalizers": rest, "resourceVersion": meta.resource_version, "uid": id.uid}})).await
     }
 
     async fn delete_object(&self, id: &Identity, policy: PropagationPolicy) -> Result<()> {
-        let Some(api) = self.api(id) else { return Ok(()) };
-        let dp = DeleteParams { propagation_policy: Some(policy.clone()), preconditions: Some(Preconditions { uid: Some(id.uid.clone()), resource_version: None }), ..Default::default() };
+        let Some(api) = self.api(id) else {
+            return Ok(());
+        };
+        let dp = DeleteParams {
+            propagation_policy: Some(policy.clone()),
+            preconditions: Some(Preconditions {
+                uid: Some(id.uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
         tracing::info!(kind = %id.kind, name = %id.name, namespace = ?id.namespace, ?policy, "deleting object whose owners are gone");
         match api.delete(&id.name, &dp).await {
             Ok(_) => Ok(()),
@@ -464,7 +604,9 @@ impl Shared {
 
     /// Upstream `attemptToDeleteItem`.
     async fn attempt_to_delete(&self, uid: &str) -> Result<()> {
-        let Some(node) = self.graph().get(uid).cloned() else { return Ok(()) };
+        let Some(node) = self.graph().get(uid).cloned() else {
+            return Ok(());
+        };
         let Some(latest) = self.live(&node.identity).await? else {
             // Absent: a virtual owner that never existed, or a delete event we missed.
             self.mark_absent(uid);
@@ -495,7 +637,10 @@ impl Shared {
             Decision::Keep => Ok(()),
             Decision::RemoveReferences(uids) => {
                 tracing::info!(kind = %node.identity.kind, name = %node.identity.name, namespace = ?node.identity.namespace, owners = ?uids, "removing dangling owner references");
-                self.edit_owner_refs(&node.identity, |refs| refs.retain(|r| !uids.contains(&r.uid))).await
+                self.edit_owner_refs(&node.identity, |refs| {
+                    refs.retain(|r| !uids.contains(&r.uid))
+                })
+                .await
             }
             Decision::Delete { policy, unblock } => {
                 if !unblock.is_empty() {
@@ -516,11 +661,17 @@ impl Shared {
     async fn process_deleting_dependents(&self, node: &Node) -> Result<()> {
         let (blocking, all): (Vec<(String, bool)>, Vec<String>) = {
             let g = self.graph();
-            let blocking = g.blocking_dependents(&node.identity.uid).into_iter().map(|d| (d.identity.uid.clone(), d.being_deleted)).collect();
+            let blocking = g
+                .blocking_dependents(&node.identity.uid)
+                .into_iter()
+                .map(|d| (d.identity.uid.clone(), d.being_deleted))
+                .collect();
             (blocking, node.dependents.iter().cloned().collect())
         };
         if blocking.is_empty() {
-            return self.remove_finalizer(&node.identity, FOREGROUND_FINALIZER).await;
+            return self
+                .remove_finalizer(&node.identity, FOREGROUND_FINALIZER)
+                .await;
         }
         for d in all {
             self.delete_q.add(ObjectKey::cluster(&d));
@@ -530,19 +681,30 @@ impl Shared {
 
     /// Upstream `attemptToOrphanWorker`.
     async fn attempt_to_orphan(&self, uid: &str) -> Result<()> {
-        let Some(node) = self.graph().get(uid).cloned() else { return Ok(()) };
-        let Some(latest) = self.live(&node.identity).await? else { return Ok(()) };
+        let Some(node) = self.graph().get(uid).cloned() else {
+            return Ok(());
+        };
+        let Some(latest) = self.live(&node.identity).await? else {
+            return Ok(());
+        };
         if latest.deletion_timestamp.is_none() || !has_finalizer(&latest, ORPHAN_FINALIZER) {
             return Ok(());
         }
         let dependents: Vec<Identity> = {
             let g = self.graph();
-            node.dependents.iter().filter_map(|d| g.get(d)).filter(|d| !d.virtual_).map(|d| d.identity.clone()).collect()
+            node.dependents
+                .iter()
+                .filter_map(|d| g.get(d))
+                .filter(|d| !d.virtual_)
+                .map(|d| d.identity.clone())
+                .collect()
         };
         for d in &dependents {
-            self.edit_owner_refs(d, |refs| refs.retain(|r| r.uid != uid)).await?;
+            self.edit_owner_refs(d, |refs| refs.retain(|r| r.uid != uid))
+                .await?;
         }
-        self.remove_finalizer(&node.identity, ORPHAN_FINALIZER).await
+        self.remove_finalizer(&node.identity, ORPHAN_FINALIZER)
+            .await
     }
 
     // --------------------------------------------------------------- monitors
@@ -558,7 +720,11 @@ impl Shared {
         };
         let e = {
             let mapper = self.mapper.lock().unwrap_or_else(|e| e.into_inner());
-            let namespaced = |o: &OwnerReference| mapper.resolve(&o.api_version, &o.kind).is_none_or(|s| s.namespaced);
+            let namespaced = |o: &OwnerReference| {
+                mapper
+                    .resolve(&o.api_version, &o.kind)
+                    .is_none_or(|s| s.namespaced)
+            };
             self.graph().upsert(identity, meta, namespaced)
         };
         self.dispatch(e);
@@ -566,9 +732,17 @@ impl Shared {
     }
 
     /// Watch one resource's metadata into the graph until `token` is cancelled.
-    async fn monitor(self: Arc<Self>, r: ServedResource, synced: tokio::sync::mpsc::UnboundedSender<()>, token: CancellationToken) {
+    async fn monitor(
+        self: Arc<Self>,
+        r: ServedResource,
+        synced: tokio::sync::mpsc::UnboundedSender<()>,
+        token: CancellationToken,
+    ) {
         let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(self.client.clone(), &r.ar);
-        let stream = kube::runtime::WatchStreamExt::default_backoff(watcher(api, watcher::Config::default()));
+        let stream = kube::runtime::WatchStreamExt::default_backoff(watcher(
+            api,
+            watcher::Config::default(),
+        ));
         futures::pin_mut!(stream);
         // UIDs this monitor has put in the graph, to diff re-lists.
         let mut known: HashSet<String> = HashSet::new();
@@ -606,7 +780,9 @@ impl Shared {
                         let _ = tx.send(());
                     }
                 }
-                Err(e) => tracing::debug!(resource = %r.ar.plural, group = %r.ar.group, error = %e, "gc watch failed; retrying"),
+                Err(e) => {
+                    tracing::debug!(resource = %r.ar.plural, group = %r.ar.group, error = %e, "gc watch failed; retrying")
+                }
             }
         }
     }
@@ -614,11 +790,25 @@ impl Shared {
 
 /// The resources the collector watches.
 fn collectable(resources: &[ServedResource]) -> Vec<ServedResource> {
-    resources.iter().filter(|r| r.supports(verbs::LIST) && r.supports(verbs::WATCH) && r.supports(verbs::DELETE) && !is_ignored(&r.ar)).cloned().collect()
+    resources
+        .iter()
+        .filter(|r| {
+            r.supports(verbs::LIST)
+                && r.supports(verbs::WATCH)
+                && r.supports(verbs::DELETE)
+                && !is_ignored(&r.ar)
+        })
+        .cloned()
+        .collect()
 }
 
 /// Discover, start monitors for resources not watched yet; returns how many were started.
-async fn sync_monitors(shared: &Arc<Shared>, started: &mut HashSet<(String, String)>, synced: &tokio::sync::mpsc::UnboundedSender<()>, token: &CancellationToken) -> std::result::Result<usize, kube::Error> {
+async fn sync_monitors(
+    shared: &Arc<Shared>,
+    started: &mut HashSet<(String, String)>,
+    synced: &tokio::sync::mpsc::UnboundedSender<()>,
+    token: &CancellationToken,
+) -> std::result::Result<usize, kube::Error> {
     let resources = discover(&shared.client).await?;
     {
         let mut m = shared.mapper.lock().unwrap_or_else(|e| e.into_inner());
@@ -642,26 +832,41 @@ struct DeleteWorker(SharedCell);
 struct OrphanWorker(SharedCell);
 
 fn shared(cell: &SharedCell) -> Result<&Arc<Shared>> {
-    cell.get().ok_or_else(|| Error::msg("garbage collector not initialised"))
+    cell.get()
+        .ok_or_else(|| Error::msg("garbage collector not initialised"))
 }
 
 impl Reconciler for DeleteWorker {
     async fn reconcile(&self, key: &ObjectKey, _ctx: &ReconcileContext) -> Result<Action> {
-        shared(&self.0)?.attempt_to_delete(&key.name).await.map(|()| Action::done())
+        shared(&self.0)?
+            .attempt_to_delete(&key.name)
+            .await
+            .map(|()| Action::done())
     }
 }
 
 impl Reconciler for OrphanWorker {
     async fn reconcile(&self, key: &ObjectKey, _ctx: &ReconcileContext) -> Result<Action> {
-        shared(&self.0)?.attempt_to_orphan(&key.name).await.map(|()| Action::done())
+        shared(&self.0)?
+            .attempt_to_orphan(&key.name)
+            .await
+            .map(|()| Action::done())
     }
 }
 
 /// Start the `garbagecollector` controller.
 pub fn start(ctx: &ControllerContext) -> Result<BoxFuture<'static, ()>> {
     let cell: SharedCell = Arc::default();
-    let delete_ctrl = Controller::new("garbagecollector", Arc::new(DeleteWorker(cell.clone())), ctx.metrics.clone());
-    let orphan_ctrl = Controller::new("garbagecollector-orphan", Arc::new(OrphanWorker(cell.clone())), ctx.metrics.clone());
+    let delete_ctrl = Controller::new(
+        "garbagecollector",
+        Arc::new(DeleteWorker(cell.clone())),
+        ctx.metrics.clone(),
+    );
+    let orphan_ctrl = Controller::new(
+        "garbagecollector-orphan",
+        Arc::new(OrphanWorker(cell.clone())),
+        ctx.metrics.clone(),
+    );
     let shared = Arc::new(Shared {
         client: ctx.client.clone(),
         graph: Mutex::default(),
@@ -710,8 +915,13 @@ pub fn start(ctx: &ControllerContext) -> Result<BoxFuture<'static, ()>> {
                     }
                     match sync_monitors(&shared, &mut started, &tx, &token).await {
                         Ok(0) => {}
-                        Ok(n) => tracing::info!(resources = n, "garbage collector watching newly served resources"),
-                        Err(e) => tracing::debug!(error = %e, "garbage collector rediscovery failed"),
+                        Ok(n) => tracing::info!(
+                            resources = n,
+                            "garbage collector watching newly served resources"
+                        ),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "garbage collector rediscovery failed")
+                        }
                     }
                 }
             });
@@ -719,10 +929,12 @@ pub fn start(ctx: &ControllerContext) -> Result<BoxFuture<'static, ()>> {
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        futures::join!(delete_ctrl.run(workers, wait(synced_rx.clone()), token.clone()), orphan_ctrl.run(workers, wait(synced_rx), token.clone()));
+        futures::join!(
+            delete_ctrl.run(workers, wait(synced_rx.clone()), token.clone()),
+            orphan_ctrl.run(workers, wait(synced_rx), token.clone())
+        );
     }))
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -730,18 +942,32 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn id(kind: &str, name: &str, uid: &str) -> Identity {
-        Identity { api_version: "apps/v1".into(), kind: kind.into(), namespace: Some("ns".into()), name: name.into(), uid: uid.into() }
+        Identity {
+            api_version: "apps/v1".into(),
+            kind: kind.into(),
+            namespace: Some("ns".into()),
+            name: name.into(),
+            uid: uid.into(),
+        }
     }
 
     fn oref(kind: &str, name: &str, uid: &str, block: bool) -> OwnerReference {
-        OwnerReference { api_version: "apps/v1".into(), kind: kind.into(), name: name.into(), uid: uid.into(), controller: Some(true), block_owner_deletion: Some(block) }
+        OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: kind.into(),
+            name: name.into(),
+            uid: uid.into(),
+            controller: Some(true),
+            block_owner_deletion: Some(block),
+        }
     }
 
     fn meta(owners: Vec<OwnerReference>, deleting: bool, finalizers: &[&str]) -> ObjectMeta {
         ObjectMeta {
             owner_references: (!owners.is_empty()).then_some(owners),
             deletion_timestamp: deleting.then(|| Time(k8s_openapi::jiff::Timestamp::now())),
-            finalizers: (!finalizers.is_empty()).then(|| finalizers.iter().map(|f| f.to_string()).collect()),
+            finalizers: (!finalizers.is_empty())
+                .then(|| finalizers.iter().map(|f| f.to_string()).collect()),
             ..Default::default()
         }
     }
@@ -755,11 +981,19 @@ mod tests {
     fn graph_links_owners_creates_virtual_owners_and_requeues_dependents_on_delete() {
         let mut g = Graph::default();
         // A pod observed before its ReplicaSet: the owner is virtual and verified.
-        let e = g.upsert(id("Pod", "p", "pod-1"), &meta(vec![oref("ReplicaSet", "rs", "rs-1", true)], false, &[]), |_| true);
+        let e = g.upsert(
+            id("Pod", "p", "pod-1"),
+            &meta(vec![oref("ReplicaSet", "rs", "rs-1", true)], false, &[]),
+            |_| true,
+        );
         assert_eq!(e.delete, ["rs-1"]);
         assert!(g.get("rs-1").unwrap().virtual_);
         // The ReplicaSet arrives: real, nothing to do.
-        let e = g.upsert(id("ReplicaSet", "rs", "rs-1"), &meta(vec![], false, &[]), |_| true);
+        let e = g.upsert(
+            id("ReplicaSet", "rs", "rs-1"),
+            &meta(vec![], false, &[]),
+            |_| true,
+        );
         assert_eq!(e, Enqueue::default());
         assert!(!g.get("rs-1").unwrap().virtual_);
         assert!(g.get("rs-1").unwrap().dependents.contains("pod-1"));
@@ -774,25 +1008,59 @@ mod tests {
     #[test]
     fn foreground_and_orphan_finalizers_queue_the_right_work() {
         let mut g = Graph::default();
-        g.upsert(id("ReplicaSet", "rs", "rs-1"), &meta(vec![], false, &[]), |_| true);
-        g.upsert(id("Pod", "a", "pod-a"), &meta(vec![oref("ReplicaSet", "rs", "rs-1", true)], false, &[]), |_| true);
-        g.upsert(id("Pod", "b", "pod-b"), &meta(vec![oref("ReplicaSet", "rs", "rs-1", false)], false, &[]), |_| true);
-        let e = g.upsert(id("ReplicaSet", "rs", "rs-1"), &meta(vec![], true, &[FOREGROUND_FINALIZER]), |_| true);
+        g.upsert(
+            id("ReplicaSet", "rs", "rs-1"),
+            &meta(vec![], false, &[]),
+            |_| true,
+        );
+        g.upsert(
+            id("Pod", "a", "pod-a"),
+            &meta(vec![oref("ReplicaSet", "rs", "rs-1", true)], false, &[]),
+            |_| true,
+        );
+        g.upsert(
+            id("Pod", "b", "pod-b"),
+            &meta(vec![oref("ReplicaSet", "rs", "rs-1", false)], false, &[]),
+            |_| true,
+        );
+        let e = g.upsert(
+            id("ReplicaSet", "rs", "rs-1"),
+            &meta(vec![], true, &[FOREGROUND_FINALIZER]),
+            |_| true,
+        );
         assert_eq!(sorted(e.delete), ["pod-a", "pod-b", "rs-1"]);
-        assert_eq!(g.blocking_dependents("rs-1").iter().map(|n| n.identity.name.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(
+            g.blocking_dependents("rs-1")
+                .iter()
+                .map(|n| n.identity.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
         // A blocking dependent going away queues the waiting owner.
         let e = g.remove("pod-a");
         assert_eq!(e.delete, ["rs-1"]);
         assert!(g.blocking_dependents("rs-1").is_empty());
-        let e = g.upsert(id("ReplicaSet", "rs", "rs-1"), &meta(vec![], true, &[ORPHAN_FINALIZER]), |_| true);
+        let e = g.upsert(
+            id("ReplicaSet", "rs", "rs-1"),
+            &meta(vec![], true, &[ORPHAN_FINALIZER]),
+            |_| true,
+        );
         assert_eq!(e.orphan, ["rs-1"]);
     }
 
     #[test]
     fn owner_reference_changes_relink() {
         let mut g = Graph::default();
-        g.upsert(id("ReplicaSet", "a", "rs-a"), &meta(vec![], true, &[FOREGROUND_FINALIZER]), |_| true);
-        g.upsert(id("Pod", "p", "pod"), &meta(vec![oref("ReplicaSet", "a", "rs-a", true)], false, &[]), |_| true);
+        g.upsert(
+            id("ReplicaSet", "a", "rs-a"),
+            &meta(vec![], true, &[FOREGROUND_FINALIZER]),
+            |_| true,
+        );
+        g.upsert(
+            id("Pod", "p", "pod"),
+            &meta(vec![oref("ReplicaSet", "a", "rs-a", true)], false, &[]),
+            |_| true,
+        );
         // Released by rs-a: the waiting owner is told.
         let e = g.upsert(id("Pod", "p", "pod"), &meta(vec![], false, &[]), |_| true);
         assert_eq!(e.delete, ["rs-a"]);
@@ -803,25 +1071,70 @@ mod tests {
     fn decisions_follow_upstream() {
         use OwnerState::*;
         let m = meta(vec![], false, &[]);
-        let s = |v: &[(&str, OwnerState)]| v.iter().map(|(u, st)| (u.to_string(), *st)).collect::<Vec<_>>();
-        let bg = Decision::Delete { policy: PropagationPolicy::Background, unblock: vec![] };
-        let cases: Vec<(&str, Vec<(String, OwnerState)>, bool, Decision)> = vec![
+        let s = |v: &[(&str, OwnerState)]| {
+            v.iter()
+                .map(|(u, st)| (u.to_string(), *st))
+                .collect::<Vec<_>>()
+        };
+        let bg = Decision::Delete {
+            policy: PropagationPolicy::Background,
+            unblock: vec![],
+        };
+        type Case = (&'static str, Vec<(String, OwnerState)>, bool, Decision);
+        let cases: Vec<Case> = vec![
             ("no owners", s(&[]), false, Decision::Keep),
             ("live owner", s(&[("a", Solid)]), false, Decision::Keep),
-            ("one live, one dangling", s(&[("a", Solid), ("b", Dangling)]), false, Decision::RemoveReferences(vec!["b".into()])),
-            ("live and waiting", s(&[("a", Solid), ("b", WaitingForDependents)]), false, Decision::RemoveReferences(vec!["b".into()])),
-            ("all dangling", s(&[("a", Dangling), ("b", Dangling)]), true, bg.clone()),
-            ("waiting, leaf", s(&[("a", WaitingForDependents)]), false, bg),
-            ("waiting, with dependents", s(&[("a", WaitingForDependents)]), true, Decision::Delete { policy: PropagationPolicy::Foreground, unblock: vec![] }),
+            (
+                "one live, one dangling",
+                s(&[("a", Solid), ("b", Dangling)]),
+                false,
+                Decision::RemoveReferences(vec!["b".into()]),
+            ),
+            (
+                "live and waiting",
+                s(&[("a", Solid), ("b", WaitingForDependents)]),
+                false,
+                Decision::RemoveReferences(vec!["b".into()]),
+            ),
+            (
+                "all dangling",
+                s(&[("a", Dangling), ("b", Dangling)]),
+                true,
+                bg.clone(),
+            ),
+            (
+                "waiting, leaf",
+                s(&[("a", WaitingForDependents)]),
+                false,
+                bg,
+            ),
+            (
+                "waiting, with dependents",
+                s(&[("a", WaitingForDependents)]),
+                true,
+                Decision::Delete {
+                    policy: PropagationPolicy::Foreground,
+                    unblock: vec![],
+                },
+            ),
         ];
         for (name, states, deps, want) in cases {
             assert_eq!(decide(&m, &states, deps, false), want, "{name}");
         }
         let orphaning = meta(vec![], false, &[ORPHAN_FINALIZER]);
-        assert_eq!(decide(&orphaning, &s(&[("a", Dangling)]), false, false), Decision::Delete { policy: PropagationPolicy::Orphan, unblock: vec![] });
+        assert_eq!(
+            decide(&orphaning, &s(&[("a", Dangling)]), false, false),
+            Decision::Delete {
+                policy: PropagationPolicy::Orphan,
+                unblock: vec![]
+            }
+        );
         assert_eq!(
             decide(&m, &s(&[("a", WaitingForDependents)]), true, true),
-            Decision::Delete { policy: PropagationPolicy::Foreground, unblock: vec!["a".into()] }
+            Decision::Delete {
+                policy: PropagationPolicy::Foreground,
+                unblock: vec!["a".into()]
+            }
         );
     }
 
@@ -829,6 +1142,12 @@ mod tests {
     fn owner_api_versions_resolve_by_group() {
         assert_eq!(group_of("apps/v1"), "apps");
         assert_eq!(group_of("v1"), "");
-        assert!(is_ignored(&ApiResource { group: "".into(), version: "v1".into(), api_version: "v1".into(), kind: "Event".into(), plural: "events".into() }));
+        assert!(is_ignored(&ApiResource {
+            group: "".into(),
+            version: "v1".into(),
+            api_version: "v1".into(),
+            kind: "Event".into(),
+            plural: "events".into()
+        }));
     }
 }

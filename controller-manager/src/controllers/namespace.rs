@@ -24,7 +24,10 @@ use kube::{Api, Client};
 use serde_json::{json, Value};
 
 use super::garbagecollector::{discover, ServedResource};
-use crate::framework::{Action, BoxFuture, Change, Controller, ControllerContext, EventRecorder, EventType, Informer, ObjectKey, ReconcileContext, Reconciler, Result};
+use crate::framework::{
+    Action, BoxFuture, Change, Controller, ControllerContext, EventRecorder, EventType, Informer,
+    ObjectKey, ReconcileContext, Reconciler, Result,
+};
 
 /// The finalizer this controller owns in `spec.finalizers`.
 pub const KUBERNETES_FINALIZER: &str = "kubernetes";
@@ -45,7 +48,9 @@ pub struct DeletionReport {
 
 impl DeletionReport {
     pub fn done(&self) -> bool {
-        self.discovery_error.is_none() && self.content_errors.is_empty() && self.remaining.is_empty()
+        self.discovery_error.is_none()
+            && self.content_errors.is_empty()
+            && self.remaining.is_empty()
     }
 }
 
@@ -55,27 +60,84 @@ fn condition(type_: &str, failed: bool, reason: &str, message: String) -> Value 
 
 /// Upstream's namespace deletion conditions for a report (without transition times).
 pub fn conditions(r: &DeletionReport) -> Vec<Value> {
-    let list = |m: &BTreeMap<String, usize>| m.iter().map(|(k, n)| format!("{k} has {n} resource instances")).collect::<Vec<_>>().join(", ");
+    let list = |m: &BTreeMap<String, usize>| {
+        m.iter()
+            .map(|(k, n)| format!("{k} has {n} resource instances"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     vec![
         match &r.discovery_error {
-            Some(e) => condition("NamespaceDeletionDiscoveryFailure", true, "DiscoveryFailed", format!("Discovery failed for some groups: {e}")),
-            None => condition("NamespaceDeletionDiscoveryFailure", false, "ResourcesDiscovered", "All resources successfully discovered".into()),
+            Some(e) => condition(
+                "NamespaceDeletionDiscoveryFailure",
+                true,
+                "DiscoveryFailed",
+                format!("Discovery failed for some groups: {e}"),
+            ),
+            None => condition(
+                "NamespaceDeletionDiscoveryFailure",
+                false,
+                "ResourcesDiscovered",
+                "All resources successfully discovered".into(),
+            ),
         },
-        condition("NamespaceDeletionGroupVersionParsingFailure", false, "ParsedGroupVersions", "All legacy kube types successfully parsed".into()),
+        condition(
+            "NamespaceDeletionGroupVersionParsingFailure",
+            false,
+            "ParsedGroupVersions",
+            "All legacy kube types successfully parsed".into(),
+        ),
         if r.content_errors.is_empty() {
-            condition("NamespaceDeletionContentFailure", false, "ContentDeleted", "All content successfully deleted, may be waiting on finalization".into())
+            condition(
+                "NamespaceDeletionContentFailure",
+                false,
+                "ContentDeleted",
+                "All content successfully deleted, may be waiting on finalization".into(),
+            )
         } else {
-            condition("NamespaceDeletionContentFailure", true, "ContentDeletionFailed", format!("Failed to delete all resource types, {} remaining: {}", r.content_errors.len(), r.content_errors.join(", ")))
+            condition(
+                "NamespaceDeletionContentFailure",
+                true,
+                "ContentDeletionFailed",
+                format!(
+                    "Failed to delete all resource types, {} remaining: {}",
+                    r.content_errors.len(),
+                    r.content_errors.join(", ")
+                ),
+            )
         },
         if r.remaining.is_empty() {
-            condition("NamespaceContentRemaining", false, "ContentRemoved", "All content successfully removed".into())
+            condition(
+                "NamespaceContentRemaining",
+                false,
+                "ContentRemoved",
+                "All content successfully removed".into(),
+            )
         } else {
-            condition("NamespaceContentRemaining", true, "SomeResourcesRemain", format!("Some resources are remaining: {}", list(&r.remaining)))
+            condition(
+                "NamespaceContentRemaining",
+                true,
+                "SomeResourcesRemain",
+                format!("Some resources are remaining: {}", list(&r.remaining)),
+            )
         },
         if r.finalizers.is_empty() {
-            condition("NamespaceFinalizersRemaining", false, "ContentHasNoFinalizers", "All content-preserving finalizers finished".into())
+            condition(
+                "NamespaceFinalizersRemaining",
+                false,
+                "ContentHasNoFinalizers",
+                "All content-preserving finalizers finished".into(),
+            )
         } else {
-            condition("NamespaceFinalizersRemaining", true, "SomeFinalizersRemain", format!("Some content in the namespace has finalizers remaining: {}", list(&r.finalizers).replace(" has ", " in ")))
+            condition(
+                "NamespaceFinalizersRemaining",
+                true,
+                "SomeFinalizersRemain",
+                format!(
+                    "Some content in the namespace has finalizers remaining: {}",
+                    list(&r.finalizers).replace(" has ", " in ")
+                ),
+            )
         },
     ]
 }
@@ -84,19 +146,31 @@ pub fn conditions(r: &DeletionReport) -> Vec<Value> {
 /// of conditions whose status did not change. `None` when nothing changes.
 pub fn merge_conditions(current: &[Value], want: Vec<Value>, now: Timestamp) -> Option<Vec<Value>> {
     let mut changed = false;
-    let mut out: Vec<Value> = current.iter().filter(|c| !want.iter().any(|w| w["type"] == c["type"])).cloned().collect();
+    let mut out: Vec<Value> = current
+        .iter()
+        .filter(|c| !want.iter().any(|w| w["type"] == c["type"]))
+        .cloned()
+        .collect();
     for mut w in want {
         match current.iter().find(|c| c["type"] == w["type"]) {
-            Some(c) if c["status"] == w["status"] && c["reason"] == w["reason"] && c["message"] == w["message"] => {
+            Some(c)
+                if c["status"] == w["status"]
+                    && c["reason"] == w["reason"]
+                    && c["message"] == w["message"] =>
+            {
                 w = c.clone();
             }
             Some(c) if c["status"] == w["status"] => {
                 changed = true;
-                w["lastTransitionTime"] = c.get("lastTransitionTime").cloned().unwrap_or_else(|| json!(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)));
+                w["lastTransitionTime"] =
+                    c.get("lastTransitionTime").cloned().unwrap_or_else(|| {
+                        json!(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now))
+                    });
             }
             _ => {
                 changed = true;
-                w["lastTransitionTime"] = json!(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+                w["lastTransitionTime"] =
+                    json!(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
             }
         }
         out.push(w);
@@ -129,9 +203,14 @@ impl NamespaceReconciler {
                 return report;
             }
         };
-        for r in resources.iter().filter(|r| r.namespaced && r.supports(verbs::LIST) && (r.supports(verbs::DELETE) || r.supports(verbs::DELETE_COLLECTION))) {
+        for r in resources.iter().filter(|r| {
+            r.namespaced
+                && r.supports(verbs::LIST)
+                && (r.supports(verbs::DELETE) || r.supports(verbs::DELETE_COLLECTION))
+        }) {
             let name = resource_name(r);
-            let meta_api: Api<PartialObjectMeta<DynamicObject>> = Api::namespaced_with(self.client.clone(), ns, &r.ar);
+            let meta_api: Api<PartialObjectMeta<DynamicObject>> =
+                Api::namespaced_with(self.client.clone(), ns, &r.ar);
             let items = match meta_api.list(&ListParams::default()).await {
                 Ok(l) => l.items,
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 405 => continue,
@@ -144,14 +223,25 @@ impl NamespaceReconciler {
                 continue;
             }
             let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &r.ar);
-            let pending: Vec<_> = items.iter().filter(|o| o.metadata.deletion_timestamp.is_none()).collect();
+            let pending: Vec<_> = items
+                .iter()
+                .filter(|o| o.metadata.deletion_timestamp.is_none())
+                .collect();
             if !pending.is_empty() {
                 let res = if r.supports(verbs::DELETE_COLLECTION) {
-                    api.delete_collection(&DeleteParams::background(), &ListParams::default()).await.map(|_| ())
+                    api.delete_collection(&DeleteParams::background(), &ListParams::default())
+                        .await
+                        .map(|_| ())
                 } else {
                     let mut res = Ok(());
                     for o in &pending {
-                        match api.delete(o.metadata.name.as_deref().unwrap_or_default(), &DeleteParams::background()).await {
+                        match api
+                            .delete(
+                                o.metadata.name.as_deref().unwrap_or_default(),
+                                &DeleteParams::background(),
+                            )
+                            .await
+                        {
                             Ok(_) => {}
                             Err(kube::Error::Api(s)) if s.code == 404 => {}
                             Err(e) => res = Err(e),
@@ -181,11 +271,29 @@ impl NamespaceReconciler {
     }
 
     async fn write_conditions(&self, ns: &Namespace, report: &DeletionReport) -> Result<()> {
-        let current: Vec<Value> = ns.status.as_ref().and_then(|s| s.conditions.as_ref()).map(|cs| cs.iter().filter_map(|c| serde_json::to_value(c).ok()).collect()).unwrap_or_default();
-        let Some(conds) = merge_conditions(&current, conditions(report), Timestamp::now()) else { return Ok(()) };
+        let current: Vec<Value> = ns
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .map(|cs| {
+                cs.iter()
+                    .filter_map(|c| serde_json::to_value(c).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some(conds) = merge_conditions(&current, conditions(report), Timestamp::now()) else {
+            return Ok(());
+        };
         let api: Api<Namespace> = Api::all(self.client.clone());
         let name = ns.metadata.name.as_deref().unwrap_or_default();
-        match api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": {"conditions": conds}}))).await {
+        match api
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"conditions": conds}})),
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(e.into()),
@@ -194,14 +302,24 @@ impl NamespaceReconciler {
 
     async fn finalize(&self, ns: &Namespace) -> Result<()> {
         let name = ns.metadata.name.as_deref().unwrap_or_default();
-        let rest: Vec<String> = ns.spec.as_ref().and_then(|s| s.finalizers.clone()).unwrap_or_default().into_iter().filter(|f| f != KUBERNETES_FINALIZER).collect();
+        let rest: Vec<String> = ns
+            .spec
+            .as_ref()
+            .and_then(|s| s.finalizers.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f != KUBERNETES_FINALIZER)
+            .collect();
         let body = json!({
             "apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name},
             "spec": {"finalizers": rest},
         });
         let api: Api<Namespace> = Api::all(self.client.clone());
-        match api.replace_subresource("finalize", name, &PostParams::default(), &body).await {
+        match api
+            .replace_subresource("finalize", name, &PostParams::default(), &body)
+            .await
+        {
             Ok(_) => {
                 tracing::info!(namespace = name, "namespace content removed; finalized");
                 Ok(())
@@ -214,8 +332,14 @@ impl NamespaceReconciler {
 
 impl Reconciler for NamespaceReconciler {
     async fn reconcile(&self, key: &ObjectKey, _ctx: &ReconcileContext) -> Result<Action> {
-        let Some(ns) = self.namespaces.get(None, &key.name) else { return Ok(Action::done()) };
-        let ours = ns.spec.as_ref().and_then(|s| s.finalizers.as_ref()).is_some_and(|f| f.iter().any(|f| f == KUBERNETES_FINALIZER));
+        let Some(ns) = self.namespaces.get(None, &key.name) else {
+            return Ok(Action::done());
+        };
+        let ours = ns
+            .spec
+            .as_ref()
+            .and_then(|s| s.finalizers.as_ref())
+            .is_some_and(|f| f.iter().any(|f| f == KUBERNETES_FINALIZER));
         if ns.metadata.deletion_timestamp.is_none() || !ours {
             return Ok(Action::done());
         }
@@ -225,8 +349,17 @@ impl Reconciler for NamespaceReconciler {
             self.finalize(&ns).await?;
             return Ok(Action::done());
         }
-        if let Some(e) = report.discovery_error.as_ref().or(report.content_errors.first()) {
-            self.recorder.event(&*ns, EventType::Warning, "NamespaceDeletionFailed", format!("failed to delete namespace content: {e}"));
+        if let Some(e) = report
+            .discovery_error
+            .as_ref()
+            .or(report.content_errors.first())
+        {
+            self.recorder.event(
+                &*ns,
+                EventType::Warning,
+                "NamespaceDeletionFailed",
+                format!("failed to delete namespace content: {e}"),
+            );
             return Err(crate::framework::Error::msg(e.clone()));
         }
         tracing::debug!(namespace = %key.name, remaining = ?report.remaining, "namespace content still terminating");
@@ -237,7 +370,11 @@ impl Reconciler for NamespaceReconciler {
 /// Start the `namespace` controller.
 pub fn start(ctx: &ControllerContext) -> Result<BoxFuture<'static, ()>> {
     let namespaces = ctx.informers.informer::<Namespace>();
-    let rec = Arc::new(NamespaceReconciler { client: ctx.client.clone(), namespaces: namespaces.clone(), recorder: ctx.recorder("namespace-controller") });
+    let rec = Arc::new(NamespaceReconciler {
+        client: ctx.client.clone(),
+        namespaces: namespaces.clone(),
+        recorder: ctx.recorder("namespace-controller"),
+    });
     let controller = Controller::new("namespace", rec, ctx.metrics.clone());
     let q = controller.queue();
     namespaces.subscribe(move |c: &Change<Namespace>| {
@@ -246,7 +383,11 @@ pub fn start(ctx: &ControllerContext) -> Result<BoxFuture<'static, ()>> {
         }
     });
     let synced = async move { namespaces.wait_synced().await };
-    Ok(Box::pin(controller.run(ctx.config.concurrent_namespace_syncs, synced, ctx.token.clone())))
+    Ok(Box::pin(controller.run(
+        ctx.config.concurrent_namespace_syncs,
+        synced,
+        ctx.token.clone(),
+    )))
 }
 
 #[cfg(test)]
@@ -258,16 +399,28 @@ mod tests {
         let mut r = DeletionReport::default();
         let c = conditions(&r);
         let by = |c: &[Value], t: &str| c.iter().find(|x| x["type"] == t).cloned().unwrap();
-        assert_eq!(by(&c, "NamespaceContentRemaining")["reason"], "ContentRemoved");
-        assert_eq!(by(&c, "NamespaceDeletionDiscoveryFailure")["status"], "False");
+        assert_eq!(
+            by(&c, "NamespaceContentRemaining")["reason"],
+            "ContentRemoved"
+        );
+        assert_eq!(
+            by(&c, "NamespaceDeletionDiscoveryFailure")["status"],
+            "False"
+        );
         r.remaining.insert("pods".into(), 2);
         r.finalizers.insert("example.com/keep".into(), 1);
         let c = conditions(&r);
-        assert_eq!(by(&c, "NamespaceContentRemaining")["message"], "Some resources are remaining: pods has 2 resource instances");
+        assert_eq!(
+            by(&c, "NamespaceContentRemaining")["message"],
+            "Some resources are remaining: pods has 2 resource instances"
+        );
         assert_eq!(by(&c, "NamespaceFinalizersRemaining")["message"], "Some content in the namespace has finalizers remaining: example.com/keep in 1 resource instances");
         assert!(!r.done());
         r.discovery_error = Some("boom".into());
-        assert_eq!(by(&conditions(&r), "NamespaceDeletionDiscoveryFailure")["status"], "True");
+        assert_eq!(
+            by(&conditions(&r), "NamespaceDeletionDiscoveryFailure")["status"],
+            "True"
+        );
     }
 
     #[test]
@@ -276,13 +429,28 @@ mod tests {
         let t1 = Timestamp::from_second(2_000_000).unwrap();
         let first = merge_conditions(&[], conditions(&DeletionReport::default()), t0).unwrap();
         assert_eq!(first.len(), 5);
-        assert_eq!(merge_conditions(&first, conditions(&DeletionReport::default()), t1), None);
+        assert_eq!(
+            merge_conditions(&first, conditions(&DeletionReport::default()), t1),
+            None
+        );
         let mut r = DeletionReport::default();
         r.remaining.insert("pods".into(), 1);
         let second = merge_conditions(&first, conditions(&r), t1).unwrap();
-        let remaining = second.iter().find(|c| c["type"] == "NamespaceContentRemaining").unwrap();
-        let discovery = second.iter().find(|c| c["type"] == "NamespaceDeletionDiscoveryFailure").unwrap();
-        assert_eq!(remaining["lastTransitionTime"], json!(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t1)));
-        assert_eq!(discovery["lastTransitionTime"], json!(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t0)));
+        let remaining = second
+            .iter()
+            .find(|c| c["type"] == "NamespaceContentRemaining")
+            .unwrap();
+        let discovery = second
+            .iter()
+            .find(|c| c["type"] == "NamespaceDeletionDiscoveryFailure")
+            .unwrap();
+        assert_eq!(
+            remaining["lastTransitionTime"],
+            json!(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t1))
+        );
+        assert_eq!(
+            discovery["lastTransitionTime"],
+            json!(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t0))
+        );
     }
 }

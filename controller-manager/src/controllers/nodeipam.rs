@@ -17,15 +17,27 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::framework::{Action, BoxFuture, Change, Controller, ControllerContext, Error, EventRecorder, EventType, Informer, ObjectKey, ReconcileContext, Reconciler, Result};
+use crate::framework::{
+    Action, BoxFuture, Change, Controller, ControllerContext, Error, EventRecorder, EventType,
+    Informer, ObjectKey, ReconcileContext, Reconciler, Result,
+};
 
 /// The pod network when `--cluster-cidr` is not given.
 pub const DEFAULT_CLUSTER_CIDR: &str = "10.244.0.0/16";
 
 fn parse_v4(cidr: &str) -> std::result::Result<(u32, u8), String> {
-    let (ip, len) = cidr.trim().split_once('/').ok_or_else(|| format!("invalid CIDR {cidr:?}"))?;
-    let ip: Ipv4Addr = ip.parse().map_err(|_| format!("invalid IPv4 CIDR {cidr:?}"))?;
-    let len: u8 = len.parse().ok().filter(|l| *l <= 32).ok_or_else(|| format!("invalid prefix length in {cidr:?}"))?;
+    let (ip, len) = cidr
+        .trim()
+        .split_once('/')
+        .ok_or_else(|| format!("invalid CIDR {cidr:?}"))?;
+    let ip: Ipv4Addr = ip
+        .parse()
+        .map_err(|_| format!("invalid IPv4 CIDR {cidr:?}"))?;
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| *l <= 32)
+        .ok_or_else(|| format!("invalid prefix length in {cidr:?}"))?;
     let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
     Ok((u32::from(ip) & mask, len))
 }
@@ -43,12 +55,24 @@ pub struct CidrSet {
 impl CidrSet {
     /// The IPv4 entry of `cluster_cidr` (comma-separated for dual-stack) cut into `/node_mask`s.
     pub fn new(cluster_cidr: &str, node_mask: u8) -> std::result::Result<Self, String> {
-        let v4 = cluster_cidr.split(',').map(str::trim).find(|c| !c.contains(':')).ok_or_else(|| format!("no IPv4 range in --cluster-cidr {cluster_cidr:?}"))?;
+        let v4 = cluster_cidr
+            .split(',')
+            .map(str::trim)
+            .find(|c| !c.contains(':'))
+            .ok_or_else(|| format!("no IPv4 range in --cluster-cidr {cluster_cidr:?}"))?;
         let (base, prefix) = parse_v4(v4)?;
         if node_mask < prefix || node_mask > 32 || node_mask - prefix > 24 {
-            return Err(format!("--node-cidr-mask-size {node_mask} does not fit --cluster-cidr {v4}"));
+            return Err(format!(
+                "--node-cidr-mask-size {node_mask} does not fit --cluster-cidr {v4}"
+            ));
         }
-        Ok(Self { base, prefix, node_mask, used: BTreeSet::new(), next: 0 })
+        Ok(Self {
+            base,
+            prefix,
+            node_mask,
+            used: BTreeSet::new(),
+            next: 0,
+        })
     }
 
     fn capacity(&self) -> u32 {
@@ -81,11 +105,17 @@ impl CidrSet {
 
     /// Mark every block overlapping `range` used (e.g. the Service range).
     pub fn exclude(&mut self, range: &str) {
-        let Ok((ip, len)) = parse_v4(range) else { return };
+        let Ok((ip, len)) = parse_v4(range) else {
+            return;
+        };
         for i in 0..self.capacity() {
             let (b, l) = (self.base + (i << (32 - self.node_mask)), self.node_mask);
             let shorter = len.min(l);
-            let m = if shorter == 0 { 0 } else { u32::MAX << (32 - shorter) };
+            let m = if shorter == 0 {
+                0
+            } else {
+                u32::MAX << (32 - shorter)
+            };
             if b & m == ip & m {
                 self.used.insert(i);
             }
@@ -133,7 +163,10 @@ impl NodeIpam {
 
     fn node_cidr(node: &Node) -> Option<String> {
         let spec = node.spec.as_ref()?;
-        spec.pod_cidr.clone().filter(|c| !c.is_empty()).or_else(|| spec.pod_cidrs.as_ref()?.first().cloned())
+        spec.pod_cidr
+            .clone()
+            .filter(|c| !c.is_empty())
+            .or_else(|| spec.pod_cidrs.as_ref()?.first().cloned())
     }
 
     /// Load every allocation already recorded in Nodes (once, before allocating).
@@ -144,13 +177,21 @@ impl NodeIpam {
         let mut st = self.lock();
         for n in self.nodes.store().state() {
             if let (Some(name), Some(cidr)) = (n.metadata.name.clone(), Self::node_cidr(&n)) {
-                for c in n.spec.as_ref().and_then(|s| s.pod_cidrs.clone()).unwrap_or_else(|| vec![cidr.clone()]) {
+                for c in n
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.pod_cidrs.clone())
+                    .unwrap_or_else(|| vec![cidr.clone()])
+                {
                     st.set.occupy(&c);
                 }
                 st.by_node.insert(name, cidr);
             }
         }
-        tracing::info!(allocated = st.by_node.len(), "node IPAM rebuilt from existing nodes");
+        tracing::info!(
+            allocated = st.by_node.len(),
+            "node IPAM rebuilt from existing nodes"
+        );
     }
 }
 
@@ -180,19 +221,32 @@ impl Reconciler for NodeIpam {
             }
         };
         let Some(cidr) = cidr else {
-            self.recorder.event(&*node, EventType::Normal, "CIDRNotAvailable", format!("Node {} status is now: CIDRNotAvailable", key.name));
+            self.recorder.event(
+                &*node,
+                EventType::Normal,
+                "CIDRNotAvailable",
+                format!("Node {} status is now: CIDRNotAvailable", key.name),
+            );
             return Err(Error::msg("no pod CIDR left in --cluster-cidr"));
         };
         self.lock().by_node.insert(key.name.clone(), cidr.clone());
         let patch = json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
-        match Api::<Node>::all(self.client.clone()).patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match Api::<Node>::all(self.client.clone())
+            .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => {
                 tracing::info!(node = %key.name, cidr = %cidr, "allocated pod CIDR");
                 Ok(Action::done())
             }
             Err(e) => {
                 if !matches!(&e, kube::Error::Api(s) if s.code == 404) {
-                    self.recorder.event(&*node, EventType::Warning, "CIDRAssignmentFailed", format!("Node {} status is now: CIDRAssignmentFailed", key.name));
+                    self.recorder.event(
+                        &*node,
+                        EventType::Warning,
+                        "CIDRAssignmentFailed",
+                        format!("Node {} status is now: CIDRAssignmentFailed", key.name),
+                    );
                 }
                 let mut st = self.lock();
                 st.by_node.remove(&key.name);
@@ -210,7 +264,11 @@ pub fn start(ctx: &ControllerContext) -> Result<BoxFuture<'static, ()>> {
         let token = ctx.token.clone();
         return Ok(Box::pin(async move { token.cancelled().await }));
     }
-    let cidr = ctx.config.cluster_cidr.clone().unwrap_or_else(|| DEFAULT_CLUSTER_CIDR.into());
+    let cidr = ctx
+        .config
+        .cluster_cidr
+        .clone()
+        .unwrap_or_else(|| DEFAULT_CLUSTER_CIDR.into());
     let mut set = CidrSet::new(&cidr, ctx.config.node_cidr_mask_size).map_err(Error::msg)?;
     if let Some(svc) = &ctx.config.service_cluster_ip_range {
         for r in svc.split(',') {
@@ -221,7 +279,10 @@ pub fn start(ctx: &ControllerContext) -> Result<BoxFuture<'static, ()>> {
     let rec = Arc::new(NodeIpam {
         client: ctx.client.clone(),
         nodes: nodes.clone(),
-        state: Mutex::new(State { set, by_node: HashMap::new() }),
+        state: Mutex::new(State {
+            set,
+            by_node: HashMap::new(),
+        }),
         rebuilt: AtomicBool::new(false),
         recorder: ctx.recorder("cidrAllocator"),
     });
@@ -234,7 +295,9 @@ pub fn start(ctx: &ControllerContext) -> Result<BoxFuture<'static, ()>> {
             _ => true,
         };
         if changed {
-            q.add(ObjectKey::cluster(n.metadata.name.as_deref().unwrap_or_default()));
+            q.add(ObjectKey::cluster(
+                n.metadata.name.as_deref().unwrap_or_default(),
+            ));
         }
     });
     let synced = async move { nodes.wait_synced().await };
