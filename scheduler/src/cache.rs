@@ -402,6 +402,7 @@ pub struct Cache {
     index: HashMap<String, usize>,
     pods: HashMap<String, PodState>,
     present_nodes: usize,
+    affinity_pods: usize,
     pub volumes: Volumes,
     /// PodDisruptionBudgets by `namespace/name`, for preemption.
     pub pdbs: HashMap<String, crate::preemption::Pdb>,
@@ -502,13 +503,21 @@ impl Cache {
     }
 
     fn place(&mut self, pod: Arc<PodInfo>, node: &str) {
+        self.affinity_pods += pod.has_affinity() as usize;
         self.node_mut(node).add_pod(pod);
+    }
+
+    /// Placed pods with (anti-)affinity terms anywhere in the cluster.
+    pub fn num_affinity_pods(&self) -> usize {
+        self.affinity_pods
     }
 
     fn unplace(&mut self, key: &str) -> Option<PodState> {
         let st = self.pods.remove(key)?;
         if let Some(&i) = self.index.get(&st.node) {
-            self.nodes[i].remove_pod(key);
+            if let Some(p) = self.nodes[i].remove_pod(key) {
+                self.affinity_pods -= p.has_affinity() as usize;
+            }
         }
         self.drop_node_if_empty(&st.node.clone());
         Some(st)

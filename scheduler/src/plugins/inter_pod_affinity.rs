@@ -43,6 +43,12 @@ impl Plugin for InterPodAffinity {
 
     fn pre_filter(&self, ctx: &Ctx, state: &mut CycleState) -> Result<(), Status> {
         let pod = ctx.pod;
+        if ctx.cache.num_affinity_pods() == 0
+            && pod.required_affinity.is_empty()
+            && pod.required_anti_affinity.is_empty()
+        {
+            return Ok(());
+        }
         let mut st = FilterState::default();
         for n in ctx.cache.nodes().iter().filter(|n| n.present) {
             for e in &n.affinity_pods {

@@ -50,6 +50,9 @@ impl Plugin for TaintToleration {
         }
     }
     fn score(&self, ctx: &Ctx, _: &CycleState, node: &NodeInfo) -> i64 {
+        if node.taints.is_empty() {
+            return 0;
+        }
         let prefer: Vec<&Toleration> = ctx
             .pod
             .tolerations

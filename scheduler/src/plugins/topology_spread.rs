@@ -129,8 +129,15 @@ fn count_domains<'a>(
             if !c.node_eligible(pod, n) {
                 continue;
             }
-            *counts[i].entry(n.labels[&c.key].clone()).or_default() +=
-                c.counts_on(&pod.namespace, n);
+            let v = &n.labels[&c.key];
+            let add = c.counts_on(&pod.namespace, n);
+            // Clone the domain name only the first time it is seen.
+            match counts[i].get_mut(v) {
+                Some(x) => *x += add,
+                None => {
+                    counts[i].insert(v.clone(), add);
+                }
+            }
         }
     }
     counts
