@@ -43,6 +43,8 @@ pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 pub const ORPHAN_FINALIZER: &str = "orphan";
 /// How often discovery is re-run to watch newly served kinds.
 pub const REDISCOVERY_PERIOD: Duration = Duration::from_secs(30);
+/// How long the workers wait for every resource's first list before starting anyway.
+pub const GRAPH_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
 // Discovery, shared with the namespace controller.
@@ -897,12 +899,24 @@ pub fn start(ctx: &ControllerContext) -> Result<BoxFuture<'static, ()>> {
         let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
         let s2 = shared.clone();
         tokio::spawn(async move {
-            for _ in 0..n {
-                if rx.recv().await.is_none() {
-                    return;
+            let all = async {
+                for _ in 0..n {
+                    if rx.recv().await.is_none() {
+                        return;
+                    }
                 }
+            };
+            // A resource that never lists must not stop collection for good; starting on a
+            // partial graph is safe because every deletion is verified with live reads.
+            match tokio::time::timeout(GRAPH_SYNC_TIMEOUT, all).await {
+                Ok(()) => {
+                    tracing::info!(nodes = s2.graph().len(), "garbage collector graph synced")
+                }
+                Err(_) => tracing::warn!(
+                    nodes = s2.graph().len(),
+                    "garbage collector graph not fully synced; starting anyway"
+                ),
             }
-            tracing::info!(nodes = s2.graph().len(), "garbage collector graph synced");
             synced_tx.send_replace(true);
         });
         {
