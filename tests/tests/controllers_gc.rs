@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Namespace, Node, Pod, Service, ServiceAccount,
+    ConfigMap, Endpoints, Event, Namespace, Node, Pod, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
@@ -847,6 +847,33 @@ async fn node_lease_expiry_taints_node_and_evicts_pods_after_toleration() {
             let p = pod_api.get_opt("short").await.ok()?;
             p.is_none_or(|p| p.metadata.deletion_timestamp.is_some())
                 .then_some(())
+        },
+    )
+    .await;
+    // Upstream's events: the node registered and went not ready; the pod was evicted.
+    let events: Api<Event> = env.api("default");
+    eventually(
+        Duration::from_secs(30),
+        "node and eviction events",
+        || async {
+            let reasons: Vec<(String, String)> = events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .map(|e| {
+                    (
+                        e.involved_object.name.unwrap_or_default(),
+                        e.reason.unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let has = |n: &str, r: &str| reasons.iter().any(|(a, b)| a == n && b == r);
+            (has("n1", "RegisteredNode")
+                && has("n1", "NodeNotReady")
+                && has("short", "TaintManagerEviction"))
+            .then_some(())
         },
     )
     .await;

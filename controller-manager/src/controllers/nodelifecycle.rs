@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, ObjectReference, Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -229,6 +229,14 @@ impl HealthTracker {
         }
     }
 
+    /// Whether `node` has been observed (and not forgotten).
+    pub fn knows(&self, node: &str) -> bool {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(node)
+    }
+
     pub fn forget(&self, node: &str) {
         self.nodes
             .lock()
@@ -295,9 +303,31 @@ impl NodeMonitor {
 impl Reconciler for NodeMonitor {
     async fn reconcile(&self, key: &ObjectKey, _ctx: &ReconcileContext) -> Result<Action> {
         let Some(node) = self.nodes.get(None, &key.name) else {
-            self.health.forget(&key.name);
+            if self.health.knows(&key.name) {
+                self.health.forget(&key.name);
+                let r = ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Node".into()),
+                    name: Some(key.name.clone()),
+                    ..Default::default()
+                };
+                let msg = format!(
+                    "Node {0} event: Removing Node {0} from Controller",
+                    key.name
+                );
+                self.recorder
+                    .event_ref(r, EventType::Normal, "RemovingNode", msg);
+            }
             return Ok(Action::done());
         };
+        if !self.health.knows(&key.name) {
+            let msg = format!(
+                "Node {0} event: Registered Node {0} in Controller",
+                key.name
+            );
+            self.recorder
+                .event(&*node, EventType::Normal, "RegisteredNode", msg);
+        }
         let lease = self.leases.get(Some(NODE_LEASE_NAMESPACE), &key.name);
         let renew = lease
             .as_ref()
