@@ -219,7 +219,11 @@ impl Plugin for PodTopologySpread {
         let mut counts = vec![HashMap::new(); cs.len()];
         for (i, c) in cs.iter().enumerate() {
             let one = std::slice::from_ref(c);
-            counts[i] = if c.key == HOSTNAME {
+            // Hostname domains, and the system default (owner) constraints, are counted over the
+            // candidate nodes only: a full pass over every node per pod would dominate the cycle
+            // at thousands of nodes, and the candidates are a rotating sample of all of them.
+            let sampled = c.key == HOSTNAME || matches!(c.matcher, Matcher::Owner(_));
+            counts[i] = if sampled {
                 count_domains(ctx.pod, one, nodes.iter().copied())
             } else {
                 count_domains(ctx.pod, one, ctx.cache.nodes().iter())
