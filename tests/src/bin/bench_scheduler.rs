@@ -45,7 +45,9 @@ fn in_process(nodes: usize, pods: usize) -> f64 {
     for i in 0..nodes {
         cache.add_or_update_node(&serde_json::from_value::<Node>(node_json(i)).unwrap());
     }
-    let infos: Vec<PodInfo> = (0..pods).map(|i| PodInfo::from_pod(&serde_json::from_value::<Pod>(pod_json(i, "rs-uid")).unwrap())).collect();
+    let infos: Vec<PodInfo> = (0..pods)
+        .map(|i| PodInfo::from_pod(&serde_json::from_value::<Pod>(pod_json(i, "rs-uid")).unwrap()))
+        .collect();
     let mut rotor = Rotor::default();
     let start = Instant::now();
     for p in &infos {
@@ -60,7 +62,9 @@ where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    futures::stream::iter(0..n).for_each_concurrent(limit, f).await;
+    futures::stream::iter(0..n)
+        .for_each_concurrent(limit, f)
+        .await;
 }
 
 async fn create_nodes(client: &Client, from: usize, to: usize) {
@@ -84,7 +88,14 @@ async fn create_nodes(client: &Client, from: usize, to: usize) {
 
 fn rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |k: &str| status.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let field = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
     (field("VmRSS:"), field("VmHWM:"))
 }
 
@@ -98,10 +109,14 @@ async fn run_pods(client: &Client, first: usize, count: usize) -> (f64, Duration
         let bound = bound.clone();
         tokio::spawn(async move {
             let mut seen = HashSet::new();
-            let mut s = std::pin::pin!(watcher::watcher(pods, watcher::Config::default()).applied_objects());
+            let mut s = std::pin::pin!(
+                watcher::watcher(pods, watcher::Config::default()).applied_objects()
+            );
             while let Ok(Some(p)) = s.try_next().await {
                 let name = p.metadata.name.clone().unwrap_or_default();
-                if want.contains(&name) && p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+                if want.contains(&name)
+                    && p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+                {
                     seen.insert(name);
                     if seen.len() == want.len() {
                         bound.notify_one();
@@ -117,12 +132,16 @@ async fn run_pods(client: &Client, first: usize, count: usize) -> (f64, Duration
         let pods = pods.clone();
         async move {
             let p: Pod = serde_json::from_value(pod_json(first + k, "rs-uid")).unwrap();
-            pods.create(&PostParams::default(), &p).await.expect("create pod");
+            pods.create(&PostParams::default(), &p)
+                .await
+                .expect("create pod");
         }
     })
     .await;
     let created = start.elapsed();
-    tokio::time::timeout(Duration::from_secs(600), bound.notified()).await.expect("all pods bound within 10 minutes");
+    tokio::time::timeout(Duration::from_secs(600), bound.notified())
+        .await
+        .expect("all pods bound within 10 minutes");
     let took = start.elapsed();
     watch.abort();
     (count as f64 / took.as_secs_f64(), created)
@@ -130,7 +149,14 @@ async fn run_pods(client: &Client, first: usize, count: usize) -> (f64, Duration
 
 async fn child(kubeconfig: &str) -> anyhow::Result<()> {
     component_base::logging::init("warn");
-    let args = <scheduler::Args as clap::Parser>::parse_from(["scheduler", "--kubeconfig", kubeconfig, "--bind-address", "127.0.0.1:0", "--leader-elect=false"]);
+    let args = <scheduler::Args as clap::Parser>::parse_from([
+        "scheduler",
+        "--kubeconfig",
+        kubeconfig,
+        "--bind-address",
+        "127.0.0.1:0",
+        "--leader-elect=false",
+    ]);
     let config = scheduler::Config::try_from(args)?;
     scheduler::run(config, component_base::signals::shutdown_token()).await?;
     Ok(())
@@ -144,29 +170,52 @@ async fn main() -> anyhow::Result<()> {
     }
     component_base::logging::init("warn");
     let quick = argv.iter().any(|a| a == "--quick");
-    println!("# scheduler benchmark ({} CPUs)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "# scheduler benchmark ({} CPUs)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     for nodes in [1_000, 5_000] {
         let pods = if quick { 2_000 } else { 10_000 };
-        println!("in-process decisions/s, {nodes} nodes, {pods} pods: {:.0}", in_process(nodes, pods));
+        println!(
+            "in-process decisions/s, {nodes} nodes, {pods} pods: {:.0}",
+            in_process(nodes, pods)
+        );
     }
 
     let cluster = TestCluster::start(Backend::Embedded).await?;
     let client = cluster.client().await;
-    let plan: &[(usize, usize)] = if quick { &[(200, 1_000), (500, 2_000)] } else { &[(1_000, 5_000), (5_000, 25_000)] };
-    let mut child_proc = tokio::process::Command::new(std::env::current_exe()?).arg(CHILD_FLAG).arg(&cluster.kubeconfig).kill_on_drop(true).spawn()?;
+    let plan: &[(usize, usize)] = if quick {
+        &[(200, 1_000), (500, 2_000)]
+    } else {
+        &[(1_000, 5_000), (5_000, 25_000)]
+    };
+    let mut child_proc = tokio::process::Command::new(std::env::current_exe()?)
+        .arg(CHILD_FLAG)
+        .arg(&cluster.kubeconfig)
+        .kill_on_drop(true)
+        .spawn()?;
     let pid = child_proc.id().unwrap_or(0);
     let (mut nodes_made, mut pods_made) = (0, 0);
     for &(nodes, pods) in plan {
         let t = Instant::now();
         create_nodes(&client, nodes_made, nodes).await;
         nodes_made = nodes;
-        println!("created {nodes} nodes (+ status + lease) in {:.1}s", t.elapsed().as_secs_f64());
+        println!(
+            "created {nodes} nodes (+ status + lease) in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
         let (rate, created) = run_pods(&client, pods_made, pods).await;
         pods_made += pods;
         println!("end to end, {nodes} nodes: {pods} pods created in {:.1}s, all bound and observed by watch at {rate:.0} pods/s ({pods_made} pods in cluster)", created.as_secs_f64());
     }
     let (rss, hwm) = rss_kib(pid);
-    println!("scheduler RSS with {nodes_made} nodes + {pods_made} pods: {:.1} MiB (peak {:.1} MiB)", rss as f64 / 1024.0, hwm as f64 / 1024.0);
+    println!(
+        "scheduler RSS with {nodes_made} nodes + {pods_made} pods: {:.1} MiB (peak {:.1} MiB)",
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
     let _ = child_proc.kill().await;
     cluster.stop().await;
     Ok(())
