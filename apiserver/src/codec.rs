@@ -75,7 +75,11 @@ pub fn encode_for_storage(obj: &Value) -> Bytes {
         m.remove("resourceVersion");
         m.remove("selfLink");
     }
-    Bytes::from(serde_json::to_vec(&obj).expect("serializing a JSON value cannot fail"))
+    let mut bytes = serde_json::to_vec(&obj).expect("serializing a JSON value cannot fail");
+    // The store keeps these bytes for the object's lifetime: drop the Vec's growth slack
+    // (up to half of it), which otherwise stays allocated per stored object.
+    bytes.shrink_to_fit();
+    Bytes::from(bytes)
 }
 
 /// Decode a stored value and set its resourceVersion.
@@ -104,6 +108,66 @@ pub fn with_rv(value: &[u8], rv: i64) -> Vec<u8> {
     }
     out.extend_from_slice(&value[at..]);
     out
+}
+
+/// An object ready to be written out: either owned JSON, or stored bytes plus the
+/// resourceVersion to splice in while copying them into the response (one copy, no re-encode).
+#[derive(Debug, Clone)]
+pub enum Encoded {
+    Plain(Vec<u8>),
+    Splice { value: Bytes, at: usize, rv: i64 },
+}
+
+impl Encoded {
+    /// Stored bytes at revision `rv`.
+    pub fn stored(value: Bytes, rv: i64) -> Self {
+        match top_level_metadata_body(&value) {
+            Some(at) => Self::Splice { value, at, rv },
+            None => Self::Plain(with_rv(&value, rv)),
+        }
+    }
+
+    /// Upper bound of the encoded length.
+    pub fn len_hint(&self) -> usize {
+        match self {
+            Self::Plain(v) => v.len(),
+            Self::Splice { value, .. } => value.len() + 48,
+        }
+    }
+
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Plain(v) => out.extend_from_slice(v),
+            Self::Splice { value, at, rv } => {
+                out.extend_from_slice(&value[..*at]);
+                out.extend_from_slice(b"\"resourceVersion\":\"");
+                out.extend_from_slice(rv.to_string().as_bytes());
+                out.push(b'"');
+                if value.get(*at) != Some(&b'}') {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&value[*at..]);
+            }
+        }
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        match self {
+            Self::Plain(v) => v.clone(),
+            Self::Splice { .. } => {
+                let mut out = Vec::with_capacity(self.len_hint());
+                self.write_to(&mut out);
+                out
+            }
+        }
+    }
+
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            Self::Plain(v) => v,
+            other => other.to_vec(),
+        }
+    }
 }
 
 /// Offset just after the `{` that opens the top-level `"metadata"` object of compact JSON.
@@ -172,7 +236,7 @@ pub fn parse_rv(rv: &str) -> Result<i64, ApiError> {
 }
 
 /// Build a list body by concatenating already-encoded items.
-pub fn list_body(api_version: &str, list_kind: &str, rv: i64, cont: Option<&str>, remaining: Option<i64>, items: &[Vec<u8>]) -> Vec<u8> {
+pub fn list_body(api_version: &str, list_kind: &str, rv: i64, cont: Option<&str>, remaining: Option<i64>, items: &[Encoded]) -> Vec<u8> {
     let mut meta = Map::new();
     meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
     if let Some(c) = cont {
@@ -181,7 +245,7 @@ pub fn list_body(api_version: &str, list_kind: &str, rv: i64, cont: Option<&str>
     if let Some(r) = remaining {
         meta.insert("remainingItemCount".into(), Value::from(r));
     }
-    let total: usize = items.iter().map(|i| i.len() + 1).sum();
+    let total: usize = items.iter().map(|i| i.len_hint() + 1).sum();
     let mut out = Vec::with_capacity(total + 128);
     out.extend_from_slice(b"{\"apiVersion\":");
     out.extend_from_slice(serde_json::to_string(api_version).unwrap_or_default().as_bytes());
@@ -190,7 +254,7 @@ pub fn list_body(api_version: &str, list_kind: &str, rv: i64, cont: Option<&str>
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(it);
+        it.write_to(&mut out);
     }
     out.extend_from_slice(b"],\"kind\":");
     out.extend_from_slice(serde_json::to_string(list_kind).unwrap_or_default().as_bytes());
@@ -234,9 +298,11 @@ mod tests {
 
     #[test]
     fn list_body_is_valid_json() {
-        let b = list_body("v1", "PodList", 5, Some("tok"), Some(3), &[b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]);
+        let stored = encode_for_storage(&json!({"kind":"Pod","metadata":{"name":"p"}}));
+        let b = list_body("v1", "PodList", 5, Some("tok"), Some(3), &[Encoded::Plain(b"{\"a\":1}".to_vec()), Encoded::stored(stored, 9)]);
         let v: Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["items"].as_array().unwrap().len(), 2);
+        assert_eq!(v["items"][1]["metadata"]["resourceVersion"], "9");
         assert_eq!(v["metadata"]["continue"], "tok");
         assert_eq!(v["metadata"]["remainingItemCount"], 3);
     }

@@ -440,7 +440,7 @@ async fn resource(state: &Arc<State>, req: Request<Body>, t: Target, user: &User
                     codec::list_body(&api_version, &r.list_kind(), out.revision, out.continue_token.as_deref(), out.remaining, &out.items),
                 )),
                 _ => {
-                    let objs: Vec<Value> = out.items.iter().map(|i| serde_json::from_slice(i).unwrap_or_default()).collect();
+                    let objs: Vec<Value> = out.items.iter().map(|i| serde_json::from_slice(&i.to_vec()).unwrap_or_default()).collect();
                     let mut meta = json!({"resourceVersion": out.revision.to_string()});
                     if let Some(c) = &out.continue_token {
                         meta["continue"] = json!(c);

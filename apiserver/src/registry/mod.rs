@@ -86,7 +86,7 @@ pub struct ListParams {
 
 /// A finished list: encoded items (with resourceVersion), the list revision and paging state.
 pub struct ListOutput {
-    pub items: Vec<Vec<u8>>,
+    pub items: Vec<codec::Encoded>,
     pub revision: i64,
     pub continue_token: Option<String>,
     pub remaining: Option<i64>,
@@ -148,10 +148,14 @@ impl Registry {
 
     /// Encode a stored value for the client, splicing the resourceVersion when no conversion is needed.
     pub fn encode_kv(&self, t: &Target, kv: &KeyValue) -> Result<Vec<u8>, ApiError> {
+        Ok(self.encoded(t, kv)?.into_vec())
+    }
+
+    fn encoded(&self, t: &Target, kv: &KeyValue) -> Result<codec::Encoded, ApiError> {
         if conversion::needs_conversion(t.resource, &t.version) {
-            Ok(serde_json::to_vec(&self.decode(t, kv)?).unwrap_or_default())
+            Ok(codec::Encoded::Plain(serde_json::to_vec(&self.decode(t, kv)?).unwrap_or_default()))
         } else {
-            Ok(codec::with_rv(&kv.value, kv.mod_revision))
+            Ok(codec::Encoded::stored(kv.value.clone(), kv.mod_revision))
         }
     }
 
@@ -450,9 +454,9 @@ impl Registry {
                     if !self.matches(r, &obj, p) {
                         continue;
                     }
-                    items.push(serde_json::to_vec(&obj).unwrap_or_default());
+                    items.push(codec::Encoded::Plain(serde_json::to_vec(&obj).unwrap_or_default()));
                 } else {
-                    items.push(self.encode_kv(t, kv)?);
+                    items.push(self.encoded(t, kv)?);
                 }
             }
             remaining_after = (n - seen) as i64 + res.remaining as i64;
@@ -858,7 +862,7 @@ impl Registry {
         let list = self.list(t, &ListParams { limit: 0, continue_token: None, label: p.label.clone(), field: p.field.clone(), resource_version: None, resource_version_match: None }).await?;
         let mut out = Vec::new();
         for item in list.items {
-            let obj: Value = serde_json::from_slice(&item).unwrap_or_default();
+            let obj: Value = serde_json::from_slice(&item.into_vec()).unwrap_or_default();
             let name = name_of(&obj).to_string();
             let ns = meta_str(&obj, "namespace").map(String::from);
             let target = Target { namespace: ns.or_else(|| t.namespace.clone()), ..t.clone() };

@@ -91,7 +91,7 @@ pub async fn start(reg: Arc<Registry>, t: Target, p: WatchParams, shutdown: Canc
             match reg.list(&t, &ListParams { label: p.list.label.clone(), field: p.list.field.clone(), ..Default::default() }).await {
                 Ok(list) => {
                     for item in &list.items {
-                        let obj: Value = serde_json::from_slice(item).unwrap_or_default();
+                        let obj: Value = serde_json::from_slice(&item.to_vec()).unwrap_or_default();
                         if tx.send(r.event("ADDED", &obj)).await.is_err() {
                             return;
                         }
