@@ -162,7 +162,8 @@ pub async fn start(c: Config, shutdown: CancellationToken) -> anyhow::Result<Run
             alloc.mark_existing(&v);
         }
     }
-    let registry = Arc::new(registry::Registry::new(store, alloc));
+    let registry = Arc::new(registry::Registry::new(store.clone(), alloc));
+    registry.namespaces.spawn(store, shutdown.clone());
     bootstrap::run(&registry, &c.advertise.to_string(), addr.port()).await.map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
     let server_url = format!("https://{}", SocketAddr::new(c.advertise, addr.port()));
     let (admin_cert, admin_key) = (pki.admin_cert_pem().to_string(), pki.admin_key_pem().to_string());

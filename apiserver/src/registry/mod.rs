@@ -7,6 +7,7 @@
 pub mod allocator;
 pub mod conversion;
 pub mod fields;
+pub mod namespaces;
 mod pod;
 pub mod strategy;
 pub mod watch;
@@ -103,6 +104,7 @@ pub enum Deleted {
 pub struct Registry {
     pub store: Arc<dyn Storage>,
     pub alloc: allocator::Allocators,
+    pub namespaces: Arc<namespaces::NamespaceCache>,
 }
 
 /// Five characters from upstream's generateName alphabet (no vowels, no confusable digits).
@@ -133,7 +135,7 @@ pub fn schema_for(r: &Resource, version: &str) -> Box<dyn PatchSchema> {
 
 impl Registry {
     pub fn new(store: Arc<dyn Storage>, alloc: allocator::Allocators) -> Self {
-        Self { store, alloc }
+        Self { store, alloc, namespaces: Default::default() }
     }
 
     fn key(&self, t: &Target, name: &str) -> String {
@@ -241,13 +243,16 @@ impl Registry {
 
     async fn check_namespace(&self, t: &Target, name: &str) -> Result<(), ApiError> {
         let Some(ns) = t.namespace.as_deref().filter(|_| t.resource.namespaced) else { return Ok(()) };
+        if self.namespaces.is_active(ns) {
+            return Ok(());
+        }
         let nsr = resources::by_kind("", "Namespace").expect("namespaces are served");
         let kv = self.store.get(&nsr.key(None, ns)).await.map_err(|e| storage_err(nsr.group_resource(), ns, e))?;
         match kv {
             None => Err(ApiError::not_found(nsr.group_resource(), ns)),
             Some(kv) => {
                 let v: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-                if v.pointer("/metadata/deletionTimestamp").is_some() || v.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") {
+                if namespaces::is_terminating(&v) {
                     let mut details = json!({"name": name, "kind": t.resource.plural, "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]});
                     if !t.resource.group.is_empty() {
                         details["group"] = json!(t.resource.group);
@@ -354,6 +359,9 @@ impl Registry {
             Ok(rev) => {
                 if let Some(a) = alloc {
                     a.commit();
+                }
+                if r.group.is_empty() && r.kind == "Namespace" {
+                    self.namespaces.set(&name, namespaces::is_terminating(&obj));
                 }
                 codec::set_rv(&mut obj, rev);
                 Ok(Written { object: obj, created: true, warnings })
@@ -606,6 +614,9 @@ impl Registry {
                         if r.group.is_empty() && r.kind == "Service" {
                             self.alloc.release(&old);
                         }
+                        if r.group.is_empty() && r.kind == "Namespace" {
+                            self.namespaces.remove(name);
+                        }
                         codec::set_rv(&mut new, rev);
                         Ok(Written { object: new, created: false, warnings })
                     }
@@ -832,6 +843,9 @@ impl Registry {
                 m_remove_rv(&mut new);
                 match self.store.update(&key, codec::encode_for_storage(&new), cur.mod_revision).await {
                     Ok(rev) => {
+                        if r.group.is_empty() && r.kind == "Namespace" {
+                            self.namespaces.set(name, true);
+                        }
                         codec::set_rv(&mut new, rev);
                         return Ok(Deleted::Pending(new));
                     }
