@@ -873,6 +873,25 @@ async fn bench_embedded_store() {
         200.0 / started.elapsed().as_secs_f64()
     );
 
+    // Single-threaded GET cost at 10 and at 100,000 keys (random order): a point lookup should
+    // cost the same whatever the store's size.
+    let small_dir = tempfile::tempdir().expect("tempdir");
+    let small = open(small_dir.path());
+    let key = |i: usize| format!("/registry/configmaps/bench/cm-{i:06}");
+    for i in 0..10 {
+        small.create(&key(i), bench_value(i)).await.expect("create");
+    }
+    // Warm up both, then measure.
+    get_ns_per_op(&small, 10, 100_000).await;
+    get_ns_per_op(&s, OBJECTS, 100_000).await;
+    let ns_small = get_ns_per_op(&small, 10, 1_000_000).await;
+    let ns_large = get_ns_per_op(&s, OBJECTS, 1_000_000).await;
+    println!(
+        "get, 1 task: {ns_small:.0} ns/op with 10 keys, {ns_large:.0} ns/op with {OBJECTS} keys (ratio {:.2})",
+        ns_large / ns_small
+    );
+    drop(small);
+
     // GETs from memory.
     let started = Instant::now();
     let gets = 400_000;
@@ -1033,5 +1052,127 @@ async fn bench_embedded_store() {
     println!(
         "reopen after SIGKILL during writes ({acks} acks): {}",
         open_in_child()
+    );
+
+    // What the store itself costs per object after 100,000 creates of ConfigMap-sized values
+    // (each in a fresh process): with the default options, with (almost) no history ring, and
+    // with a smaller redb cache, so the ring's and the cache's shares are visible.
+    let defaults = EmbeddedOptions::default();
+    for (label, history_events, cache_bytes) in [
+        (
+            "default options",
+            defaults.history_events,
+            defaults.cache_bytes,
+        ),
+        ("history_events=1", 1, defaults.cache_bytes),
+        ("cache_bytes=1MiB", defaults.history_events, 1 << 20),
+    ] {
+        let out = Command::new(std::env::current_exe().expect("exe"))
+            .args(["--exact", "bench_memory_child", "--ignored", "--nocapture"])
+            .env(BENCH_MEMORY_ENV, format!("{history_events},{cache_bytes}"))
+            .output()
+            .expect("run child");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let figures = stdout
+            .lines()
+            .find(|l| l.starts_with("MEMORY "))
+            .unwrap_or_else(|| panic!("no figures from child: {stdout}"));
+        println!("memory after {OBJECTS} creates, {label}: {figures}");
+    }
+}
+
+/// Single-threaded GETs of the first `n` bench keys in a scattered order; nanoseconds per GET.
+/// Each key is formatted into one reused buffer, so that the loop itself costs the same
+/// (no cache misses of its own) whatever `n` is.
+async fn get_ns_per_op(s: &EmbeddedStore, n: usize, ops: usize) -> f64 {
+    use std::fmt::Write as _;
+    let mut key = String::new();
+    let started = Instant::now();
+    for i in 0..ops {
+        key.clear();
+        write!(key, "/registry/configmaps/bench/cm-{:06}", (i * 7919) % n).expect("format");
+        let kv = s.get(&key).await.expect("get");
+        assert!(kv.is_some());
+    }
+    started.elapsed().as_nanos() as f64 / ops as f64
+}
+
+const BENCH_MEMORY_ENV: &str = "EMBEDDED_STORE_BENCH_MEMORY";
+
+/// A value the size of the ConfigMaps in the API server benchmark (539 bytes), in an exactly
+/// sized buffer as the API server stores them.
+fn configmap_value(i: usize) -> Bytes {
+    let mut s = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"cm-{i:06}","namespace":"bench","uid":"00000000-0000-0000-0000-{i:012}","resourceVersion":"{i}","creationTimestamp":"2024-01-01T00:00:00Z"}},"data":{{"k":""#
+    );
+    while s.len() < 539 - 3 {
+        s.push('v');
+    }
+    s.push_str(r#""}}"#);
+    let mut v = s.into_bytes();
+    v.shrink_to_fit();
+    Bytes::from(v)
+}
+
+/// The child half of the memory figures: RSS growth over 100,000 creates into a fresh store
+/// opened with the `history_events,cache_bytes` given in the environment.
+#[test]
+#[ignore = "run as a child process by bench_embedded_store"]
+fn bench_memory_child() {
+    let Ok(spec) = std::env::var(BENCH_MEMORY_ENV) else {
+        return;
+    };
+    let (history_events, cache_bytes) = spec
+        .split_once(',')
+        .and_then(|(h, c)| Some((h.parse().ok()?, c.parse().ok()?)))
+        .expect("history_events,cache_bytes");
+    const OBJECTS: usize = 100_000;
+    const CLIENTS: usize = 32;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let before = rss_bytes();
+    let started = Instant::now();
+    let s = Arc::new(
+        EmbeddedStore::open_with(
+            dir.path(),
+            EmbeddedOptions {
+                history_events,
+                cache_bytes,
+                ..Default::default()
+            },
+        )
+        .expect("open"),
+    );
+    let encoded: usize = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for c in 0..CLIENTS {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut encoded = 0;
+                for i in (c..OBJECTS).step_by(CLIENTS) {
+                    let key = format!("/registry/configmaps/bench/cm-{i:06}");
+                    let value = configmap_value(i);
+                    encoded += key.len() + value.len();
+                    s.create(&key, value).await.expect("create");
+                }
+                encoded
+            }));
+        }
+        let mut encoded = 0;
+        for t in tasks {
+            encoded += t.await.expect("task");
+        }
+        encoded
+    });
+    let elapsed = started.elapsed();
+    let grown = rss_bytes().saturating_sub(before);
+    println!(
+        "MEMORY creates/s={:.0} rss_growth_mib={:.1} encoded_mib={:.1} per_object: rss={} encoded={} overhead={}",
+        OBJECTS as f64 / elapsed.as_secs_f64(),
+        mib(grown),
+        mib(encoded as u64),
+        grown as usize / OBJECTS,
+        encoded / OBJECTS,
+        (grown as usize).saturating_sub(encoded) / OBJECTS
     );
 }

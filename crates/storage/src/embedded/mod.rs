@@ -7,8 +7,10 @@
 //! Concurrent writes share one transaction and one fsync (group commit, see `writer`).
 //!
 //! Reads never touch the disk: the whole current state lives in memory (loaded at open), and
-//! `get`/`list` are served from it under a read lock, in time independent of the store's size
-//! (`O(log n + page)`; `remaining` and [`Storage::count`] walk the keys under the prefix).
+//! `get`/`list` are served from it under a read lock: `get` is one hash lookup, whatever the
+//! store's size; `list` is `O(log n + page)`. [`Storage::count`] and a first page's
+//! `remaining` are O(1) for a "directory" (a prefix ending in `/`); otherwise they walk the keys
+//! under the prefix.
 //!
 //! History is only an in-memory ring of the last [`EmbeddedOptions::history_events`] events
 //! (fewer if they would keep more than [`EmbeddedOptions::history_bytes`] alive):
@@ -53,10 +55,11 @@ pub const FILE_NAME: &str = "store.redb";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmbeddedOptions {
     /// How many recent events are kept in memory for watch replay, lagging watchers and lists at
-    /// older revisions. Events share their values with the current objects.
+    /// older revisions. Events share their objects with the current state, so an event costs
+    /// one 32-byte slot unless it holds an object that has since been replaced or deleted.
     pub history_events: usize,
     /// Bound on the memory the history keeps alive beyond the current objects (superseded and
-    /// deleted values, keys, bookkeeping), in bytes: whichever bound is hit first trims it.
+    /// deleted objects, slots), in bytes: whichever bound is hit first trims it.
     pub history_bytes: usize,
     /// At most this many writes share one transaction (one fsync).
     pub max_batch: usize,
@@ -72,8 +75,14 @@ pub struct EmbeddedOptions {
 impl Default for EmbeddedOptions {
     fn default() -> Self {
         Self {
+            // 50,000 slots are ~1.5 MiB: a create-only burst of that size stays replayable.
             history_events: 50_000,
-            history_bytes: 64 << 20,
+            // Under update churn the ring keeps superseded values alive, up to this bound:
+            // ~24,000 updates of 0.5 KiB objects, ~4,000 of 4 KiB ones, far more than
+            // upstream's per-resource watch cache (100 events by default). A watcher that falls
+            // further behind gets 410 Gone and re-lists; a larger bound would only add to the
+            // API server's RSS beyond its data.
+            history_bytes: 16 << 20,
             max_batch: 1024,
             max_batch_bytes: 16 << 20,
             queue_depth: 8192,

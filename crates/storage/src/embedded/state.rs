@@ -1,13 +1,22 @@
 //! The embedded store's in-memory state: every current object, the global revision and a
 //! bounded ring of recent events, all guarded by one lock.
 //!
+//! Each object is one immutable [`Node`] (key and state) behind an `Arc`; a write replaces the
+//! node. The current nodes are indexed twice, by pointer: a hash set for point lookups (one hash
+//! and one probe however many objects are stored) and an ordered set for prefix ranges,
+//! pagination and counts. Events hold the nodes they wrote and replaced, so the ring shares keys
+//! and values with the current objects and costs only its small fixed-size slots unless it holds
+//! nodes that are no longer current.
+//!
 //! Guarantees: the ring holds *every* event with a revision in `oldest..=revision` (each write
 //! bumps the revision by exactly one and produces exactly one event, so the ring is indexed by
 //! `revision - oldest`); reads under one lock acquisition are a consistent snapshot; a list at an
 //! older revision still covered by the ring is served exactly, by undoing the ring's newer events.
 
+use std::borrow::Borrow;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -15,7 +24,7 @@ use bytes::Bytes;
 
 use crate::{Error, EventType, KeyValue, ListOptions, ListResult, Result, WatchEvent};
 
-/// One stored object. Values are shared (by refcount) with the events that wrote them.
+/// The state of one stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Entry {
     pub value: Bytes,
@@ -34,26 +43,100 @@ impl Entry {
     }
 }
 
+/// One object as written by one event; never changed afterwards.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Node {
+    pub key: Box<str>,
+    pub entry: Entry,
+}
+
+impl Node {
+    pub fn new(key: impl Into<Box<str>>, entry: Entry) -> Arc<Self> {
+        Arc::new(Self {
+            key: key.into(),
+            entry,
+        })
+    }
+
+    /// What keeping this node alive costs: the node, its `Arc` counts, its key and its value.
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + 16 + self.key.len() + self.entry.value.len()
+    }
+}
+
+/// A current node, hashed, compared and looked up by its key.
+#[derive(Debug, Clone)]
+struct Obj(Arc<Node>);
+
+impl Obj {
+    fn key(&self) -> &str {
+        &self.0.key
+    }
+}
+
+impl Borrow<str> for Obj {
+    fn borrow(&self) -> &str {
+        self.key()
+    }
+}
+
+impl PartialEq for Obj {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Obj {}
+
+// Consistent with `Borrow<str>`: hashes and orders exactly as the key does.
+impl Hash for Obj {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl PartialOrd for Obj {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Obj {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key().cmp(other.key())
+    }
+}
+
 /// One change, with enough of the previous state to undo it (for lists at older revisions).
 #[derive(Debug)]
 pub(crate) struct Event {
     pub event_type: EventType,
-    pub key: String,
-    /// The state after the change; for a deletion, the deleted object (with its old revisions).
-    pub entry: Entry,
     pub revision: i64,
-    pub prev: Option<Entry>,
+    /// The object after the change; for a deletion, the deleted object (with its old revisions).
+    pub node: Arc<Node>,
+    /// The object before the change, if it existed.
+    pub prev: Option<Arc<Node>>,
 }
 
 impl Event {
+    pub fn key(&self) -> &str {
+        &self.node.key
+    }
+
     pub fn to_watch_event(&self) -> WatchEvent {
         WatchEvent {
             event_type: self.event_type,
-            key: self.key.clone(),
-            value: self.entry.value.clone(),
-            prev_value: self.prev.as_ref().map(|p| p.value.clone()),
+            key: self.key().to_string(),
+            value: self.node.entry.value.clone(),
+            prev_value: self.prev.as_ref().map(|p| p.entry.value.clone()),
             revision: self.revision,
         }
+    }
+
+    /// What retaining this event costs beyond the current objects: its ring slot and the node it
+    /// replaced or deleted. (Its own node is either current or the next event's `prev`.)
+    fn retained_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.prev.as_ref().map_or(0, |p| p.bytes())
     }
 }
 
@@ -69,47 +152,56 @@ pub(crate) struct Catchup {
 
 #[derive(Debug)]
 pub(crate) struct State {
-    map: BTreeMap<String, Entry>,
+    /// Every current object, for point lookups.
+    objects: HashSet<Obj>,
+    /// The same nodes, in key order, for ranges.
+    ordered: BTreeSet<Obj>,
     /// How many keys lie under each "directory" (every key prefix ending in `/`), so that
     /// counting a resource or a namespace, and the first page's `remaining`, cost O(1).
     dirs: HashMap<String, usize>,
     pub revision: i64,
-    history: VecDeque<Arc<Event>>,
+    history: VecDeque<Event>,
     /// Every event with a revision in `oldest..=revision` is in `history`.
     oldest: i64,
     history_limit: usize,
-    /// Bytes kept alive only by `history` (keys, superseded values), bounded by the limit.
+    /// Bytes kept alive only by `history` (slots, replaced and deleted nodes), bounded by the
+    /// limit.
     history_bytes: usize,
     history_bytes_limit: usize,
 }
 
-/// Bookkeeping bytes per retained event (the event, its `Arc` and ring slot), estimated.
-const EVENT_OVERHEAD: usize = 160;
-
-impl Event {
-    /// What retaining this event costs beyond the current objects: its key and the value it
-    /// superseded. (Its own value is either current or counted as the next event's `prev`.)
-    fn retained_bytes(&self) -> usize {
-        EVENT_OVERHEAD + self.key.len() + self.prev.as_ref().map_or(0, |p| p.value.len())
-    }
-}
+/// The most ring slots allocated up front; a larger limit grows the ring as needed.
+const MAX_PREALLOCATED_EVENTS: usize = 1 << 16;
 
 impl State {
-    pub fn new(
-        map: BTreeMap<String, Entry>,
+    /// A state holding `objects` (in any order) at `revision`, with an empty ring.
+    pub fn new<K: Into<Box<str>>>(
+        objects: impl IntoIterator<Item = (K, Entry)>,
         revision: i64,
         history_limit: usize,
         history_bytes_limit: usize,
     ) -> Self {
+        let input = objects.into_iter();
+        let mut objects = HashSet::with_capacity(input.size_hint().0);
+        let mut ordered = Vec::with_capacity(input.size_hint().0);
         let mut dirs = HashMap::new();
-        for key in map.keys() {
-            count_dirs(&mut dirs, key, true);
+        for (key, entry) in input {
+            let obj = Obj(Node::new(key, entry));
+            count_dirs(&mut dirs, obj.key(), true);
+            objects.insert(obj.clone());
+            ordered.push(obj);
         }
         Self {
-            map,
+            objects,
+            // From sorted input (as loaded from the file) the set is bulk-built with full B-tree
+            // nodes.
+            ordered: ordered.into_iter().collect(),
             dirs,
             revision,
-            history: VecDeque::new(),
+            // Sized for the limit up front: a ring grown by doubling would end up to twice the
+            // limit, and leave the smaller buffers it outgrew behind in the allocator. Pages
+            // are only touched as events arrive.
+            history: VecDeque::with_capacity(history_limit.clamp(1, MAX_PREALLOCATED_EVENTS)),
             oldest: revision + 1,
             history_limit: history_limit.max(1),
             history_bytes: 0,
@@ -122,16 +214,27 @@ impl State {
         self.oldest
     }
 
+    /// The current node of `key`.
+    pub fn node(&self, key: &str) -> Option<&Arc<Node>> {
+        self.objects.get(key).map(|o| &o.0)
+    }
+
     pub fn entry(&self, key: &str) -> Option<&Entry> {
-        self.map.get(key)
+        self.node(key).map(|n| &n.entry)
     }
 
     pub fn get(&self, key: &str) -> Option<KeyValue> {
-        self.map.get(key).map(|e| e.to_key_value(key))
+        self.entry(key).map(|e| e.to_key_value(key))
+    }
+
+    /// The retained events, oldest first.
+    #[cfg(test)]
+    pub fn events(&self) -> Vec<&Event> {
+        self.history.iter().collect()
     }
 
     /// Publishes a committed batch: `events` carry consecutive revisions following `revision`.
-    pub fn apply(&mut self, events: Vec<Arc<Event>>) {
+    pub fn apply(&mut self, events: Vec<Event>) {
         for ev in events {
             debug_assert_eq!(
                 ev.revision,
@@ -140,29 +243,31 @@ impl State {
             );
             match ev.event_type {
                 EventType::Deleted => {
-                    if self.map.remove(&ev.key).is_some() {
-                        count_dirs(&mut self.dirs, &ev.key, false);
+                    if self.objects.remove(ev.key()) {
+                        self.ordered.remove(ev.key());
+                        count_dirs(&mut self.dirs, ev.key(), false);
                     }
                 }
                 EventType::Added | EventType::Modified => {
-                    // Replace the value in place when the key exists to avoid reallocating it.
-                    match self.map.get_mut(&ev.key) {
-                        Some(slot) => *slot = ev.entry.clone(),
-                        None => {
-                            self.map.insert(ev.key.clone(), ev.entry.clone());
-                            count_dirs(&mut self.dirs, &ev.key, true);
-                        }
+                    let obj = Obj(ev.node.clone());
+                    if self.objects.replace(obj.clone()).is_some() {
+                        self.ordered.replace(obj);
+                    } else {
+                        self.ordered.insert(obj);
+                        count_dirs(&mut self.dirs, ev.key(), true);
                     }
                 }
             }
-            self.revision = ev.revision;
+            // Make room first, so that the ring never outgrows the capacity it was given. The
+            // result is the same as trimming once after the batch: the longest suffix of events
+            // within both bounds.
+            self.trim(|state, _| state.history.len() >= state.history_limit);
+            let revision = ev.revision;
             self.history_bytes += ev.retained_bytes();
             self.history.push_back(ev);
+            self.revision = revision;
+            self.trim(|state, _| state.history_bytes > state.history_bytes_limit);
         }
-        self.trim(|state, _| {
-            state.history.len() > state.history_limit
-                || state.history_bytes > state.history_bytes_limit
-        });
     }
 
     /// Drops the oldest events while `drop` says so, then moves `oldest` past them.
@@ -200,7 +305,7 @@ impl State {
         let mut events = Vec::new();
         let mut new_next = next.max(self.oldest);
         for ev in self.history.iter().skip(start).take(max_scan) {
-            if ev.key.starts_with(prefix) {
+            if ev.key().starts_with(prefix) {
                 events.push(ev.to_watch_event());
             }
             new_next = ev.revision + 1;
@@ -214,14 +319,14 @@ impl State {
 
     pub fn count(&self, prefix: &str) -> usize {
         if prefix.is_empty() {
-            return self.map.len();
+            return self.objects.len();
         }
         if prefix.ends_with('/') {
             return self.dirs.get(prefix).copied().unwrap_or(0);
         }
-        self.map
+        self.ordered
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
+            .take_while(|o| o.key().starts_with(prefix))
             .count()
     }
 
@@ -250,10 +355,10 @@ impl State {
             _ => Bound::Included(prefix),
         };
         let current = self
-            .map
+            .ordered
             .range::<str, _>((lower, Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, e)| (k.as_str(), Some(e)));
+            .take_while(|o| o.key().starts_with(prefix))
+            .map(|o| (o.key(), Some(&o.0.entry)));
         let limit = if opts.limit == 0 {
             usize::MAX
         } else {
@@ -286,8 +391,8 @@ impl State {
             _ => true,
         };
         for ev in self.history.iter().skip(skip).rev() {
-            if ev.key.starts_with(prefix) && after(&ev.key) {
-                overlay.insert(ev.key.as_str(), ev.prev.as_ref());
+            if ev.key().starts_with(prefix) && after(ev.key()) {
+                overlay.insert(ev.key(), ev.prev.as_ref().map(|p| &p.entry));
             }
         }
         Ok(page(

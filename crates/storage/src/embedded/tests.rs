@@ -1,45 +1,53 @@
 //! Unit tests of the in-memory state (history ring, lists at older revisions) and encoding.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::state::{Entry, Event, State};
+use super::state::{Entry, Event, Node, State};
 use super::writer::{decode, encode};
 use crate::{Error, EventType, ListOptions};
+
+fn no_objects() -> Vec<(String, Entry)> {
+    Vec::new()
+}
 
 /// Applies one write to `state` the way the writer does.
 fn write(state: &mut State, key: &str, value: Option<&str>) {
     let revision = state.revision + 1;
-    let prev = state.entry(key).cloned();
-    let (event_type, entry) = match (value, &prev) {
+    let prev = state.node(key).cloned();
+    let (event_type, node) = match (value, &prev) {
         (Some(v), None) => (
             EventType::Added,
-            Entry {
-                value: Bytes::from(v.to_string()),
-                create_revision: revision,
-                mod_revision: revision,
-            },
+            Node::new(
+                key,
+                Entry {
+                    value: Bytes::from(v.to_string()),
+                    create_revision: revision,
+                    mod_revision: revision,
+                },
+            ),
         ),
         (Some(v), Some(p)) => (
             EventType::Modified,
-            Entry {
-                value: Bytes::from(v.to_string()),
-                create_revision: p.create_revision,
-                mod_revision: revision,
-            },
+            Node::new(
+                key,
+                Entry {
+                    value: Bytes::from(v.to_string()),
+                    create_revision: p.entry.create_revision,
+                    mod_revision: revision,
+                },
+            ),
         ),
         (None, Some(p)) => (EventType::Deleted, p.clone()),
         (None, None) => panic!("deleting missing key {key}"),
     };
-    state.apply(vec![Arc::new(Event {
+    state.apply(vec![Event {
         event_type,
-        key: key.to_string(),
-        entry,
         revision,
+        node,
         prev,
-    })]);
+    }]);
 }
 
 fn keys_values(state: &State, prefix: &str, opts: &ListOptions) -> Vec<(String, String)> {
@@ -54,7 +62,7 @@ fn keys_values(state: &State, prefix: &str, opts: &ListOptions) -> Vec<(String, 
 
 #[test]
 fn list_at_older_revision_undoes_newer_events() {
-    let mut s = State::new(BTreeMap::new(), 0, 100, usize::MAX);
+    let mut s = State::new(no_objects(), 0, 100, usize::MAX);
     write(&mut s, "/a/1", Some("v1")); // 1
     write(&mut s, "/a/2", Some("v1")); // 2
     write(&mut s, "/b/1", Some("v1")); // 3
@@ -121,7 +129,7 @@ fn list_at_older_revision_undoes_newer_events() {
 
 #[test]
 fn history_is_bounded_and_older_reads_expire() {
-    let mut s = State::new(BTreeMap::new(), 10, 3, usize::MAX);
+    let mut s = State::new(no_objects(), 10, 3, usize::MAX);
     assert_eq!(s.oldest(), 11);
     assert!(s
         .list(
@@ -201,7 +209,7 @@ fn history_is_bounded_and_older_reads_expire() {
 
 #[test]
 fn events_since_scans_in_chunks_and_filters_by_prefix() {
-    let mut s = State::new(BTreeMap::new(), 0, 100, usize::MAX);
+    let mut s = State::new(no_objects(), 0, 100, usize::MAX);
     for i in 0..10 {
         write(
             &mut s,
@@ -239,7 +247,7 @@ fn entries_round_trip_through_the_file_encoding() {
 
 #[test]
 fn directory_counts_match_a_scan_through_creates_and_deletes() {
-    let mut s = State::new(BTreeMap::new(), 0, 100, usize::MAX);
+    let mut s = State::new(no_objects(), 0, 100, usize::MAX);
     let keys = [
         "/r/pods/a/1",
         "/r/pods/a/2",
@@ -256,7 +264,7 @@ fn directory_counts_match_a_scan_through_creates_and_deletes() {
     let reloaded = State::new(
         keys.iter()
             .filter_map(|k| s.entry(k).map(|e| (k.to_string(), e.clone())))
-            .collect(),
+            .collect::<Vec<_>>(),
         s.revision,
         10,
         usize::MAX,
@@ -298,7 +306,7 @@ fn directory_counts_match_a_scan_through_creates_and_deletes() {
 
 #[test]
 fn history_is_bounded_by_the_bytes_of_superseded_values() {
-    let mut s = State::new(BTreeMap::new(), 0, 1_000, 4 * 1024);
+    let mut s = State::new(no_objects(), 0, 1_000, 4 * 1024);
     let big = "x".repeat(1024);
     write(&mut s, "/k", Some(&big)); // 1: its value is current, not counted
     for _ in 0..10 {
@@ -312,4 +320,36 @@ fn history_is_bounded_by_the_bytes_of_superseded_values() {
     );
     assert!(s.events_since(s.oldest(), "/", 100).is_ok());
     assert!(s.events_since(s.oldest() - 1, "/", 100).is_err());
+}
+
+#[test]
+fn the_ring_shares_nodes_with_the_current_objects() {
+    let mut s = State::new(no_objects(), 0, 100, usize::MAX);
+    write(&mut s, "/a", Some("v1")); // 1
+    write(&mut s, "/a", Some("v2")); // 2
+    write(&mut s, "/b", Some("v1")); // 3
+    write(&mut s, "/b", None); // 4
+    let ring = s.events();
+    assert_eq!(ring.len(), 4);
+    let current = s.node("/a").expect("current");
+    assert!(
+        Arc::ptr_eq(&ring[1].node, current),
+        "the current object is not copied into the ring"
+    );
+    assert!(
+        Arc::ptr_eq(ring[1].prev.as_ref().expect("prev"), &ring[0].node),
+        "a replaced object is shared by the events that wrote and replaced it"
+    );
+    // A deleted object lives on in the ring only, as the node its events already shared.
+    assert!(s.node("/b").is_none());
+    assert!(Arc::ptr_eq(&ring[2].node, &ring[3].node));
+    assert!(Arc::ptr_eq(
+        &ring[2].node,
+        ring[3].prev.as_ref().expect("prev")
+    ));
+    assert!(
+        std::mem::size_of::<Event>() <= 32,
+        "a ring slot costs {} bytes",
+        std::mem::size_of::<Event>()
+    );
 }

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::state::{Entry, Event};
+use super::state::{Entry, Event, Node};
 use super::Shared;
 use crate::{Error, EventType, KeyValue, Result};
 
@@ -130,34 +130,36 @@ impl Writer {
         // is the only mutator, so the state cannot change under us between here and `apply`.
         let mut replies: Vec<(oneshot::Sender<Result<Outcome>>, Result<Outcome>)> =
             Vec::with_capacity(n);
-        let mut events: Vec<Arc<Event>> = Vec::with_capacity(n);
+        let mut events: Vec<Event> = Vec::with_capacity(n);
         {
             let state = self.shared.read();
             let mut revision = state.revision;
-            let mut overlay: HashMap<String, Option<Entry>> = HashMap::new();
+            let mut overlay: HashMap<String, Option<Arc<Node>>> = HashMap::new();
             for Request { op, reply } in batch.drain(..) {
                 let current = match overlay.get(op.key()) {
-                    Some(e) => e.clone(),
-                    None => state.entry(op.key()).cloned(),
+                    Some(n) => n.clone(),
+                    None => state.node(op.key()).cloned(),
                 };
                 let result = match op {
                     Op::Create { key, value } => match current {
                         Some(_) => Err(Error::AlreadyExists(key)),
                         None => {
                             revision += 1;
-                            let entry = Entry {
-                                value,
-                                create_revision: revision,
-                                mod_revision: revision,
-                            };
-                            overlay.insert(key.clone(), Some(entry.clone()));
-                            events.push(Arc::new(Event {
+                            let node = Node::new(
+                                key.as_str(),
+                                Entry {
+                                    value,
+                                    create_revision: revision,
+                                    mod_revision: revision,
+                                },
+                            );
+                            overlay.insert(key, Some(node.clone()));
+                            events.push(Event {
                                 event_type: EventType::Added,
-                                key,
-                                entry,
                                 revision,
+                                node,
                                 prev: None,
-                            }));
+                            });
                             Ok(Outcome::Written(revision))
                         }
                     },
@@ -167,8 +169,8 @@ impl Writer {
                         expected,
                     } => match current {
                         None => Err(Error::NotFound(key)),
-                        Some(cur) if cur.mod_revision != expected => {
-                            let current = Some(cur.to_key_value(&key));
+                        Some(cur) if cur.entry.mod_revision != expected => {
+                            let current = Some(cur.entry.to_key_value(&key));
                             Err(Error::Conflict {
                                 key,
                                 expected,
@@ -177,26 +179,28 @@ impl Writer {
                         }
                         Some(cur) => {
                             revision += 1;
-                            let entry = Entry {
-                                value,
-                                create_revision: cur.create_revision,
-                                mod_revision: revision,
-                            };
-                            overlay.insert(key.clone(), Some(entry.clone()));
-                            events.push(Arc::new(Event {
+                            let node = Node::new(
+                                key.as_str(),
+                                Entry {
+                                    value,
+                                    create_revision: cur.entry.create_revision,
+                                    mod_revision: revision,
+                                },
+                            );
+                            overlay.insert(key, Some(node.clone()));
+                            events.push(Event {
                                 event_type: EventType::Modified,
-                                key,
-                                entry,
                                 revision,
+                                node,
                                 prev: Some(cur),
-                            }));
+                            });
                             Ok(Outcome::Written(revision))
                         }
                     },
                     Op::Delete { key, expected } => match current {
                         None => Err(Error::NotFound(key)),
-                        Some(cur) if expected.is_some_and(|e| e != cur.mod_revision) => {
-                            let current = Some(cur.to_key_value(&key));
+                        Some(cur) if expected.is_some_and(|e| e != cur.entry.mod_revision) => {
+                            let current = Some(cur.entry.to_key_value(&key));
                             Err(Error::Conflict {
                                 key,
                                 expected: expected.unwrap_or_default(),
@@ -205,15 +209,14 @@ impl Writer {
                         }
                         Some(cur) => {
                             revision += 1;
-                            overlay.insert(key.clone(), None);
-                            let deleted = cur.to_key_value(&key);
-                            events.push(Arc::new(Event {
+                            let deleted = cur.entry.to_key_value(&key);
+                            overlay.insert(key, None);
+                            events.push(Event {
                                 event_type: EventType::Deleted,
-                                key,
-                                entry: cur.clone(),
                                 revision,
+                                node: cur.clone(),
                                 prev: Some(cur),
-                            }));
+                            });
                             Ok(Outcome::Deleted(deleted, revision))
                         }
                     },
@@ -245,7 +248,7 @@ impl Writer {
         }
     }
 
-    fn commit(&self, events: &[Arc<Event>], buf: &mut Vec<u8>) -> Result<(), redb::Error> {
+    fn commit(&self, events: &[Event], buf: &mut Vec<u8>) -> Result<(), redb::Error> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
@@ -253,11 +256,11 @@ impl Writer {
             for ev in events {
                 match ev.event_type {
                     EventType::Deleted => {
-                        objects.remove(ev.key.as_str())?;
+                        objects.remove(ev.key())?;
                     }
                     EventType::Added | EventType::Modified => {
-                        encode(&ev.entry, buf);
-                        objects.insert(ev.key.as_str(), buf.as_slice())?;
+                        encode(&ev.node.entry, buf);
+                        objects.insert(ev.key(), buf.as_slice())?;
                     }
                 }
             }
@@ -271,10 +274,11 @@ impl Writer {
     }
 }
 
+/// Every stored object, in key order.
+pub(crate) type Objects = Vec<(Box<str>, Entry)>;
+
 /// Loads every object and the revision; used once at open.
-pub(crate) fn load(
-    db: &Database,
-) -> Result<(std::collections::BTreeMap<String, Entry>, i64), redb::Error> {
+pub(crate) fn load(db: &Database) -> Result<(Objects, i64), redb::Error> {
     use redb::ReadableDatabase;
     let txn = db.begin_read()?;
     let meta = txn.open_table(META)?;
@@ -286,8 +290,7 @@ pub(crate) fn load(
         let entry = decode(v.value()).ok_or_else(|| {
             redb::StorageError::Corrupted(format!("object {} has a truncated header", k.value()))
         })?;
-        items.push((k.value().to_string(), entry));
+        items.push((Box::from(k.value()), entry));
     }
-    // Sorted input lets the map be bulk-built with full nodes (smaller than inserting one by one).
-    Ok((items.into_iter().collect(), revision))
+    Ok((items, revision))
 }
