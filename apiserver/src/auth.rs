@@ -8,7 +8,12 @@ use std::collections::HashMap;
 
 /// Paths anonymous clients may read (upstream's `system:public-info-viewer`).
 pub fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version" | "/version/") || path.starts_with("/healthz/") || path.starts_with("/livez/") || path.starts_with("/readyz/")
+    matches!(
+        path,
+        "/healthz" | "/livez" | "/readyz" | "/version" | "/version/"
+    ) || path.starts_with("/healthz/")
+        || path.starts_with("/livez/")
+        || path.starts_with("/readyz/")
 }
 
 pub struct Authenticator {
@@ -23,10 +28,17 @@ impl Authenticator {
     /// Who sent this request: the verified client certificate wins, then a bearer token.
     /// Like upstream's `AuthenticatedGroupAdder`, every authenticated user (certificate or
     /// token) is also in `system:authenticated`.
-    pub fn authenticate(&self, peer: Option<&UserInfo>, authorization: Option<&str>) -> Option<UserInfo> {
+    pub fn authenticate(
+        &self,
+        peer: Option<&UserInfo>,
+        authorization: Option<&str>,
+    ) -> Option<UserInfo> {
         let mut u = match peer {
             Some(p) => p.clone(),
-            None => self.tokens.get(authorization?.strip_prefix("Bearer ")?.trim())?.clone(),
+            None => self
+                .tokens
+                .get(authorization?.strip_prefix("Bearer ")?.trim())?
+                .clone(),
         };
         if !u.groups.iter().any(|g| g == "system:authenticated") {
             u.groups.push("system:authenticated".into());
@@ -69,14 +81,25 @@ mod tests {
     #[test]
     fn tokens_and_certs() {
         let mut t = HashMap::new();
-        t.insert("s3cret".to_string(), UserInfo { name: "alice".into(), uid: "1".into(), groups: vec!["dev".into()] });
+        t.insert(
+            "s3cret".to_string(),
+            UserInfo {
+                name: "alice".into(),
+                uid: "1".into(),
+                groups: vec!["dev".into()],
+            },
+        );
         let a = Authenticator::new(t);
         let u = a.authenticate(None, Some("Bearer s3cret")).unwrap();
         assert_eq!(u.name, "alice");
         assert!(u.groups.contains(&"system:authenticated".to_string()));
         assert!(a.authenticate(None, Some("Bearer nope")).is_none());
         assert!(a.authenticate(None, None).is_none());
-        let peer = UserInfo { name: "admin".into(), uid: String::new(), groups: vec!["system:masters".into()] };
+        let peer = UserInfo {
+            name: "admin".into(),
+            uid: String::new(),
+            groups: vec!["system:masters".into()],
+        };
         let admin = a.authenticate(Some(&peer), Some("Bearer nope")).unwrap();
         assert_eq!(admin.name, "admin");
         assert_eq!(admin.groups, ["system:masters", "system:authenticated"]);

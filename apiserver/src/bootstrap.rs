@@ -10,11 +10,22 @@ use serde_json::{json, Value};
 
 fn target(group: &str, kind: &str, ns: Option<&str>) -> Target {
     let r = resources::by_kind(group, kind).expect("bootstrap kinds are served");
-    Target { resource: r, version: r.storage_version().to_string(), namespace: ns.map(String::from), name: None, subresource: None, subpath: None }
+    Target {
+        resource: r,
+        version: r.storage_version().to_string(),
+        namespace: ns.map(String::from),
+        name: None,
+        subresource: None,
+        subpath: None,
+    }
 }
 
 fn opts() -> WriteOptions {
-    WriteOptions { dry_run: false, field_manager: "kube-apiserver".into(), field_validation: FieldValidation::Ignore }
+    WriteOptions {
+        dry_run: false,
+        field_manager: "kube-apiserver".into(),
+        field_validation: FieldValidation::Ignore,
+    }
 }
 
 async fn ensure(reg: &Registry, t: &Target, obj: Value) -> Result<(), ApiError> {
@@ -28,7 +39,12 @@ async fn ensure(reg: &Registry, t: &Target, obj: Value) -> Result<(), ApiError> 
 /// Create or update the bootstrap objects. `advertise` is this server's address and port.
 pub async fn run(reg: &Registry, advertise_ip: &str, port: u16) -> Result<(), ApiError> {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        ensure(reg, &target("", "Namespace", None), json!({"metadata": {"name": ns}})).await?;
+        ensure(
+            reg,
+            &target("", "Namespace", None),
+            json!({"metadata": {"name": ns}}),
+        )
+        .await?;
     }
     for (name, value, desc) in [
         ("system-node-critical", 2_000_001_000i64, "Used for system critical pods that must not be moved from their current node."),

@@ -22,7 +22,12 @@ pub enum BodyFormat {
 /// The media type of a request body, by its Content-Type (parameters ignored).
 pub fn body_format(content_type: Option<&str>) -> Result<BodyFormat, ApiError> {
     let ct = content_type.unwrap_or("application/json");
-    let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match media.as_str() {
         "application/json" | "" | "*/*" => Ok(BodyFormat::Json),
         "application/yaml" | "application/x-yaml" | "text/yaml" => Ok(BodyFormat::Yaml),
@@ -38,8 +43,9 @@ pub fn decode_body(format: BodyFormat, body: &[u8]) -> Result<Value, ApiError> {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         })?,
         BodyFormat::Yaml => {
-            let y: Value = serde_yaml::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: yaml: {e}")))?;
+            let y: Value = serde_yaml::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!("error converting YAML to JSON: yaml: {e}"))
+            })?;
             y
         }
         BodyFormat::Protobuf => {
@@ -189,7 +195,11 @@ fn top_level_metadata_body(v: &[u8]) -> Option<usize> {
                     }
                     i += 1;
                 }
-                if depth == 1 && &v[start..i.min(v.len())] == b"metadata" && v.get(i + 1) == Some(&b':') && v.get(i + 2) == Some(&b'{') {
+                if depth == 1
+                    && &v[start..i.min(v.len())] == b"metadata"
+                    && v.get(i + 1) == Some(&b':')
+                    && v.get(i + 2) == Some(&b'{')
+                {
                     return Some(i + 3);
                 }
             }
@@ -209,7 +219,9 @@ pub fn set_rv(obj: &mut Value, rv: i64) {
 /// `metadata` as a mutable map, created if missing.
 pub fn meta_mut(obj: &mut Value) -> Option<&mut Map<String, Value>> {
     let o = obj.as_object_mut()?;
-    let m = o.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+    let m = o
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
     if !m.is_object() {
         *m = Value::Object(Map::new());
     }
@@ -231,12 +243,21 @@ pub fn labels_of(obj: &Value) -> Option<&Map<String, Value>> {
 /// Parse a resourceVersion string as upstream does (a non-negative integer).
 pub fn parse_rv(rv: &str) -> Result<i64, ApiError> {
     rv.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
-        ApiError::bad_request(format!("Invalid value: {rv:?}: must be a valid resourceVersion"))
+        ApiError::bad_request(format!(
+            "Invalid value: {rv:?}: must be a valid resourceVersion"
+        ))
     })
 }
 
 /// Build a list body by concatenating already-encoded items.
-pub fn list_body(api_version: &str, list_kind: &str, rv: i64, cont: Option<&str>, remaining: Option<i64>, items: &[Encoded]) -> Vec<u8> {
+pub fn list_body(
+    api_version: &str,
+    list_kind: &str,
+    rv: i64,
+    cont: Option<&str>,
+    remaining: Option<i64>,
+    items: &[Encoded],
+) -> Vec<u8> {
     let mut meta = Map::new();
     meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
     if let Some(c) = cont {
@@ -248,7 +269,11 @@ pub fn list_body(api_version: &str, list_kind: &str, rv: i64, cont: Option<&str>
     let total: usize = items.iter().map(|i| i.len_hint() + 1).sum();
     let mut out = Vec::with_capacity(total + 128);
     out.extend_from_slice(b"{\"apiVersion\":");
-    out.extend_from_slice(serde_json::to_string(api_version).unwrap_or_default().as_bytes());
+    out.extend_from_slice(
+        serde_json::to_string(api_version)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
     out.extend_from_slice(b",\"items\":[");
     for (i, it) in items.iter().enumerate() {
         if i > 0 {
@@ -257,7 +282,11 @@ pub fn list_body(api_version: &str, list_kind: &str, rv: i64, cont: Option<&str>
         it.write_to(&mut out);
     }
     out.extend_from_slice(b"],\"kind\":");
-    out.extend_from_slice(serde_json::to_string(list_kind).unwrap_or_default().as_bytes());
+    out.extend_from_slice(
+        serde_json::to_string(list_kind)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
     out.extend_from_slice(b",\"metadata\":");
     out.extend_from_slice(serde_json::to_string(&meta).unwrap_or_default().as_bytes());
     out.push(b'}');
@@ -271,7 +300,9 @@ pub fn now_rfc3339() -> String {
 }
 
 pub fn now_micro() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
 }
 
 #[cfg(test)]
@@ -287,7 +318,9 @@ mod tests {
         assert_eq!(spliced["metadata"]["resourceVersion"], "42");
         assert_eq!(spliced["data"]["metadata"]["x"], "y");
         assert_eq!(spliced, decode_stored(&stored, 42).unwrap());
-        let nested = encode_for_storage(&json!({"data":{"metadata":{"a":"\\\"b"}},"kind":"ControllerRevision","metadata":{"name":"r"}}));
+        let nested = encode_for_storage(
+            &json!({"data":{"metadata":{"a":"\\\"b"}},"kind":"ControllerRevision","metadata":{"name":"r"}}),
+        );
         let v: Value = serde_json::from_slice(&with_rv(&nested, 7)).unwrap();
         assert_eq!(v["metadata"]["resourceVersion"], "7");
         assert!(v["data"]["metadata"].get("resourceVersion").is_none());
@@ -299,7 +332,17 @@ mod tests {
     #[test]
     fn list_body_is_valid_json() {
         let stored = encode_for_storage(&json!({"kind":"Pod","metadata":{"name":"p"}}));
-        let b = list_body("v1", "PodList", 5, Some("tok"), Some(3), &[Encoded::Plain(b"{\"a\":1}".to_vec()), Encoded::stored(stored, 9)]);
+        let b = list_body(
+            "v1",
+            "PodList",
+            5,
+            Some("tok"),
+            Some(3),
+            &[
+                Encoded::Plain(b"{\"a\":1}".to_vec()),
+                Encoded::stored(stored, 9),
+            ],
+        );
         let v: Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["items"].as_array().unwrap().len(), 2);
         assert_eq!(v["items"][1]["metadata"]["resourceVersion"], "9");
@@ -309,9 +352,15 @@ mod tests {
 
     #[test]
     fn bad_bodies_are_400() {
-        assert_eq!(decode_body(BodyFormat::Json, b"{nope").unwrap_err().code, 400);
+        assert_eq!(
+            decode_body(BodyFormat::Json, b"{nope").unwrap_err().code,
+            400
+        );
         assert_eq!(decode_body(BodyFormat::Json, b"[1]").unwrap_err().code, 400);
-        assert_eq!(decode_body(BodyFormat::Yaml, b"a: [").unwrap_err().code, 400);
+        assert_eq!(
+            decode_body(BodyFormat::Yaml, b"a: [").unwrap_err().code,
+            400
+        );
         assert_eq!(body_format(Some("text/plain")).unwrap_err().code, 415);
     }
 }

@@ -9,8 +9,14 @@ use serde_json::{json, Value};
 pub fn aggregated_version(accept: Option<&str>) -> Option<&'static str> {
     for alt in accept?.split(',') {
         let params: Vec<&str> = alt.split(';').map(str::trim).collect();
-        if !params.contains(&"g=apidiscovery.k8s.io") || !params.contains(&"as=APIGroupDiscoveryList") {
-            if params.first().is_some_and(|m| *m == "application/json" || *m == "*/*") && params.len() == 1 {
+        if !params.contains(&"g=apidiscovery.k8s.io")
+            || !params.contains(&"as=APIGroupDiscoveryList")
+        {
+            if params
+                .first()
+                .is_some_and(|m| *m == "application/json" || *m == "*/*")
+                && params.len() == 1
+            {
                 return None;
             }
             continue;
@@ -91,13 +97,20 @@ pub fn core_versions(server_address: &str) -> Value {
 }
 
 fn api_group(g: &str, versions: &[&str]) -> Value {
-    let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+        .collect();
     json!({"name": g, "versions": vs, "preferredVersion": vs[0].clone()})
 }
 
 /// Legacy `/apis`.
 pub fn group_list() -> Value {
-    let groups: Vec<Value> = resources::groups().iter().filter(|(g, _)| !g.is_empty()).map(|(g, vs)| api_group(g, vs)).collect();
+    let groups: Vec<Value> = resources::groups()
+        .iter()
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, vs)| api_group(g, vs))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -112,7 +125,11 @@ pub fn group(name: &str) -> Option<Value> {
 
 /// `APIResourceList` for `/api/v1` or `/apis/<group>/<version>`.
 pub fn resource_list(group: &str, version: &str) -> Value {
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     let mut out = Vec::new();
     for r in resources::in_group_version(group, version) {
         let mut v = json!({
@@ -159,24 +176,55 @@ mod tests {
     #[test]
     fn aggregated_has_short_names_categories_and_scale() {
         let apis = aggregated(false, "v2");
-        let apps = apis["items"].as_array().unwrap().iter().find(|i| i["metadata"]["name"] == "apps").unwrap();
-        let deploy = apps["versions"][0]["resources"].as_array().unwrap().iter().find(|r| r["resource"] == "deployments").unwrap();
+        let apps = apis["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["metadata"]["name"] == "apps")
+            .unwrap();
+        let deploy = apps["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "deployments")
+            .unwrap();
         assert_eq!(deploy["shortNames"], json!(["deploy"]));
         assert_eq!(deploy["categories"], json!(["all"]));
-        let scale = deploy["subresources"].as_array().unwrap().iter().find(|s| s["subresource"] == "scale").unwrap();
+        let scale = deploy["subresources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["subresource"] == "scale")
+            .unwrap();
         assert_eq!(scale["responseKind"]["kind"], "Scale");
         let core = aggregated(true, "v2");
         assert!(core["items"][0]["metadata"].get("name").is_none());
-        let autoscaling = apis["items"].as_array().unwrap().iter().find(|i| i["metadata"]["name"] == "autoscaling").unwrap();
+        let autoscaling = apis["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["metadata"]["name"] == "autoscaling")
+            .unwrap();
         assert_eq!(autoscaling["versions"][0]["version"], "v2");
     }
 
     #[test]
     fn legacy_lists() {
         let l = resource_list("", "v1");
-        assert!(l["resources"].as_array().unwrap().iter().any(|r| r["name"] == "pods/status"));
+        assert!(l["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "pods/status"));
         let g = group_list();
-        assert!(g["groups"].as_array().unwrap().iter().any(|g| g["name"] == "apps"));
-        assert_eq!(group("autoscaling").unwrap()["preferredVersion"]["version"], "v2");
+        assert!(g["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == "apps"));
+        assert_eq!(
+            group("autoscaling").unwrap()["preferredVersion"]["version"],
+            "v2"
+        );
     }
 }

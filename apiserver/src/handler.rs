@@ -4,7 +4,9 @@
 use crate::auth::{self, Attributes};
 use crate::codec;
 use crate::registry::watch::{self, WatchParams};
-use crate::registry::{Deleted, FieldValidation, ListParams, PatchType, Registry, WriteOptions, Written};
+use crate::registry::{
+    Deleted, FieldValidation, ListParams, PatchType, Registry, WriteOptions, Written,
+};
 use crate::request::{self, Query, Route, Target};
 use crate::resources;
 use crate::table::{self, As, IncludeObject};
@@ -52,7 +54,12 @@ fn value_response(code: StatusCode, v: &Value) -> Resp {
 pub fn error_response(e: &ApiError) -> Resp {
     let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = value_response(code, &e.to_status());
-    if let Some(s) = e.details.as_ref().and_then(|d| d.get("retryAfterSeconds")).and_then(Value::as_i64) {
+    if let Some(s) = e
+        .details
+        .as_ref()
+        .and_then(|d| d.get("retryAfterSeconds"))
+        .and_then(Value::as_i64)
+    {
         r.headers_mut().insert(header::RETRY_AFTER, s.into());
     }
     r
@@ -91,48 +98,85 @@ where
     let started = Instant::now();
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let mut labels = metrics::RequestLabels { verb: method.to_string(), group: String::new(), resource: String::new(), subresource: String::new(), code: String::new() };
+    let mut labels = metrics::RequestLabels {
+        verb: method.to_string(),
+        group: String::new(),
+        resource: String::new(),
+        subresource: String::new(),
+        code: String::new(),
+    };
     let resp = dispatch(&state, req, peer, &path, &mut labels).await;
     labels.code = resp.status().as_u16().to_string();
     let elapsed = started.elapsed();
     if labels.verb != "WATCH" {
-        state.metrics.latency.get_or_create(&metrics::LatencyLabels { verb: labels.verb.clone(), resource: labels.resource.clone() }).observe(elapsed.as_secs_f64());
+        state
+            .metrics
+            .latency
+            .get_or_create(&metrics::LatencyLabels {
+                verb: labels.verb.clone(),
+                resource: labels.resource.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
     }
     state.metrics.requests.get_or_create(&labels).inc();
     tracing::debug!(method = %method, path = %path, code = resp.status().as_u16(), micros = elapsed.as_micros() as u64, "request");
     resp
 }
 
-async fn dispatch(state: &Arc<State>, req: Request<Body>, peer: Option<UserInfo>, path: &str, labels: &mut metrics::RequestLabels) -> Resp
-{
+async fn dispatch(
+    state: &Arc<State>,
+    req: Request<Body>,
+    peer: Option<UserInfo>,
+    path: &str,
+    labels: &mut metrics::RequestLabels,
+) -> Resp {
     match path {
-        "/healthz" | "/livez" | "/healthz/ping" | "/livez/ping" => return text(StatusCode::OK, "ok"),
+        "/healthz" | "/livez" | "/healthz/ping" | "/livez/ping" => {
+            return text(StatusCode::OK, "ok")
+        }
         "/readyz" => {
             return if state.ready.load(Ordering::Acquire) && !state.shutdown.is_cancelled() {
                 text(StatusCode::OK, "ok")
             } else {
-                text(StatusCode::INTERNAL_SERVER_ERROR, "[-]bootstrap not finished\nreadyz check failed")
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "[-]bootstrap not finished\nreadyz check failed",
+                )
             }
         }
         "/version" | "/version/" => return value_response(StatusCode::OK, &state.version),
         _ => {}
     }
-    let user = match state.authn.authenticate(peer.as_ref(), header_str(req.headers(), header::AUTHORIZATION)) {
+    let user = match state.authn.authenticate(
+        peer.as_ref(),
+        header_str(req.headers(), header::AUTHORIZATION),
+    ) {
         Some(u) => u,
-        None if auth::is_public(path) => UserInfo { name: "system:anonymous".into(), uid: String::new(), groups: vec!["system:unauthenticated".into()] },
+        None if auth::is_public(path) => UserInfo {
+            name: "system:anonymous".into(),
+            uid: String::new(),
+            groups: vec!["system:unauthenticated".into()],
+        },
         None => return error_response(&ApiError::unauthorized()),
     };
     let accept = header_str(req.headers(), header::ACCEPT).map(String::from);
     if path == "/metrics" {
         return Response::builder()
-            .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+            .header(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
             .body(Body::from(state.metrics.encode()))
             .expect("valid response");
     }
     if path == "/openapi/v2" || path.starts_with("/openapi/") {
         return openapi(path, req.uri().query(), accept.as_deref());
     }
-    if !(path == "/api" || path == "/apis" || path.starts_with("/api/") || path.starts_with("/apis/")) {
+    if !(path == "/api"
+        || path == "/apis"
+        || path.starts_with("/api/")
+        || path.starts_with("/apis/"))
+    {
         return error_response(&request::not_found_path());
     }
     let route = match request::route(path) {
@@ -140,12 +184,17 @@ async fn dispatch(state: &Arc<State>, req: Request<Body>, peer: Option<UserInfo>
         Err(e) => return error_response(&e),
     };
     if req.method() != Method::GET && !matches!(route, Route::Resource(_)) {
-        return error_response(&ApiError::method_not_allowed("the server does not allow this method on the requested resource"));
+        return error_response(&ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        ));
     }
     match route {
         Route::CoreVersions => match discovery::aggregated_version(accept.as_deref()) {
             Some(v) => discovery_response(v, &discovery::aggregated(true, v)),
-            None => value_response(StatusCode::OK, &discovery::core_versions(&state.server_address)),
+            None => value_response(
+                StatusCode::OK,
+                &discovery::core_versions(&state.server_address),
+            ),
         },
         Route::Groups => match discovery::aggregated_version(accept.as_deref()) {
             Some(v) => discovery_response(v, &discovery::aggregated(false, v)),
@@ -155,7 +204,9 @@ async fn dispatch(state: &Arc<State>, req: Request<Body>, peer: Option<UserInfo>
             Some(v) => value_response(StatusCode::OK, &v),
             None => error_response(&request::not_found_path()),
         },
-        Route::Resources { group, version } => value_response(StatusCode::OK, &discovery::resource_list(&group, &version)),
+        Route::Resources { group, version } => {
+            value_response(StatusCode::OK, &discovery::resource_list(&group, &version))
+        }
         Route::Resource(t) => {
             labels.group = t.resource.group.to_string();
             labels.resource = t.resource.plural.to_string();
@@ -170,7 +221,12 @@ async fn dispatch(state: &Arc<State>, req: Request<Body>, peer: Option<UserInfo>
 
 fn discovery_response(version: &str, v: &Value) -> Resp {
     let mut r = value_response(StatusCode::OK, v);
-    r.headers_mut().insert(header::CONTENT_TYPE, discovery::aggregated_content_type(version).parse().expect("valid header"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        discovery::aggregated_content_type(version)
+            .parse()
+            .expect("valid header"),
+    );
     r
 }
 
@@ -208,13 +264,22 @@ fn openapi(path: &str, query: Option<&str>, accept: Option<&str>) -> Resp {
                         .expect("valid response"),
                     Some(_) => {
                         let mut r = json_response(StatusCode::OK, doc);
-                        r.headers_mut().insert(header::CACHE_CONTROL, "public, immutable".parse().expect("valid header"));
-                        r.headers_mut().insert(header::ETAG, format!("\"{current}\"").parse().expect("valid header"));
+                        r.headers_mut().insert(
+                            header::CACHE_CONTROL,
+                            "public, immutable".parse().expect("valid header"),
+                        );
+                        r.headers_mut().insert(
+                            header::ETAG,
+                            format!("\"{current}\"").parse().expect("valid header"),
+                        );
                         r
                     }
                     None => {
                         let mut r = json_response(StatusCode::OK, doc);
-                        r.headers_mut().insert(header::ETAG, format!("\"{current}\"").parse().expect("valid header"));
+                        r.headers_mut().insert(
+                            header::ETAG,
+                            format!("\"{current}\"").parse().expect("valid header"),
+                        );
                         r
                     }
                 };
@@ -224,10 +289,14 @@ fn openapi(path: &str, query: Option<&str>, accept: Option<&str>) -> Resp {
     error_response(&request::not_found_path())
 }
 
-async fn read_body(req: Request<Body>) -> Result<(HeaderMap, Bytes), ApiError>
-{
+async fn read_body(req: Request<Body>) -> Result<(HeaderMap, Bytes), ApiError> {
     let (parts, body) = req.into_parts();
-    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(len) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         if len > codec::MAX_BODY {
             return Err(ApiError::too_large());
         }
@@ -236,45 +305,76 @@ async fn read_body(req: Request<Body>) -> Result<(HeaderMap, Bytes), ApiError>
     match limited.collect().await {
         Ok(c) => Ok((parts.headers, c.to_bytes())),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 Err(ApiError::too_large())
             } else {
-                Err(ApiError::bad_request(format!("error reading request body: {e}")))
+                Err(ApiError::bad_request(format!(
+                    "error reading request body: {e}"
+                )))
             }
         }
     }
 }
 
-fn write_options(q: &Query, headers: &HeaderMap, default_validation: FieldValidation) -> Result<WriteOptions, ApiError> {
+fn write_options(
+    q: &Query,
+    headers: &HeaderMap,
+    default_validation: FieldValidation,
+) -> Result<WriteOptions, ApiError> {
     let dry_run = match q.all("dryRun").as_slice() {
         [] => false,
         ["All"] => true,
         other => {
-            return Err(ApiError::invalid("DryRun", "", "", &[apimachinery::errors::FieldError::not_supported("dryRun", json!(other), &["All"])]))
+            return Err(ApiError::invalid(
+                "DryRun",
+                "",
+                "",
+                &[apimachinery::errors::FieldError::not_supported(
+                    "dryRun",
+                    json!(other),
+                    &["All"],
+                )],
+            ))
         }
     };
-    let field_validation = match q.get("fieldValidation") {
-        None | Some("") => default_validation,
-        Some("Ignore") => FieldValidation::Ignore,
-        Some("Warn") => FieldValidation::Warn,
-        Some("Strict") => FieldValidation::Strict,
-        Some(other) => return Err(ApiError::bad_request(format!("fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {other:?}"))),
-    };
+    let field_validation =
+        match q.get("fieldValidation") {
+            None | Some("") => default_validation,
+            Some("Ignore") => FieldValidation::Ignore,
+            Some("Warn") => FieldValidation::Warn,
+            Some("Strict") => FieldValidation::Strict,
+            Some(other) => return Err(ApiError::bad_request(format!(
+                "fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {other:?}"
+            ))),
+        };
     let field_manager = match q.get("fieldManager") {
         Some(m) if !m.is_empty() => {
             if m.len() > 128 {
-                return Err(ApiError::bad_request("fieldManager: Too long: may not be longer than 128"));
+                return Err(ApiError::bad_request(
+                    "fieldManager: Too long: may not be longer than 128",
+                ));
             }
             m.to_string()
         }
-        _ => header_str(headers, header::USER_AGENT).map(|ua| ua.split('/').next().unwrap_or("").to_string()).unwrap_or_default(),
+        _ => header_str(headers, header::USER_AGENT)
+            .map(|ua| ua.split('/').next().unwrap_or("").to_string())
+            .unwrap_or_default(),
     };
-    Ok(WriteOptions { dry_run, field_manager, field_validation })
+    Ok(WriteOptions {
+        dry_run,
+        field_manager,
+        field_validation,
+    })
 }
 
 fn list_params(q: &Query, t: &Target) -> Result<ListParams, ApiError> {
     let label = match q.get("labelSelector").filter(|s| !s.is_empty()) {
-        Some(s) => Some(LabelSelector::parse(s).map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?),
+        Some(s) => Some(
+            LabelSelector::parse(s)
+                .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
+        ),
         None => None,
     };
     let field = match q.get("fieldSelector").filter(|s| !s.is_empty()) {
@@ -287,14 +387,23 @@ fn list_params(q: &Query, t: &Target) -> Result<ListParams, ApiError> {
         None => None,
     };
     let limit = q.int("limit")?.unwrap_or(0).max(0) as usize;
-    let rvm = q.get("resourceVersionMatch").filter(|s| !s.is_empty()).map(String::from);
+    let rvm = q
+        .get("resourceVersionMatch")
+        .filter(|s| !s.is_empty())
+        .map(String::from);
     validate_list_options(q, rvm.as_deref())?;
     Ok(ListParams {
         label,
         field,
         limit,
-        continue_token: q.get("continue").filter(|s| !s.is_empty()).map(String::from),
-        resource_version: q.get("resourceVersion").filter(|s| !s.is_empty()).map(String::from),
+        continue_token: q
+            .get("continue")
+            .filter(|s| !s.is_empty())
+            .map(String::from),
+        resource_version: q
+            .get("resourceVersion")
+            .filter(|s| !s.is_empty())
+            .map(String::from),
         resource_version_match: rvm,
     })
 }
@@ -309,36 +418,62 @@ fn validate_list_options(q: &Query, rvm: Option<&str>) -> Result<(), ApiError> {
     let mut errs = Vec::new();
     if q.flag("watch") {
         if send_initial && rvm != Some("NotOlderThan") {
-            errs.push(FieldError::forbidden("resourceVersionMatch", "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"));
+            errs.push(FieldError::forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
         }
         if let Some(m) = rvm {
             if !send_initial {
                 errs.push(FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"));
             }
             if m != "NotOlderThan" {
-                errs.push(FieldError::not_supported("resourceVersionMatch", json!(m), &["NotOlderThan"]));
+                errs.push(FieldError::not_supported(
+                    "resourceVersionMatch",
+                    json!(m),
+                    &["NotOlderThan"],
+                ));
             }
             if cont {
-                errs.push(FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden when continue is provided"));
+                errs.push(FieldError::forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
             }
         }
     } else {
         if let Some(m) = rvm {
             if rv.is_none() {
-                errs.push(FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden unless resourceVersion is provided"));
+                errs.push(FieldError::forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                ));
             }
             if cont {
-                errs.push(FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden when continue is provided"));
+                errs.push(FieldError::forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
             }
             if m != "Exact" && m != "NotOlderThan" {
-                errs.push(FieldError::not_supported("resourceVersionMatch", json!(m), &["Exact", "NotOlderThan", ""]));
+                errs.push(FieldError::not_supported(
+                    "resourceVersionMatch",
+                    json!(m),
+                    &["Exact", "NotOlderThan", ""],
+                ));
             }
             if m == "Exact" && rv == Some("0") {
-                errs.push(FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\""));
+                errs.push(FieldError::forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                ));
             }
         }
         if send_initial {
-            errs.push(FieldError::forbidden("sendInitialEvents", "sendInitialEvents is forbidden for list"));
+            errs.push(FieldError::forbidden(
+                "sendInitialEvents",
+                "sendInitialEvents is forbidden for list",
+            ));
         }
     }
     if errs.is_empty() {
@@ -354,19 +489,42 @@ fn render_object(t: &Target, obj: &Value, as_: As, include: IncludeObject) -> Va
         As::Object => obj.clone(),
         As::PartialObjectMetadata => table::partial_metadata(obj),
         As::Table => {
-            let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
-            table::table(t.resource.group, t.resource.kind, std::slice::from_ref(obj), json!({"resourceVersion": rv}), true, include)
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .cloned()
+                .unwrap_or(json!(""));
+            table::table(
+                t.resource.group,
+                t.resource.kind,
+                std::slice::from_ref(obj),
+                json!({"resourceVersion": rv}),
+                true,
+                include,
+            )
         }
     }
 }
 
 fn written_response(t: &Target, w: Written, as_: As, include: IncludeObject) -> Resp {
-    let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
-    add_warnings(value_response(code, &render_object(t, &w.object, as_, include)), &w.warnings)
+    let code = if w.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    add_warnings(
+        value_response(code, &render_object(t, &w.object, as_, include)),
+        &w.warnings,
+    )
 }
 
-async fn resource(state: &Arc<State>, req: Request<Body>, t: Target, user: &UserInfo, accept: Option<&str>, labels: &mut metrics::RequestLabels) -> Result<Resp, ApiError>
-{
+async fn resource(
+    state: &Arc<State>,
+    req: Request<Body>,
+    t: Target,
+    user: &UserInfo,
+    accept: Option<&str>,
+    labels: &mut metrics::RequestLabels,
+) -> Result<Resp, ApiError> {
     let q = Query::parse(req.uri().query());
     let method = req.method().clone();
     let reg = &state.registry;
@@ -384,24 +542,56 @@ async fn resource(state: &Arc<State>, req: Request<Body>, t: Target, user: &User
         (&Method::PATCH, _, _) => "patch",
         (&Method::DELETE, false, _) => "deletecollection",
         (&Method::DELETE, true, _) => "delete",
-        _ => return Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource")),
+        _ => {
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ))
+        }
     };
     labels.verb = verb.to_uppercase();
     state
         .authz
-        .authorize(&Attributes { user, verb, namespace: t.namespace.as_deref(), group: r.group, resource: r.plural, subresource: t.subresource.as_deref(), name: name.as_deref() })
-        .map_err(|why| ApiError::forbidden(r.group_resource(), name.as_deref().unwrap_or(""), &format!("User \"{}\" cannot {verb} resource \"{}\" in API group \"{}\": {why}", user.name, r.plural, r.group)))?;
+        .authorize(&Attributes {
+            user,
+            verb,
+            namespace: t.namespace.as_deref(),
+            group: r.group,
+            resource: r.plural,
+            subresource: t.subresource.as_deref(),
+            name: name.as_deref(),
+        })
+        .map_err(|why| {
+            ApiError::forbidden(
+                r.group_resource(),
+                name.as_deref().unwrap_or(""),
+                &format!(
+                    "User \"{}\" cannot {verb} resource \"{}\" in API group \"{}\": {why}",
+                    user.name, r.plural, r.group
+                ),
+            )
+        })?;
     // Virtual resources: reviews answered on the spot.
     if r.storage == resources::Storage::Virtual {
         if method != Method::POST {
-            return Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"));
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
         }
         let (headers, body) = read_body(req).await?;
-        let obj = codec::decode_body(codec::body_format(header_str(&headers, header::CONTENT_TYPE))?, &body)?;
-        return Ok(value_response(StatusCode::CREATED, &crate::review::answer(r, &t, obj, user, &state.authn, state.authz.as_ref())));
+        let obj = codec::decode_body(
+            codec::body_format(header_str(&headers, header::CONTENT_TYPE))?,
+            &body,
+        )?;
+        return Ok(value_response(
+            StatusCode::CREATED,
+            &crate::review::answer(r, &t, obj, user, &state.authn, state.authz.as_ref()),
+        ));
     }
     if r.namespaced && t.namespace.is_none() && !matches!(verb, "list" | "watch") {
-        return Err(ApiError::not_found(r.group_resource(), name.as_deref().unwrap_or("")));
+        return Err(ApiError::not_found(
+            r.group_resource(),
+            name.as_deref().unwrap_or(""),
+        ));
     }
     match t.subresource.as_deref() {
         None | Some("status") => {}
@@ -428,7 +618,10 @@ async fn resource(state: &Arc<State>, req: Request<Body>, t: Target, user: &User
                 return Ok(json_response(StatusCode::OK, reg.encode_kv(&t, &kv)?));
             }
             let obj: Value = serde_json::from_slice(&reg.encode_kv(&t, &kv)?).unwrap_or_default();
-            Ok(value_response(StatusCode::OK, &render_object(&t, &obj, as_, include)))
+            Ok(value_response(
+                StatusCode::OK,
+                &render_object(&t, &obj, as_, include),
+            ))
         }
         "list" => {
             let p = list_params(&q, &t)?;
@@ -437,10 +630,21 @@ async fn resource(state: &Arc<State>, req: Request<Body>, t: Target, user: &User
             match as_ {
                 As::Object => Ok(json_response(
                     StatusCode::OK,
-                    codec::list_body(&api_version, &r.list_kind(), out.revision, out.continue_token.as_deref(), out.remaining, &out.items),
+                    codec::list_body(
+                        &api_version,
+                        &r.list_kind(),
+                        out.revision,
+                        out.continue_token.as_deref(),
+                        out.remaining,
+                        &out.items,
+                    ),
                 )),
                 _ => {
-                    let objs: Vec<Value> = out.items.iter().map(|i| serde_json::from_slice(&i.to_vec()).unwrap_or_default()).collect();
+                    let objs: Vec<Value> = out
+                        .items
+                        .iter()
+                        .map(|i| serde_json::from_slice(&i.to_vec()).unwrap_or_default())
+                        .collect();
                     let mut meta = json!({"resourceVersion": out.revision.to_string()});
                     if let Some(c) = &out.continue_token {
                         meta["continue"] = json!(c);
@@ -459,10 +663,15 @@ async fn resource(state: &Arc<State>, req: Request<Body>, t: Target, user: &User
             let mut list = list;
             if let Some(n) = &name {
                 // A watch on a named object is a watch with metadata.name selected.
-                let f = FieldSelector::parse(&format!("metadata.name={n}")).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let f = FieldSelector::parse(&format!("metadata.name={n}"))
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
                 list.field = Some(f);
             }
-            let timeout = q.int("timeoutSeconds")?.filter(|s| *s > 0).map(|s| Duration::from_secs(s as u64)).unwrap_or(Duration::from_secs(1800 + rand::random::<u64>() % 1800));
+            let timeout = q
+                .int("timeoutSeconds")?
+                .filter(|s| *s > 0)
+                .map(|s| Duration::from_secs(s as u64))
+                .unwrap_or(Duration::from_secs(1800 + rand::random::<u64>() % 1800));
             let p = WatchParams {
                 resource_version: list.resource_version.clone(),
                 list,
@@ -473,12 +682,15 @@ async fn resource(state: &Arc<State>, req: Request<Body>, t: Target, user: &User
                 include,
                 bookmark_interval: Duration::from_secs(30),
             };
-            let rx = watch::start(state.registry.clone(), t.clone(), p, state.shutdown.clone()).await?;
+            let rx =
+                watch::start(state.registry.clone(), t.clone(), p, state.shutdown.clone()).await?;
             let gauge = state.metrics.watchers.clone();
             gauge.inc();
             let guard = WatchGuard(gauge);
             let stream = futures::stream::unfold((rx, guard), |(mut rx, guard)| async move {
-                rx.recv().await.map(|b| (Ok::<Bytes, std::convert::Infallible>(b), (rx, guard)))
+                rx.recv()
+                    .await
+                    .map(|b| (Ok::<Bytes, std::convert::Infallible>(b), (rx, guard)))
             });
             Ok(Response::builder()
                 .status(StatusCode::OK)
@@ -490,9 +702,14 @@ async fn resource(state: &Arc<State>, req: Request<Body>, t: Target, user: &User
         "create" => {
             let (headers, body) = read_body(req).await?;
             let o = write_options(&q, &headers, FieldValidation::Warn)?;
-            let obj = codec::decode_body(codec::body_format(header_str(&headers, header::CONTENT_TYPE))?, &body)?;
+            let obj = codec::decode_body(
+                codec::body_format(header_str(&headers, header::CONTENT_TYPE))?,
+                &body,
+            )?;
             if name.is_some() {
-                return Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"));
+                return Err(ApiError::method_not_allowed(
+                    "the server does not allow this method on the requested resource",
+                ));
             }
             let w = reg.create(&t, obj, &o).await?;
             Ok(written_response(&t, w, as_, include))
@@ -501,12 +718,21 @@ async fn resource(state: &Arc<State>, req: Request<Body>, t: Target, user: &User
             let name = name.expect("update has a name");
             let (headers, body) = read_body(req).await?;
             let o = write_options(&q, &headers, FieldValidation::Warn)?;
-            let obj = codec::decode_body(codec::body_format(header_str(&headers, header::CONTENT_TYPE))?, &body)?;
+            let obj = codec::decode_body(
+                codec::body_format(header_str(&headers, header::CONTENT_TYPE))?,
+                &body,
+            )?;
             let w = if t.subresource.as_deref() == Some("finalize") {
-                let main = Target { subresource: None, ..t.clone() };
+                let main = Target {
+                    subresource: None,
+                    ..t.clone()
+                };
                 finalize_namespace(reg, &main, &name, obj, &o).await?
             } else if t.subresource.as_deref() == Some("approval") {
-                let status = Target { subresource: Some("status".into()), ..t.clone() };
+                let status = Target {
+                    subresource: Some("status".into()),
+                    ..t.clone()
+                };
                 reg.update(&status, &name, obj, &o).await?
             } else {
                 reg.update(&t, &name, obj, &o).await?
@@ -520,7 +746,9 @@ async fn resource(state: &Arc<State>, req: Request<Body>, t: Target, user: &User
             let o = write_options(&q, &headers, FieldValidation::Warn)?;
             let force = q.flag("force");
             if force && pt != PatchType::Apply {
-                return Err(ApiError::bad_request("force is only allowed for apply patches"));
+                return Err(ApiError::bad_request(
+                    "force is only allowed for apply patches",
+                ));
             }
             let w = reg.patch(&t, &name, pt, &body, force, &o).await?;
             Ok(written_response(&t, w, as_, include))
@@ -529,18 +757,34 @@ async fn resource(state: &Arc<State>, req: Request<Body>, t: Target, user: &User
             let name = name.expect("delete has a name");
             let (headers, body) = read_body(req).await?;
             let opts = delete_options(&q, &headers, &body)?;
-            let dry_run = write_options(&q, &headers, FieldValidation::Ignore)?.dry_run || opts.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == "All"));
+            let dry_run = write_options(&q, &headers, FieldValidation::Ignore)?.dry_run
+                || opts
+                    .get("dryRun")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| a.iter().any(|v| v == "All"));
             match reg.delete(&t, &name, &opts, dry_run).await? {
-                Deleted::Pending(obj) => Ok(value_response(StatusCode::OK, &render_object(&t, &obj, as_, include))),
+                Deleted::Pending(obj) => Ok(value_response(
+                    StatusCode::OK,
+                    &render_object(&t, &obj, as_, include),
+                )),
                 Deleted::Gone(obj) => {
-                    if matches!((r.group, r.kind), ("", "Pod") | ("", "Service") | ("", "Namespace")) {
-                        Ok(value_response(StatusCode::OK, &render_object(&t, &obj, as_, include)))
+                    if matches!(
+                        (r.group, r.kind),
+                        ("", "Pod") | ("", "Service") | ("", "Namespace")
+                    ) {
+                        Ok(value_response(
+                            StatusCode::OK,
+                            &render_object(&t, &obj, as_, include),
+                        ))
                     } else {
                         let mut details = json!({"name": name, "kind": r.plural, "uid": obj.pointer("/metadata/uid").cloned().unwrap_or(json!(""))});
                         if !r.group.is_empty() {
                             details["group"] = json!(r.group);
                         }
-                        Ok(value_response(StatusCode::OK, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})))
+                        Ok(value_response(
+                            StatusCode::OK,
+                            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
+                        ))
                     }
                 }
             }
@@ -551,9 +795,14 @@ async fn resource(state: &Arc<State>, req: Request<Body>, t: Target, user: &User
             let opts = delete_options(&q, &headers, &body)?;
             let dry_run = write_options(&q, &headers, FieldValidation::Ignore)?.dry_run;
             let items = reg.delete_collection(&t, &p, &opts, dry_run).await?;
-            Ok(value_response(StatusCode::OK, &json!({"kind": r.list_kind(), "apiVersion": t.api_version(), "metadata": {}, "items": items})))
+            Ok(value_response(
+                StatusCode::OK,
+                &json!({"kind": r.list_kind(), "apiVersion": t.api_version(), "metadata": {}, "items": items}),
+            ))
         }
-        _ => Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource")),
+        _ => Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        )),
     }
 }
 
@@ -571,7 +820,10 @@ fn delete_options(q: &Query, headers: &HeaderMap, body: &[u8]) -> Result<Value, 
     let mut opts = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
-        codec::decode_body(codec::body_format(header_str(headers, header::CONTENT_TYPE))?, body)?
+        codec::decode_body(
+            codec::body_format(header_str(headers, header::CONTENT_TYPE))?,
+            body,
+        )?
     };
     if let Some(g) = q.int("gracePeriodSeconds")? {
         opts["gracePeriodSeconds"] = json!(g);
@@ -590,29 +842,54 @@ fn delete_options(q: &Query, headers: &HeaderMap, body: &[u8]) -> Result<Value, 
     Ok(opts)
 }
 
-async fn finalize_namespace(reg: &Registry, t: &Target, name: &str, obj: Value, o: &WriteOptions) -> Result<Written, ApiError> {
-    let finalizers = obj.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+async fn finalize_namespace(
+    reg: &Registry,
+    t: &Target,
+    name: &str,
+    obj: Value,
+    o: &WriteOptions,
+) -> Result<Written, ApiError> {
+    let finalizers = obj
+        .pointer("/spec/finalizers")
+        .cloned()
+        .unwrap_or(json!([]));
     reg.finalize_namespace(t, name, finalizers, o).await
 }
 
-async fn scale(state: &Arc<State>, req: Request<Body>, t: &Target, q: &Query, accept: Option<&str>) -> Result<Resp, ApiError>
-{
+async fn scale(
+    state: &Arc<State>,
+    req: Request<Body>,
+    t: &Target,
+    q: &Query,
+    accept: Option<&str>,
+) -> Result<Resp, ApiError> {
     let _ = accept;
     let name = t.name.clone().ok_or_else(request::not_found_path)?;
     let reg = &state.registry;
-    let main = Target { subresource: None, ..t.clone() };
+    let main = Target {
+        subresource: None,
+        ..t.clone()
+    };
     match *req.method() {
-        Method::GET => Ok(value_response(StatusCode::OK, &reg.get_scale(&main, &name).await?)),
+        Method::GET => Ok(value_response(
+            StatusCode::OK,
+            &reg.get_scale(&main, &name).await?,
+        )),
         Method::PUT | Method::PATCH => {
             let method = req.method().clone();
             let (headers, body) = read_body(req).await?;
             let o = write_options(q, &headers, FieldValidation::Warn)?;
             let scale = if method == Method::PUT {
-                let new = codec::decode_body(codec::body_format(header_str(&headers, header::CONTENT_TYPE))?, &body)?;
-                reg.update_scale(&main, &name, &o, |_| Ok(new.clone())).await?
+                let new = codec::decode_body(
+                    codec::body_format(header_str(&headers, header::CONTENT_TYPE))?,
+                    &body,
+                )?;
+                reg.update_scale(&main, &name, &o, |_| Ok(new.clone()))
+                    .await?
             } else {
                 let pt = PatchType::from_content_type(header_str(&headers, header::CONTENT_TYPE))?;
-                let patch: Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+                let patch: Value = serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
                 reg.update_scale(&main, &name, &o, |cur| {
                     let scale_schema = apimachinery::patch::NoSchema;
                     let mut cur = cur.clone();
@@ -620,42 +897,93 @@ async fn scale(state: &Arc<State>, req: Request<Body>, t: &Target, q: &Query, ac
                         m.remove("resourceVersion");
                     }
                     match pt {
-                        PatchType::Json => apimachinery::patch::json_patch(&cur, &patch).map_err(|e| e.to_api_error()),
-                        PatchType::Merge => apimachinery::patch::merge_patch(&cur, &patch).map_err(|e| e.to_api_error()),
-                        PatchType::Strategic => apimachinery::patch::strategic_merge_patch(&cur, &patch, &scale_schema).map_err(|e| e.to_api_error()),
-                        PatchType::Apply => Err(ApiError::new(Reason::UnsupportedMediaType, "apply patches are not supported on the scale subresource")),
+                        PatchType::Json => apimachinery::patch::json_patch(&cur, &patch)
+                            .map_err(|e| e.to_api_error()),
+                        PatchType::Merge => apimachinery::patch::merge_patch(&cur, &patch)
+                            .map_err(|e| e.to_api_error()),
+                        PatchType::Strategic => {
+                            apimachinery::patch::strategic_merge_patch(&cur, &patch, &scale_schema)
+                                .map_err(|e| e.to_api_error())
+                        }
+                        PatchType::Apply => Err(ApiError::new(
+                            Reason::UnsupportedMediaType,
+                            "apply patches are not supported on the scale subresource",
+                        )),
                     }
                 })
                 .await?
             };
             Ok(value_response(StatusCode::OK, &scale))
         }
-        _ => Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource")),
+        _ => Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        )),
     }
 }
 
-async fn pod_binding(state: &Arc<State>, req: Request<Body>, t: &Target, q: &Query) -> Result<Resp, ApiError>
-{
+async fn pod_binding(
+    state: &Arc<State>,
+    req: Request<Body>,
+    t: &Target,
+    q: &Query,
+) -> Result<Resp, ApiError> {
     let name = t.name.clone().ok_or_else(request::not_found_path)?;
     let (headers, body) = read_body(req).await?;
     let o = write_options(q, &headers, FieldValidation::Ignore)?;
-    let binding = codec::decode_body(codec::body_format(header_str(&headers, header::CONTENT_TYPE))?, &body)?;
-    let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let binding = codec::decode_body(
+        codec::body_format(header_str(&headers, header::CONTENT_TYPE))?,
+        &body,
+    )?;
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if node.is_empty() {
-        return Err(ApiError::invalid("Binding", "", &name, &[apimachinery::errors::FieldError::required("target.name", "")]));
+        return Err(ApiError::invalid(
+            "Binding",
+            "",
+            &name,
+            &[apimachinery::errors::FieldError::required(
+                "target.name",
+                "",
+            )],
+        ));
     }
-    state.registry.bind_pod(t, &name, &node, &binding, &o).await?;
-    Ok(value_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+    state
+        .registry
+        .bind_pod(t, &name, &node, &binding, &o)
+        .await?;
+    Ok(value_response(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }
 
-async fn pod_eviction(state: &Arc<State>, req: Request<Body>, t: &Target, q: &Query) -> Result<Resp, ApiError>
-{
+async fn pod_eviction(
+    state: &Arc<State>,
+    req: Request<Body>,
+    t: &Target,
+    q: &Query,
+) -> Result<Resp, ApiError> {
     let name = t.name.clone().ok_or_else(request::not_found_path)?;
     let (headers, body) = read_body(req).await?;
     let o = write_options(q, &headers, FieldValidation::Ignore)?;
-    let eviction = codec::decode_body(codec::body_format(header_str(&headers, header::CONTENT_TYPE))?, &body)?;
-    let main = Target { subresource: None, ..t.clone() };
+    let eviction = codec::decode_body(
+        codec::body_format(header_str(&headers, header::CONTENT_TYPE))?,
+        &body,
+    )?;
+    let main = Target {
+        subresource: None,
+        ..t.clone()
+    };
     let opts = eviction.get("deleteOptions").cloned().unwrap_or(json!({}));
-    state.registry.evict_pod(&main, &name, &opts, o.dry_run).await?;
-    Ok(value_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+    state
+        .registry
+        .evict_pod(&main, &name, &opts, o.dry_run)
+        .await?;
+    Ok(value_response(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }

@@ -32,7 +32,11 @@ use tokio_util::sync::CancellationToken;
 pub const KUBE_VERSION: (&str, &str, &str) = ("1", "32", "v1.32.5");
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "apiserver", version, about = "Kubernetes-compatible API server")]
+#[command(
+    name = "apiserver",
+    version,
+    about = "Kubernetes-compatible API server"
+)]
 pub struct Args {
     /// Directory holding the embedded store, the cluster PKI and the admin kubeconfig.
     #[arg(long, default_value = "/var/lib/kubrs/apiserver")]
@@ -90,20 +94,42 @@ impl TryFrom<Args> for Config {
     type Error = anyhow::Error;
 
     fn try_from(a: Args) -> anyhow::Result<Self> {
-        registry::allocator::IpRange::parse(&a.service_cluster_ip_range).map_err(|e| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?;
+        registry::allocator::IpRange::parse(&a.service_cluster_ip_range)
+            .map_err(|e| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?;
         let (lo, hi) = a
             .service_node_port_range
             .split_once('-')
             .and_then(|(l, h)| Some((l.trim().parse::<u16>().ok()?, h.trim().parse::<u16>().ok()?)))
-            .with_context(|| format!("--service-node-port-range {:?}: expected LOW-HIGH", a.service_node_port_range))?;
+            .with_context(|| {
+                format!(
+                    "--service-node-port-range {:?}: expected LOW-HIGH",
+                    a.service_node_port_range
+                )
+            })?;
         if lo == 0 || lo > hi {
-            bail!("--service-node-port-range {:?}: LOW must be at least 1 and not above HIGH", a.service_node_port_range);
+            bail!(
+                "--service-node-port-range {:?}: LOW must be at least 1 and not above HIGH",
+                a.service_node_port_range
+            );
         }
-        let advertise = a.advertise_address.unwrap_or(if a.bind_address.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { a.bind_address });
+        let advertise = a
+            .advertise_address
+            .unwrap_or(if a.bind_address.is_unspecified() {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                a.bind_address
+            });
         Ok(Self {
-            kubeconfig_out: a.kubeconfig_out.clone().unwrap_or_else(|| a.data_dir.join("admin.kubeconfig")),
+            kubeconfig_out: a
+                .kubeconfig_out
+                .clone()
+                .unwrap_or_else(|| a.data_dir.join("admin.kubeconfig")),
             data_dir: a.data_dir,
-            etcd_servers: a.etcd_servers.into_iter().filter(|s| !s.is_empty()).collect(),
+            etcd_servers: a
+                .etcd_servers
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect(),
             etcd_prefix: a.etcd_prefix,
             bind: SocketAddr::new(a.bind_address, a.secure_port),
             advertise,
@@ -122,13 +148,19 @@ pub struct Running {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-async fn open_store(c: &Config, shutdown: &CancellationToken) -> anyhow::Result<Arc<dyn storage::Storage>> {
+async fn open_store(
+    c: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<dyn storage::Storage>> {
     if c.etcd_servers.is_empty() {
         let dir = c.data_dir.join("store");
-        let s = storage::embedded::EmbeddedStore::open(&dir).with_context(|| format!("opening the embedded store in {}", dir.display()))?;
+        let s = storage::embedded::EmbeddedStore::open(&dir)
+            .with_context(|| format!("opening the embedded store in {}", dir.display()))?;
         Ok(Arc::new(s))
     } else {
-        let s = storage::etcd::EtcdStore::connect(&c.etcd_servers, &c.etcd_prefix).await.with_context(|| format!("connecting to etcd at {}", c.etcd_servers.join(",")))?;
+        let s = storage::etcd::EtcdStore::connect(&c.etcd_servers, &c.etcd_prefix)
+            .await
+            .with_context(|| format!("connecting to etcd at {}", c.etcd_servers.join(",")))?;
         // Like kube-apiserver: compact etcd history every 5 minutes, keeping one interval.
         s.spawn_compactor(std::time::Duration::from_secs(300), shutdown.clone());
         Ok(Arc::new(s))
@@ -138,41 +170,62 @@ async fn open_store(c: &Config, shutdown: &CancellationToken) -> anyhow::Result<
 /// Start the server: open storage, bootstrap, listen. Returns once it is ready.
 pub async fn start(c: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let t0 = Instant::now();
-    std::fs::create_dir_all(&c.data_dir).with_context(|| format!("creating {}", c.data_dir.display()))?;
-    let listener = tokio::net::TcpListener::bind(c.bind).await.with_context(|| format!("binding {}", c.bind))?;
+    std::fs::create_dir_all(&c.data_dir)
+        .with_context(|| format!("creating {}", c.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(c.bind)
+        .await
+        .with_context(|| format!("binding {}", c.bind))?;
     let addr = listener.local_addr()?;
     let mut sans: Vec<String> = c.tls_sans.clone();
     sans.push(c.advertise.to_string());
     if !c.bind.ip().is_unspecified() {
         sans.push(c.bind.ip().to_string());
     }
-    let range = registry::allocator::IpRange::parse(&c.service_range).map_err(anyhow::Error::msg)?;
+    let range =
+        registry::allocator::IpRange::parse(&c.service_range).map_err(anyhow::Error::msg)?;
     sans.push(range.first().to_string());
-    let pki = Pki::load_or_create(&c.data_dir.join("pki"), &sans).context("preparing the cluster PKI")?;
+    let pki =
+        Pki::load_or_create(&c.data_dir.join("pki"), &sans).context("preparing the cluster PKI")?;
     let tls = component_base::tls::server_config(&pki)?;
     let tokens = match &c.token_auth_file {
-        Some(p) => component_base::tokenfile::load_token_file(p).with_context(|| format!("reading --token-auth-file {}", p.display()))?,
+        Some(p) => component_base::tokenfile::load_token_file(p)
+            .with_context(|| format!("reading --token-auth-file {}", p.display()))?,
         None => Default::default(),
     };
     let store = open_store(&c, &shutdown).await?;
     let alloc = registry::allocator::Allocators::new(range, c.node_ports);
-    let svc_prefix = resources::by_kind("", "Service").expect("served").key_prefix(None);
-    for kv in store.list(&svc_prefix, &Default::default()).await.context("listing services")?.items {
+    let svc_prefix = resources::by_kind("", "Service")
+        .expect("served")
+        .key_prefix(None);
+    for kv in store
+        .list(&svc_prefix, &Default::default())
+        .await
+        .context("listing services")?
+        .items
+    {
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&kv.value) {
             alloc.mark_existing(&v);
         }
     }
     let registry = Arc::new(registry::Registry::new(store.clone(), alloc));
     registry.namespaces.spawn(store, shutdown.clone());
-    bootstrap::run(&registry, &c.advertise.to_string(), addr.port()).await.map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
+    bootstrap::run(&registry, &c.advertise.to_string(), addr.port())
+        .await
+        .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
     let server_url = format!("https://{}", SocketAddr::new(c.advertise, addr.port()));
-    let (admin_cert, admin_key) = (pki.admin_cert_pem().to_string(), pki.admin_key_pem().to_string());
+    let (admin_cert, admin_key) = (
+        pki.admin_cert_pem().to_string(),
+        pki.admin_key_pem().to_string(),
+    );
     component_base::kubeconfig::write_kubeconfig(
         &c.kubeconfig_out,
         "kubrs",
         &server_url,
         pki.ca_cert_pem(),
-        component_base::kubeconfig::KubeconfigAuth::ClientCert { cert_pem: admin_cert, key_pem: admin_key },
+        component_base::kubeconfig::KubeconfigAuth::ClientCert {
+            cert_pem: admin_cert,
+            key_pem: admin_key,
+        },
         None,
     )
     .with_context(|| format!("writing {}", c.kubeconfig_out.display()))?;
@@ -199,7 +252,11 @@ pub async fn start(c: Config, shutdown: CancellationToken) -> anyhow::Result<Run
     state.ready.store(true, Ordering::Release);
     tracing::info!(addr = %addr, kubeconfig = %c.kubeconfig_out.display(), startup_ms = t0.elapsed().as_millis() as u64, "API server ready");
     let task = tokio::spawn(server::serve(listener, tls, state, shutdown));
-    Ok(Running { addr, kubeconfig: c.kubeconfig_out.clone(), task })
+    Ok(Running {
+        addr,
+        kubeconfig: c.kubeconfig_out.clone(),
+        task,
+    })
 }
 
 /// Run until `shutdown` is cancelled.

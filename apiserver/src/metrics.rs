@@ -42,13 +42,29 @@ impl Metrics {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ])
         });
         let watchers = Gauge::<i64, AtomicI64>::default();
         registry.register("apiserver_request", "Counter of apiserver requests broken out for each verb, group, resource, subresource and HTTP response code", requests.clone());
-        registry.register("apiserver_request_duration_seconds", "Response latency distribution in seconds for each verb and resource", latency.clone());
-        registry.register("apiserver_registered_watchers", "Number of currently open watches", watchers.clone());
-        Self { registry, requests, latency, watchers }
+        registry.register(
+            "apiserver_request_duration_seconds",
+            "Response latency distribution in seconds for each verb and resource",
+            latency.clone(),
+        );
+        registry.register(
+            "apiserver_registered_watchers",
+            "Number of currently open watches",
+            watchers.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            watchers,
+        }
     }
 
     pub fn encode(&self) -> String {

@@ -20,10 +20,17 @@ impl Query {
         Self(out)
     }
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
     pub fn all(&self, key: &str) -> Vec<&str> {
-        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
     pub fn flag(&self, key: &str) -> bool {
         matches!(self.get(key), Some("true") | Some("1") | Some(""))
@@ -32,10 +39,9 @@ impl Query {
     pub fn int(&self, key: &str) -> Result<Option<i64>, ApiError> {
         match self.get(key) {
             None | Some("") => Ok(None),
-            Some(v) => v
-                .parse::<i64>()
-                .map(Some)
-                .map_err(|_| ApiError::bad_request(format!("invalid value for {key}: {v:?} is not an integer"))),
+            Some(v) => v.parse::<i64>().map(Some).map_err(|_| {
+                ApiError::bad_request(format!("invalid value for {key}: {v:?} is not an integer"))
+            }),
         }
     }
 }
@@ -48,7 +54,9 @@ pub fn percent_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                let h = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let h = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match h {
                     Some(v) => {
                         out.push(v);
@@ -92,13 +100,21 @@ pub enum Route {
     /// `/apis/<group>`
     Group(String),
     /// `/api/v1`, `/apis/<group>/<version>`
-    Resources { group: String, version: String },
+    Resources {
+        group: String,
+        version: String,
+    },
     Resource(Target),
 }
 
 /// Parse an `/api...` or `/apis...` path. Errors are 404s with upstream's wording.
 pub fn route(path: &str) -> Result<Route, ApiError> {
-    let segs: Vec<String> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
+    let segs: Vec<String> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["api"] => return Ok(Route::CoreVersions),
@@ -114,11 +130,17 @@ pub fn route(path: &str) -> Result<Route, ApiError> {
         ["apis", g, v, rest @ ..] => (g, v, rest),
         _ => return Err(not_found_path()),
     };
-    if !resources::groups().iter().any(|(g, vs)| *g == group && vs.contains(&version)) {
+    if !resources::groups()
+        .iter()
+        .any(|(g, vs)| *g == group && vs.contains(&version))
+    {
         return Err(not_found_path());
     }
     if rest.is_empty() {
-        return Ok(Route::Resources { group: group.into(), version: version.into() });
+        return Ok(Route::Resources {
+            group: group.into(),
+            version: version.into(),
+        });
     }
     // /namespaces/{ns}/{resource}/... unless it is the namespace object's own subresource.
     let (namespace, rest) = if rest.len() >= 3 && rest[0] == "namespaces" {
@@ -145,13 +167,27 @@ pub fn route(path: &str) -> Result<Route, ApiError> {
             return Err(not_found_path());
         }
     }
-    let subpath = if rest.len() > 3 { Some(rest[3..].join("/")) } else { None };
-    Ok(Route::Resource(Target { resource, version: version.to_string(), namespace, name, subresource, subpath }))
+    let subpath = if rest.len() > 3 {
+        Some(rest[3..].join("/"))
+    } else {
+        None
+    };
+    Ok(Route::Resource(Target {
+        resource,
+        version: version.to_string(),
+        namespace,
+        name,
+        subresource,
+        subpath,
+    }))
 }
 
 pub fn not_found_path() -> ApiError {
-    ApiError::new(apimachinery::errors::Reason::NotFound, "the server could not find the requested resource")
-        .with_details(serde_json::json!({}))
+    ApiError::new(
+        apimachinery::errors::Reason::NotFound,
+        "the server could not find the requested resource",
+    )
+    .with_details(serde_json::json!({}))
 }
 
 #[cfg(test)]
@@ -168,15 +204,39 @@ mod tests {
     #[test]
     fn parses_resource_paths() {
         let t = target("/api/v1/namespaces/default/pods/web/status");
-        assert_eq!((t.resource.plural, t.namespace.as_deref(), t.name.as_deref(), t.subresource.as_deref()), ("pods", Some("default"), Some("web"), Some("status")));
+        assert_eq!(
+            (
+                t.resource.plural,
+                t.namespace.as_deref(),
+                t.name.as_deref(),
+                t.subresource.as_deref()
+            ),
+            ("pods", Some("default"), Some("web"), Some("status"))
+        );
         let t = target("/api/v1/namespaces/kube-system");
-        assert_eq!((t.resource.plural, t.namespace.as_deref(), t.name.as_deref()), ("namespaces", None, Some("kube-system")));
+        assert_eq!(
+            (t.resource.plural, t.namespace.as_deref(), t.name.as_deref()),
+            ("namespaces", None, Some("kube-system"))
+        );
         let t = target("/api/v1/namespaces/team/finalize");
-        assert_eq!((t.resource.plural, t.name.as_deref(), t.subresource.as_deref()), ("namespaces", Some("team"), Some("finalize")));
+        assert_eq!(
+            (
+                t.resource.plural,
+                t.name.as_deref(),
+                t.subresource.as_deref()
+            ),
+            ("namespaces", Some("team"), Some("finalize"))
+        );
         let t = target("/apis/apps/v1/deployments");
-        assert_eq!((t.resource.plural, t.namespace.as_deref()), ("deployments", None));
+        assert_eq!(
+            (t.resource.plural, t.namespace.as_deref()),
+            ("deployments", None)
+        );
         let t = target("/api/v1/namespaces/default/services/web:80/proxy/a/b");
-        assert_eq!((t.name.as_deref(), t.subpath.as_deref()), (Some("web:80"), Some("a/b")));
+        assert_eq!(
+            (t.name.as_deref(), t.subpath.as_deref()),
+            (Some("web:80"), Some("a/b"))
+        );
         assert!(route("/api/v1/namespaces/default/nodes").is_err());
         assert!(route("/apis/nope/v1/things").is_err());
         assert!(route("/api/v1/pods/x/bogus").is_err());
@@ -184,7 +244,9 @@ mod tests {
 
     #[test]
     fn decodes_query() {
-        let q = Query::parse(Some("labelSelector=run%3Dx&command=sh&command=-c&watch=true&a+b=c+d"));
+        let q = Query::parse(Some(
+            "labelSelector=run%3Dx&command=sh&command=-c&watch=true&a+b=c+d",
+        ));
         assert_eq!(q.get("labelSelector"), Some("run=x"));
         assert_eq!(q.all("command"), vec!["sh", "-c"]);
         assert!(q.flag("watch"));

@@ -44,7 +44,10 @@ impl Resource {
         format!("{}List", self.kind)
     }
     pub fn group_resource(&self) -> apimachinery::errors::GroupResource<'static> {
-        apimachinery::errors::GroupResource { group: self.group, resource: self.plural }
+        apimachinery::errors::GroupResource {
+            group: self.group,
+            resource: self.plural,
+        }
     }
     pub fn has_subresource(&self, sub: &str) -> bool {
         self.subresources.contains(&sub)
@@ -67,7 +70,16 @@ impl Resource {
     pub fn verbs(&self) -> &'static [&'static str] {
         match self.storage {
             Storage::Virtual => &["create"],
-            Storage::Stored => &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            Storage::Stored => &[
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ],
         }
     }
 }
@@ -75,7 +87,9 @@ impl Resource {
 /// Verbs of a subresource, as upstream's discovery lists them.
 pub fn subresource_verbs(sub: &str) -> &'static [&'static str] {
     match sub {
-        "status" | "scale" | "approval" | "ephemeralcontainers" | "resize" => &["get", "patch", "update"],
+        "status" | "scale" | "approval" | "ephemeralcontainers" | "resize" => {
+            &["get", "patch", "update"]
+        }
         "binding" | "eviction" | "token" => &["create"],
         "log" => &["get"],
         "exec" | "attach" | "portforward" => &["create", "get"],
@@ -167,12 +181,48 @@ pub static RESOURCES: &[Resource] = &[
     res!("apps", ["v1"], "ReplicaSet", "replicasets", "replicaset", true, short: ["rs"], cat: ["all"], sub: ["scale", "status"], key: "replicasets"),
     res!("apps", ["v1"], "StatefulSet", "statefulsets", "statefulset", true, short: ["sts"], cat: ["all"], sub: ["scale", "status"], key: "statefulsets"),
     // authentication / authorization (virtual)
-    review!("authentication.k8s.io", "SelfSubjectReview", "selfsubjectreviews", "selfsubjectreview", false),
-    review!("authentication.k8s.io", "TokenReview", "tokenreviews", "tokenreview", false),
-    review!("authorization.k8s.io", "LocalSubjectAccessReview", "localsubjectaccessreviews", "localsubjectaccessreview", true),
-    review!("authorization.k8s.io", "SelfSubjectAccessReview", "selfsubjectaccessreviews", "selfsubjectaccessreview", false),
-    review!("authorization.k8s.io", "SelfSubjectRulesReview", "selfsubjectrulesreviews", "selfsubjectrulesreview", false),
-    review!("authorization.k8s.io", "SubjectAccessReview", "subjectaccessreviews", "subjectaccessreview", false),
+    review!(
+        "authentication.k8s.io",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+        "selfsubjectreview",
+        false
+    ),
+    review!(
+        "authentication.k8s.io",
+        "TokenReview",
+        "tokenreviews",
+        "tokenreview",
+        false
+    ),
+    review!(
+        "authorization.k8s.io",
+        "LocalSubjectAccessReview",
+        "localsubjectaccessreviews",
+        "localsubjectaccessreview",
+        true
+    ),
+    review!(
+        "authorization.k8s.io",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        false
+    ),
+    review!(
+        "authorization.k8s.io",
+        "SelfSubjectRulesReview",
+        "selfsubjectrulesreviews",
+        "selfsubjectrulesreview",
+        false
+    ),
+    review!(
+        "authorization.k8s.io",
+        "SubjectAccessReview",
+        "subjectaccessreviews",
+        "subjectaccessreview",
+        false
+    ),
     // autoscaling: v2 preferred and stored; v1 converted
     res!("autoscaling", ["v2", "v1"], "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", true, short: ["hpa"], cat: ["all"], sub: ["status"], key: "horizontalpodautoscalers"),
     // batch/v1
@@ -205,7 +255,8 @@ pub static RESOURCES: &[Resource] = &[
 
 /// Groups in discovery order (core first), each with its served versions, preferred first.
 pub fn groups() -> &'static [(&'static str, Vec<&'static str>)] {
-    static GROUPS: std::sync::OnceLock<Vec<(&'static str, Vec<&'static str>)>> = std::sync::OnceLock::new();
+    static GROUPS: std::sync::OnceLock<Vec<(&'static str, Vec<&'static str>)>> =
+        std::sync::OnceLock::new();
     GROUPS.get_or_init(compute_groups)
 }
 
@@ -228,8 +279,13 @@ fn compute_groups() -> Vec<(&'static str, Vec<&'static str>)> {
 }
 
 /// Resources served at group/version.
-pub fn in_group_version<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static Resource> + 'a {
-    RESOURCES.iter().filter(move |r| r.group == group && r.versions.contains(&version))
+pub fn in_group_version<'a>(
+    group: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = &'static Resource> + 'a {
+    RESOURCES
+        .iter()
+        .filter(move |r| r.group == group && r.versions.contains(&version))
 }
 
 /// Find a resource by group, version and plural name.
@@ -241,14 +297,24 @@ pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static Resou
 
 /// Find a resource by group and kind (any served version).
 pub fn by_kind(group: &str, kind: &str) -> Option<&'static Resource> {
-    RESOURCES.iter().find(|r| r.group == group && r.kind == kind)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.kind == kind)
 }
 
 /// The group-version paths served (`api/v1`, `apis/apps/v1`, ...), for OpenAPI.
 pub fn group_version_paths() -> Vec<String> {
     groups()
         .iter()
-        .flat_map(|(g, vs)| vs.iter().map(move |v| if g.is_empty() { format!("api/{v}") } else { format!("apis/{g}/{v}") }))
+        .flat_map(|(g, vs)| {
+            vs.iter().map(move |v| {
+                if g.is_empty() {
+                    format!("api/{v}")
+                } else {
+                    format!("apis/{g}/{v}")
+                }
+            })
+        })
         .collect()
 }
 
@@ -258,18 +324,39 @@ mod tests {
 
     #[test]
     fn lookups_find_rows() {
-        assert_eq!(lookup("apps", "v1", "deployments").unwrap().kind, "Deployment");
-        assert_eq!(lookup("autoscaling", "v1", "horizontalpodautoscalers").unwrap().storage_version(), "v2");
+        assert_eq!(
+            lookup("apps", "v1", "deployments").unwrap().kind,
+            "Deployment"
+        );
+        assert_eq!(
+            lookup("autoscaling", "v1", "horizontalpodautoscalers")
+                .unwrap()
+                .storage_version(),
+            "v2"
+        );
         assert!(lookup("", "v1", "nope").is_none());
-        assert_eq!(by_kind("", "Service").unwrap().key("default".into(), "kubernetes"), "/registry/services/specs/default/kubernetes");
-        assert_eq!(by_kind("", "Node").unwrap().key(None, "n1"), "/registry/minions/n1");
+        assert_eq!(
+            by_kind("", "Service")
+                .unwrap()
+                .key("default".into(), "kubernetes"),
+            "/registry/services/specs/default/kubernetes"
+        );
+        assert_eq!(
+            by_kind("", "Node").unwrap().key(None, "n1"),
+            "/registry/minions/n1"
+        );
     }
 
     #[test]
     fn plural_names_are_unique_per_group() {
         for (i, a) in RESOURCES.iter().enumerate() {
             for b in &RESOURCES[i + 1..] {
-                assert!(!(a.group == b.group && a.plural == b.plural), "{} {}", a.group, a.plural);
+                assert!(
+                    !(a.group == b.group && a.plural == b.plural),
+                    "{} {}",
+                    a.group,
+                    a.plural
+                );
             }
         }
     }

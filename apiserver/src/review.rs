@@ -14,7 +14,14 @@ fn str_at<'a>(v: &'a Value, p: &str) -> &'a str {
 }
 
 /// The answered review object (status filled in).
-pub fn answer(r: &Resource, t: &Target, mut obj: Value, user: &UserInfo, authn: &Authenticator, authz: &dyn Authorizer) -> Value {
+pub fn answer(
+    r: &Resource,
+    t: &Target,
+    mut obj: Value,
+    user: &UserInfo,
+    authn: &Authenticator,
+    authz: &dyn Authorizer,
+) -> Value {
     obj["apiVersion"] = json!(t.api_version());
     obj["kind"] = json!(r.kind);
     if obj.get("metadata").is_none_or(|m| !m.is_object()) {
@@ -27,8 +34,12 @@ pub fn answer(r: &Resource, t: &Target, mut obj: Value, user: &UserInfo, authn: 
         "TokenReview" => {
             let token = str_at(&obj, "/spec/token").to_string();
             obj["status"] = match authn.authenticate(None, Some(&format!("Bearer {token}"))) {
-                Some(u) => json!({"authenticated": true, "user": user_json(&u), "audiences": obj.pointer("/spec/audiences").cloned().unwrap_or(json!([]))}),
-                None => json!({"authenticated": false, "user": {}, "error": "invalid bearer token"}),
+                Some(u) => {
+                    json!({"authenticated": true, "user": user_json(&u), "audiences": obj.pointer("/spec/audiences").cloned().unwrap_or(json!([]))})
+                }
+                None => {
+                    json!({"authenticated": false, "user": {}, "error": "invalid bearer token"})
+                }
             };
         }
         "SelfSubjectRulesReview" => {
@@ -46,11 +57,27 @@ pub fn answer(r: &Resource, t: &Target, mut obj: Value, user: &UserInfo, authn: 
                 UserInfo {
                     name: str_at(&obj, "/spec/user").to_string(),
                     uid: str_at(&obj, "/spec/uid").to_string(),
-                    groups: obj.pointer("/spec/groups").and_then(Value::as_array).map(|g| g.iter().filter_map(Value::as_str).map(String::from).collect()).unwrap_or_default(),
+                    groups: obj
+                        .pointer("/spec/groups")
+                        .and_then(Value::as_array)
+                        .map(|g| {
+                            g.iter()
+                                .filter_map(Value::as_str)
+                                .map(String::from)
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 }
             };
-            let ra = obj.pointer("/spec/resourceAttributes").cloned().unwrap_or(json!({}));
-            let ns = if r.kind == "LocalSubjectAccessReview" { t.namespace.clone().unwrap_or_default() } else { str_at(&ra, "/namespace").to_string() };
+            let ra = obj
+                .pointer("/spec/resourceAttributes")
+                .cloned()
+                .unwrap_or(json!({}));
+            let ns = if r.kind == "LocalSubjectAccessReview" {
+                t.namespace.clone().unwrap_or_default()
+            } else {
+                str_at(&ra, "/namespace").to_string()
+            };
             let attrs = Attributes {
                 user: &subject,
                 verb: str_at(&ra, "/verb"),

@@ -13,7 +13,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Accept connections until `shutdown`, then let in-flight requests finish.
-pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, state: Arc<State>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+) {
     let acceptor = TlsAcceptor::from(tls);
     let tracker = TaskTracker::new();
     loop {

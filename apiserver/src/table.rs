@@ -30,15 +30,26 @@ pub enum As {
 }
 
 pub fn negotiate(accept: Option<&str>) -> As {
-    let Some(accept) = accept else { return As::Object };
+    let Some(accept) = accept else {
+        return As::Object;
+    };
     // The first acceptable alternative wins, as upstream's negotiation does.
     for alt in accept.split(',') {
         let alt = alt.trim();
         let media = alt.split(';').next().unwrap_or("").trim();
-        if media != "application/json" && media != "*/*" && media != "application/*" && media != "application/vnd.kubernetes.protobuf" && media != "application/yaml" {
+        if media != "application/json"
+            && media != "*/*"
+            && media != "application/*"
+            && media != "application/vnd.kubernetes.protobuf"
+            && media != "application/yaml"
+        {
             continue;
         }
-        let as_ = alt.split(';').skip(1).find_map(|p| p.trim().strip_prefix("as=")).unwrap_or("");
+        let as_ = alt
+            .split(';')
+            .skip(1)
+            .find_map(|p| p.trim().strip_prefix("as="))
+            .unwrap_or("");
         return match as_ {
             "Table" => As::Table,
             "PartialObjectMetadata" | "PartialObjectMetadataList" => As::PartialObjectMetadata,
@@ -68,7 +79,14 @@ pub fn partial_metadata_list(items: &[Value], list_meta: Value) -> Value {
 
 /// A Table of `objs`. `headers` false leaves `columnDefinitions` empty (watch events after
 /// the first, as upstream).
-pub fn table(group: &str, kind: &str, objs: &[Value], list_meta: Value, headers: bool, include: IncludeObject) -> Value {
+pub fn table(
+    group: &str,
+    kind: &str,
+    objs: &[Value],
+    list_meta: Value,
+    headers: bool,
+    include: IncludeObject,
+) -> Value {
     let now = chrono::Utc::now();
     let rows: Vec<Value> = objs
         .iter()
@@ -99,8 +117,16 @@ mod tests {
     fn negotiates_kubectl_accept_headers() {
         assert_eq!(negotiate(Some("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json")), As::Table);
         assert_eq!(negotiate(Some("application/json")), As::Object);
-        assert_eq!(negotiate(Some("application/vnd.kubernetes.protobuf,application/json")), As::Object);
-        assert_eq!(negotiate(Some("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json")), As::PartialObjectMetadata);
+        assert_eq!(
+            negotiate(Some("application/vnd.kubernetes.protobuf,application/json")),
+            As::Object
+        );
+        assert_eq!(
+            negotiate(Some(
+                "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+            )),
+            As::PartialObjectMetadata
+        );
         assert_eq!(negotiate(None), As::Object);
     }
 }

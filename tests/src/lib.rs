@@ -15,7 +15,11 @@ pub fn kubectl_path() -> PathBuf {
     if let Ok(p) = std::env::var("KUBECTL") {
         return p.into();
     }
-    for p in ["/usr/lib/google-cloud-sdk/bin/kubectl.1.32", "/usr/bin/kubectl", "/usr/local/bin/kubectl"] {
+    for p in [
+        "/usr/lib/google-cloud-sdk/bin/kubectl.1.32",
+        "/usr/bin/kubectl",
+        "/usr/local/bin/kubectl",
+    ] {
         if Path::new(p).exists() {
             return p.into();
         }
@@ -88,11 +92,21 @@ impl TestCluster {
             args.push(format!("--token-auth-file={}", p.display()));
         }
         args.extend(opts.extra_args);
-        let config = apiserver::Config::try_from(<apiserver::Args as clap::Parser>::parse_from(args.clone()))?;
+        let config = apiserver::Config::try_from(<apiserver::Args as clap::Parser>::parse_from(
+            args.clone(),
+        ))?;
         let shutdown = CancellationToken::new();
         let running = apiserver::start(config, shutdown.clone()).await?;
         let cache_dir = dir.path().join("kubectl-cache");
-        Ok(Self { kubeconfig: running.kubeconfig, addr: running.addr, cache_dir, dir, shutdown, task: Some(running.task), args })
+        Ok(Self {
+            kubeconfig: running.kubeconfig,
+            addr: running.addr,
+            cache_dir,
+            dir,
+            shutdown,
+            task: Some(running.task),
+            args,
+        })
     }
 
     /// Stop this API server and start a new one on the same data directory (and the same etcd
@@ -106,7 +120,9 @@ impl TestCluster {
         // Connections and watches still draining may briefly hold the embedded store's lock.
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let config = apiserver::Config::try_from(<apiserver::Args as clap::Parser>::parse_from(self.args.clone()))?;
+            let config = apiserver::Config::try_from(
+                <apiserver::Args as clap::Parser>::parse_from(self.args.clone()),
+            )?;
             let shutdown = CancellationToken::new();
             match apiserver::start(config, shutdown.clone()).await {
                 Ok(running) => {
@@ -127,7 +143,11 @@ impl TestCluster {
 
     /// The etcd endpoint when the cluster stores objects in etcd.
     pub fn etcd_endpoint(&self) -> Option<&str> {
-        self.args.iter().position(|a| a == "--etcd-servers").and_then(|i| self.args.get(i + 1)).map(String::as_str)
+        self.args
+            .iter()
+            .position(|a| a == "--etcd-servers")
+            .and_then(|i| self.args.get(i + 1))
+            .map(String::as_str)
     }
 
     /// The data directory the API server was started with.
@@ -136,17 +156,41 @@ impl TestCluster {
     }
 
     /// One HTTPS request as the admin (client certificate), fully read.
-    pub async fn raw(&self, method: &str, path: &str, content_type: Option<&str>, body: impl Into<bytes::Bytes>) -> RawResponse {
-        self.raw_as(&Auth::Admin, method, path, content_type, body).await
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<bytes::Bytes>,
+    ) -> RawResponse {
+        self.raw_as(&Auth::Admin, method, path, content_type, body)
+            .await
     }
 
     /// One HTTPS request with the given credentials, fully read.
-    pub async fn raw_as(&self, auth: &Auth, method: &str, path: &str, content_type: Option<&str>, body: impl Into<bytes::Bytes>) -> RawResponse {
+    pub async fn raw_as(
+        &self,
+        auth: &Auth,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<bytes::Bytes>,
+    ) -> RawResponse {
         use http_body_util::BodyExt;
-        let resp = self.raw_send(auth, method, path, content_type, body.into(), &[]).await;
+        let resp = self
+            .raw_send(auth, method, path, content_type, body.into(), &[])
+            .await;
         let (parts, body) = resp.into_parts();
-        let body = tokio::time::timeout(Duration::from_secs(60), body.collect()).await.expect("response body within 60s").expect("read response body").to_bytes();
-        RawResponse { status: parts.status.as_u16(), headers: parts.headers, body }
+        let body = tokio::time::timeout(Duration::from_secs(60), body.collect())
+            .await
+            .expect("response body within 60s")
+            .expect("read response body")
+            .to_bytes();
+        RawResponse {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
     }
 
     /// POST a (large) body as the admin over HTTP/1.1 while reading the answer concurrently,
@@ -154,9 +198,18 @@ impl TestCluster {
     pub async fn raw_upload(&self, path: &str, content_type: &str, body: Vec<u8>) -> RawResponse {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let creds = AdminCreds::read(&self.kubeconfig);
-        let tls = component_base::tls::client_config(&creds.ca_pem, Some((&creds.cert_pem, &creds.key_pem))).expect("client TLS config");
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.expect("connect to apiserver");
-        let stream = tokio_rustls::TlsConnector::from(tls).connect(rustls::pki_types::ServerName::from(self.addr.ip()), tcp).await.expect("TLS handshake");
+        let tls = component_base::tls::client_config(
+            &creds.ca_pem,
+            Some((&creds.cert_pem, &creds.key_pem)),
+        )
+        .expect("client TLS config");
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect to apiserver");
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(rustls::pki_types::ServerName::from(self.addr.ip()), tcp)
+            .await
+            .expect("TLS handshake");
         let (mut rd, mut wr) = tokio::io::split(stream);
         let head = format!("POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", self.addr, body.len());
         let writer = tokio::spawn(async move {
@@ -174,7 +227,10 @@ impl TestCluster {
                     return r;
                 }
                 match rd.read(&mut buf).await {
-                    Ok(0) | Err(_) => return parse_http1_response(&raw).expect("a complete HTTP response before the connection closed"),
+                    Ok(0) | Err(_) => {
+                        return parse_http1_response(&raw)
+                            .expect("a complete HTTP response before the connection closed")
+                    }
                     Ok(n) => raw.extend_from_slice(&buf[..n]),
                 }
             }
@@ -188,9 +244,16 @@ impl TestCluster {
     /// GET a watch path as the admin and collect its event lines until `max` events arrived,
     /// the stream ended, or `within` passed. Returns the events and whether the server ended
     /// the stream.
-    pub async fn watch_raw(&self, path: &str, max: usize, within: Duration) -> (Vec<serde_json::Value>, bool) {
+    pub async fn watch_raw(
+        &self,
+        path: &str,
+        max: usize,
+        within: Duration,
+    ) -> (Vec<serde_json::Value>, bool) {
         use http_body_util::BodyExt;
-        let resp = self.raw_send(&Auth::Admin, "GET", path, None, bytes::Bytes::new(), &[]).await;
+        let resp = self
+            .raw_send(&Auth::Admin, "GET", path, None, bytes::Bytes::new(), &[])
+            .await;
         assert_eq!(resp.status().as_u16(), 200, "watch {path} refused");
         let mut body = resp.into_body();
         let (mut events, mut buf) = (Vec::new(), Vec::<u8>::new());
@@ -198,7 +261,12 @@ impl TestCluster {
         loop {
             while let Some(i) = buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=i).collect();
-                events.push(serde_json::from_slice(&line).unwrap_or_else(|e| panic!("watch line is not JSON ({e}): {}", String::from_utf8_lossy(&line))));
+                events.push(serde_json::from_slice(&line).unwrap_or_else(|e| {
+                    panic!(
+                        "watch line is not JSON ({e}): {}",
+                        String::from_utf8_lossy(&line)
+                    )
+                }));
             }
             if events.len() >= max {
                 return (events, false);
@@ -216,16 +284,37 @@ impl TestCluster {
         }
     }
 
-    async fn raw_send(&self, auth: &Auth, method: &str, path: &str, content_type: Option<&str>, body: bytes::Bytes, headers: &[(&str, &str)]) -> http::Response<hyper::body::Incoming> {
+    async fn raw_send(
+        &self,
+        auth: &Auth,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: bytes::Bytes,
+        headers: &[(&str, &str)],
+    ) -> http::Response<hyper::body::Incoming> {
         let creds = AdminCreds::read(&self.kubeconfig);
-        let identity = matches!(auth, Auth::Admin).then(|| (creds.cert_pem.as_str(), creds.key_pem.as_str()));
-        let tls = component_base::tls::client_config(&creds.ca_pem, identity).expect("client TLS config");
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.expect("connect to apiserver");
+        let identity =
+            matches!(auth, Auth::Admin).then(|| (creds.cert_pem.as_str(), creds.key_pem.as_str()));
+        let tls =
+            component_base::tls::client_config(&creds.ca_pem, identity).expect("client TLS config");
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect to apiserver");
         let name = rustls::pki_types::ServerName::from(self.addr.ip());
-        let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.expect("TLS handshake");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("HTTP handshake");
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake");
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("HTTP handshake");
         tokio::spawn(conn);
-        let mut req = http::Request::builder().method(method).uri(path).header(http::header::HOST, self.addr.to_string());
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, self.addr.to_string());
         if let Some(ct) = content_type {
             req = req.header(http::header::CONTENT_TYPE, ct);
         }
@@ -235,8 +324,13 @@ impl TestCluster {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(http_body_util::Full::new(body)).expect("valid request");
-        tokio::time::timeout(Duration::from_secs(60), sender.send_request(req)).await.expect("response within 60s").expect("send request")
+        let req = req
+            .body(http_body_util::Full::new(body))
+            .expect("valid request");
+        tokio::time::timeout(Duration::from_secs(60), sender.send_request(req))
+            .await
+            .expect("response within 60s")
+            .expect("send request")
     }
 
     /// Run kubectl with this cluster's kubeconfig and a private cache dir.
@@ -278,7 +372,13 @@ impl TestCluster {
             .expect("spawn kubectl")
     }
 
-    async fn kubectl_full(&self, bin: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
+    async fn kubectl_full(
+        &self,
+        bin: &Path,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Output {
         use tokio::io::AsyncWriteExt;
         let mut cmd = tokio::process::Command::new(bin);
         cmd.envs(env.iter().copied());
@@ -287,14 +387,22 @@ impl TestCluster {
             .env("KUBECACHEDIR", &self.cache_dir)
             .env("HOME", self.dir.path())
             .env_remove("KUBECTL_EXTERNAL_DIFF")
-            .stdin(if stdin.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() })
+            .stdin(if stdin.is_some() {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            })
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e} (set KUBECTL)", bin.display()));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e} (set KUBECTL)", bin.display()));
         if let Some(s) = stdin {
             let mut w = child.stdin.take().expect("piped stdin");
-            w.write_all(s.as_bytes()).await.expect("write kubectl stdin");
+            w.write_all(s.as_bytes())
+                .await
+                .expect("write kubectl stdin");
             drop(w);
         }
         match tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await {
@@ -306,7 +414,9 @@ impl TestCluster {
     /// A `kube` client authenticated as the admin.
     pub async fn client(&self) -> kube::Client {
         let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig parses");
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("kube config");
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("kube config");
         kube::Client::try_from(cfg).expect("kube client")
     }
 
@@ -328,7 +438,14 @@ fn uuid_like() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{}-{}-{n}", std::process::id(), SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0))
+    format!(
+        "{}-{}-{n}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
 }
 
 /// Output helpers for assertions with readable failures.
@@ -342,14 +459,21 @@ impl OutputExt for Output {
     fn ok(&self) -> String {
         let out = String::from_utf8_lossy(&self.stdout).into_owned();
         let err = String::from_utf8_lossy(&self.stderr);
-        assert!(self.status.success(), "kubectl failed ({}):\nstdout:\n{out}\nstderr:\n{err}", self.status);
+        assert!(
+            self.status.success(),
+            "kubectl failed ({}):\nstdout:\n{out}\nstderr:\n{err}",
+            self.status
+        );
         out
     }
     /// Assert a non-zero exit code and return stderr.
     fn fails(&self) -> String {
         let out = String::from_utf8_lossy(&self.stdout);
         let err = String::from_utf8_lossy(&self.stderr).into_owned();
-        assert!(!self.status.success(), "kubectl unexpectedly succeeded:\nstdout:\n{out}\nstderr:\n{err}");
+        assert!(
+            !self.status.success(),
+            "kubectl unexpectedly succeeded:\nstdout:\n{out}\nstderr:\n{err}"
+        );
         err
     }
 }
@@ -376,14 +500,19 @@ pub struct RawResponse {
 impl RawResponse {
     /// The body as JSON (panics with the body if it is not).
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{} body is not JSON ({e}): {}", self.status, self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{} body is not JSON ({e}): {}", self.status, self.text()))
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     /// All values of a header.
     pub fn header_all(&self, name: &str) -> Vec<String> {
-        self.headers.get_all(name).iter().map(|v| v.to_str().unwrap_or_default().to_string()).collect()
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap_or_default().to_string())
+            .collect()
     }
 }
 
@@ -396,14 +525,26 @@ fn parse_http1_response(raw: &[u8]) -> Option<RawResponse> {
     let mut headers = http::HeaderMap::new();
     for l in lines {
         if let Some((k, v)) = l.split_once(':') {
-            if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.trim().as_bytes()), http::HeaderValue::from_str(v.trim())) {
+            if let (Ok(k), Ok(v)) = (
+                http::HeaderName::from_bytes(k.trim().as_bytes()),
+                http::HeaderValue::from_str(v.trim()),
+            ) {
                 headers.append(k, v);
             }
         }
     }
-    let len: usize = headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()?;
+    let len: usize = headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
     let body = raw.get(end + 4..end + 4 + len)?;
-    Some(RawResponse { status, headers, body: bytes::Bytes::copy_from_slice(body) })
+    Some(RawResponse {
+        status,
+        headers,
+        body: bytes::Bytes::copy_from_slice(body),
+    })
 }
 
 /// The CA and admin identity a kubeconfig written by the apiserver embeds.
@@ -416,13 +557,26 @@ struct AdminCreds {
 impl AdminCreds {
     fn read(path: &Path) -> Self {
         use base64::Engine as _;
-        let doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).expect("read kubeconfig")).expect("kubeconfig is YAML");
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(path).expect("read kubeconfig"))
+                .expect("kubeconfig is YAML");
         let pem = |v: &serde_yaml::Value, k: &str| {
-            let b64 = v[k].as_str().unwrap_or_else(|| panic!("kubeconfig lacks {k}"));
-            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).expect("base64")).expect("PEM text")
+            let b64 = v[k]
+                .as_str()
+                .unwrap_or_else(|| panic!("kubeconfig lacks {k}"));
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .expect("base64"),
+            )
+            .expect("PEM text")
         };
         let (cluster, user) = (&doc["clusters"][0]["cluster"], &doc["users"][0]["user"]);
-        Self { ca_pem: pem(cluster, "certificate-authority-data"), cert_pem: pem(user, "client-certificate-data"), key_pem: pem(user, "client-key-data") }
+        Self {
+            ca_pem: pem(cluster, "certificate-authority-data"),
+            cert_pem: pem(user, "client-certificate-data"),
+            key_pem: pem(user, "client-key-data"),
+        }
     }
 }
 
@@ -434,7 +588,10 @@ pub fn apiserver_binary() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("current exe");
     // <target>/debug/deps/api-<hash> → <target>/debug/apiserver
-    let dir = exe.parent().and_then(Path::parent).expect("test binary lives in <target>/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in <target>/<profile>/deps");
     dir.join("apiserver")
 }
 
@@ -450,7 +607,11 @@ impl ApiserverProcess {
     pub async fn spawn(data_dir: &Path) -> anyhow::Result<Self> {
         use tokio::io::AsyncBufReadExt;
         let bin = apiserver_binary();
-        anyhow::ensure!(bin.is_file(), "{} is missing: run `cargo build -p apiserver` first", bin.display());
+        anyhow::ensure!(
+            bin.is_file(),
+            "{} is missing: run `cargo build -p apiserver` first",
+            bin.display()
+        );
         let mut child = tokio::process::Command::new(&bin)
             .arg("--data-dir")
             .arg(data_dir)
@@ -461,7 +622,8 @@ impl ApiserverProcess {
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()?;
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let mut lines =
+            tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
         let addr = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await? {
                 if let Some(a) = line.strip_prefix("API server listening on https://") {
@@ -474,13 +636,19 @@ impl ApiserverProcess {
         .map_err(|_| anyhow::anyhow!("apiserver did not listen within 30s"))??;
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { addr, kubeconfig: data_dir.join("admin.kubeconfig"), child })
+        Ok(Self {
+            addr,
+            kubeconfig: data_dir.join("admin.kubeconfig"),
+            child,
+        })
     }
 
     /// A `kube` client for this process.
     pub async fn client(&self) -> kube::Client {
         let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig parses");
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("kube config");
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("kube config");
         kube::Client::try_from(cfg).expect("kube client")
     }
 

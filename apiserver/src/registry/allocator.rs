@@ -17,14 +17,19 @@ pub struct IpRange {
 impl IpRange {
     /// Parse an IPv4 CIDR such as `10.96.0.0/12`.
     pub fn parse(cidr: &str) -> Result<Self, String> {
-        let (ip, bits) = cidr.split_once('/').ok_or_else(|| format!("{cidr:?} is not a CIDR"))?;
+        let (ip, bits) = cidr
+            .split_once('/')
+            .ok_or_else(|| format!("{cidr:?} is not a CIDR"))?;
         let ip: Ipv4Addr = ip.parse().map_err(|e| format!("{cidr:?}: {e}"))?;
         let bits: u32 = bits.parse().map_err(|e| format!("{cidr:?}: {e}"))?;
         if !(8..=30).contains(&bits) {
             return Err(format!("{cidr:?}: prefix length must be between 8 and 30"));
         }
         let size = 1u32 << (32 - bits);
-        Ok(Self { base: u32::from(ip) & !(size - 1), size })
+        Ok(Self {
+            base: u32::from(ip) & !(size - 1),
+            size,
+        })
     }
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         let v = u32::from(ip);
@@ -59,9 +64,15 @@ impl Allocators {
     pub fn new(range: IpRange, port_range: (u16, u16)) -> Self {
         Self {
             range,
-            ips: Mutex::new(Pool { used: HashSet::new(), next: 11 }),
+            ips: Mutex::new(Pool {
+                used: HashSet::new(),
+                next: 11,
+            }),
             port_range,
-            ports: Mutex::new(Pool { used: HashSet::new(), next: 0 }),
+            ports: Mutex::new(Pool {
+                used: HashSet::new(),
+                next: 0,
+            }),
         }
     }
 
@@ -74,12 +85,20 @@ impl Allocators {
         for ip in cluster_ips(svc) {
             if let Ok(ip) = ip.parse::<Ipv4Addr>() {
                 if self.range.contains(ip) {
-                    self.ips.lock().expect("allocator lock").used.insert(u32::from(ip) - self.range.base);
+                    self.ips
+                        .lock()
+                        .expect("allocator lock")
+                        .used
+                        .insert(u32::from(ip) - self.range.base);
                 }
             }
         }
         for p in node_ports(svc) {
-            self.ports.lock().expect("allocator lock").used.insert(p as u32);
+            self.ports
+                .lock()
+                .expect("allocator lock")
+                .used
+                .insert(p as u32);
         }
     }
 
@@ -91,14 +110,20 @@ impl Allocators {
             }
             let off = u32::from(ip) - self.range.base;
             if !pool.used.insert(off) {
-                return Err(format!("failed to allocate IP {ip}: provided IP is already allocated"));
+                return Err(format!(
+                    "failed to allocate IP {ip}: provided IP is already allocated"
+                ));
             }
             return Ok(ip);
         }
         let usable = self.range.size - 2;
         for _ in 0..usable {
             let off = pool.next;
-            pool.next = if pool.next + 1 >= self.range.size - 1 { 1 } else { pool.next + 1 };
+            pool.next = if pool.next + 1 >= self.range.size - 1 {
+                1
+            } else {
+                pool.next + 1
+            };
             if off == 0 || pool.used.contains(&off) {
                 continue;
             }
@@ -111,7 +136,11 @@ impl Allocators {
     fn release_ip(&self, ip: &str) {
         if let Ok(ip) = ip.parse::<Ipv4Addr>() {
             if self.range.contains(ip) {
-                self.ips.lock().expect("allocator lock").used.remove(&(u32::from(ip) - self.range.base));
+                self.ips
+                    .lock()
+                    .expect("allocator lock")
+                    .used
+                    .remove(&(u32::from(ip) - self.range.base));
             }
         }
     }
@@ -140,28 +169,58 @@ impl Allocators {
     }
 
     fn release_port(&self, p: u16) {
-        self.ports.lock().expect("allocator lock").used.remove(&(p as u32));
+        self.ports
+            .lock()
+            .expect("allocator lock")
+            .used
+            .remove(&(p as u32));
     }
 
     /// Allocate what a new or updated Service needs. `old` is the stored Service on update.
     /// On error nothing stays allocated; on success call [`Allocation::commit`] after storing or
     /// [`Allocation::rollback`] if the write fails.
-    pub fn allocate(&self, svc: &mut Value, old: Option<&Value>) -> Result<Allocation<'_>, Vec<FieldError>> {
-        let mut alloc = Allocation { owner: self, new_ips: vec![], new_ports: vec![], released_ips: vec![], released_ports: vec![] };
-        let spec_type = svc.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    pub fn allocate(
+        &self,
+        svc: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<Allocation<'_>, Vec<FieldError>> {
+        let mut alloc = Allocation {
+            owner: self,
+            new_ips: vec![],
+            new_ports: vec![],
+            released_ips: vec![],
+            released_ports: vec![],
+        };
+        let spec_type = svc
+            .pointer("/spec/type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string();
         let old_ips = old.map(cluster_ips).unwrap_or_default();
         let mut errs = vec![];
         if spec_type != "ExternalName" {
-            let requested = svc.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
+            let requested = svc
+                .pointer("/spec/clusterIP")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             if !old_ips.is_empty() && (requested.is_empty() || requested == old_ips[0]) {
                 svc["spec"]["clusterIP"] = json!(old_ips[0]);
                 svc["spec"]["clusterIPs"] = json!(old_ips);
             } else if requested == "None" {
                 svc["spec"]["clusterIPs"] = json!(["None"]);
             } else if old.is_none() {
-                let req_ip = if requested.is_empty() { None } else { requested.parse::<Ipv4Addr>().ok() };
+                let req_ip = if requested.is_empty() {
+                    None
+                } else {
+                    requested.parse::<Ipv4Addr>().ok()
+                };
                 if !requested.is_empty() && req_ip.is_none() {
-                    errs.push(FieldError::invalid("spec.clusterIPs", json!([requested]), "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"));
+                    errs.push(FieldError::invalid(
+                        "spec.clusterIPs",
+                        json!([requested]),
+                        "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+                    ));
                 } else {
                     match self.alloc_ip(req_ip) {
                         Ok(ip) => {
@@ -169,7 +228,11 @@ impl Allocators {
                             svc["spec"]["clusterIP"] = json!(ip.to_string());
                             svc["spec"]["clusterIPs"] = json!([ip.to_string()]);
                         }
-                        Err(e) => errs.push(FieldError::invalid("spec.clusterIPs", json!([requested]), e)),
+                        Err(e) => errs.push(FieldError::invalid(
+                            "spec.clusterIPs",
+                            json!([requested]),
+                            e,
+                        )),
                     }
                 }
             }
@@ -186,7 +249,11 @@ impl Allocators {
         let mut kept = vec![];
         if let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
             for (i, p) in ports.iter_mut().enumerate() {
-                let requested = p.get("nodePort").and_then(Value::as_u64).filter(|n| *n > 0).map(|n| n as u16);
+                let requested = p
+                    .get("nodePort")
+                    .and_then(Value::as_u64)
+                    .filter(|n| *n > 0)
+                    .map(|n| n as u16);
                 if !wants_node_ports {
                     if let Some(o) = p.as_object_mut() {
                         o.remove("nodePort");
@@ -195,7 +262,11 @@ impl Allocators {
                 }
                 let reuse = match requested {
                     Some(r) if old_ports.contains(&r) => Some(r),
-                    None => old.and_then(|o| o.pointer(&format!("/spec/ports/{i}/nodePort"))).and_then(Value::as_u64).map(|n| n as u16).filter(|n| old_ports.contains(n) && !kept.contains(n)),
+                    None => old
+                        .and_then(|o| o.pointer(&format!("/spec/ports/{i}/nodePort")))
+                        .and_then(Value::as_u64)
+                        .map(|n| n as u16)
+                        .filter(|n| old_ports.contains(n) && !kept.contains(n)),
                     _ => None,
                 };
                 if let Some(r) = reuse {
@@ -208,7 +279,11 @@ impl Allocators {
                         alloc.new_ports.push(n);
                         p["nodePort"] = json!(n);
                     }
-                    Err(e) => errs.push(FieldError::invalid(format!("spec.ports[{i}].nodePort"), json!(requested.unwrap_or(0)), e)),
+                    Err(e) => errs.push(FieldError::invalid(
+                        format!("spec.ports[{i}].nodePort"),
+                        json!(requested.unwrap_or(0)),
+                        e,
+                    )),
                 }
             }
         }
@@ -270,20 +345,36 @@ fn cluster_ips(svc: &Value) -> Vec<String> {
     let ips: Vec<String> = svc
         .pointer("/spec/clusterIPs")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default();
     let ips = if ips.is_empty() {
-        svc.pointer("/spec/clusterIP").and_then(Value::as_str).map(|s| vec![s.to_string()]).unwrap_or_default()
+        svc.pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .map(|s| vec![s.to_string()])
+            .unwrap_or_default()
     } else {
         ips
     };
-    ips.into_iter().filter(|i| !i.is_empty() && i != "None").collect()
+    ips.into_iter()
+        .filter(|i| !i.is_empty() && i != "None")
+        .collect()
 }
 
 fn node_ports(svc: &Value) -> Vec<u16> {
     svc.pointer("/spec/ports")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|p| p.get("nodePort").and_then(Value::as_u64)).filter(|n| *n > 0).map(|n| n as u16).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.get("nodePort").and_then(Value::as_u64))
+                .filter(|n| *n > 0)
+                .map(|n| n as u16)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -336,7 +427,10 @@ mod tests {
         // the failed request released the IP it took
         let mut s4 = json!({"spec":{"type":"NodePort","ports":[{"port":1},{"port":2}]}});
         a.allocate(&mut s4, None).unwrap().commit();
-        assert_ne!(s4["spec"]["ports"][0]["nodePort"], s4["spec"]["ports"][1]["nodePort"]);
+        assert_ne!(
+            s4["spec"]["ports"][0]["nodePort"],
+            s4["spec"]["ports"][1]["nodePort"]
+        );
     }
 
     #[test]
@@ -347,8 +441,12 @@ mod tests {
         let mut upd = json!({"spec":{"type":"NodePort","ports":[{"port":80}]}});
         a.allocate(&mut upd, Some(&s)).unwrap().commit();
         assert_eq!(upd["spec"]["clusterIP"], s["spec"]["clusterIP"]);
-        assert_eq!(upd["spec"]["ports"][0]["nodePort"], s["spec"]["ports"][0]["nodePort"]);
-        let mut to_cluster = json!({"spec":{"type":"ClusterIP","ports":[{"port":80,"nodePort":30000}]}});
+        assert_eq!(
+            upd["spec"]["ports"][0]["nodePort"],
+            s["spec"]["ports"][0]["nodePort"]
+        );
+        let mut to_cluster =
+            json!({"spec":{"type":"ClusterIP","ports":[{"port":80,"nodePort":30000}]}});
         a.allocate(&mut to_cluster, Some(&upd)).unwrap().commit();
         assert!(to_cluster["spec"]["ports"][0].get("nodePort").is_none());
     }

@@ -7,7 +7,10 @@ use serde_json::{json, Map, Value};
 
 /// Whether objects of `r` served at `version` differ from the stored form.
 pub fn needs_conversion(r: &Resource, version: &str) -> bool {
-    matches!((r.group, version), ("autoscaling", "v1") | ("events.k8s.io", _))
+    matches!(
+        (r.group, version),
+        ("autoscaling", "v1") | ("events.k8s.io", _)
+    )
 }
 
 /// The apiVersion of the stored form of `r`.
@@ -44,14 +47,17 @@ fn take(m: &mut Map<String, Value>, k: &str) -> Option<Value> {
 fn hpa_v2_to_v1(mut obj: Value) -> Value {
     obj["apiVersion"] = json!("autoscaling/v1");
     if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-        let cpu = spec.get("metrics").and_then(Value::as_array).and_then(|ms| {
-            ms.iter().find_map(|m| {
-                let res = m.get("resource")?;
-                (m.get("type")?.as_str()? == "Resource" && res.get("name")?.as_str()? == "cpu")
-                    .then(|| res.get("target")?.get("averageUtilization").cloned())
-                    .flatten()
-            })
-        });
+        let cpu = spec
+            .get("metrics")
+            .and_then(Value::as_array)
+            .and_then(|ms| {
+                ms.iter().find_map(|m| {
+                    let res = m.get("resource")?;
+                    (m.get("type")?.as_str()? == "Resource" && res.get("name")?.as_str()? == "cpu")
+                        .then(|| res.get("target")?.get("averageUtilization").cloned())
+                        .flatten()
+                })
+            });
         spec.remove("metrics");
         spec.remove("behavior");
         if let Some(c) = cpu {
@@ -59,12 +65,17 @@ fn hpa_v2_to_v1(mut obj: Value) -> Value {
         }
     }
     if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut) {
-        let cpu = status.get("currentMetrics").and_then(Value::as_array).and_then(|ms| {
-            ms.iter().find_map(|m| {
-                let res = m.get("resource")?;
-                (res.get("name")?.as_str()? == "cpu").then(|| res.get("current")?.get("averageUtilization").cloned()).flatten()
-            })
-        });
+        let cpu = status
+            .get("currentMetrics")
+            .and_then(Value::as_array)
+            .and_then(|ms| {
+                ms.iter().find_map(|m| {
+                    let res = m.get("resource")?;
+                    (res.get("name")?.as_str()? == "cpu")
+                        .then(|| res.get("current")?.get("averageUtilization").cloned())
+                        .flatten()
+                })
+            });
         status.remove("currentMetrics");
         status.remove("conditions");
         if let Some(c) = cpu {
@@ -141,7 +152,10 @@ mod tests {
         let r = lookup("autoscaling", "v1", "horizontalpodautoscalers").unwrap();
         let v1 = json!({"apiVersion":"autoscaling/v1","kind":"HorizontalPodAutoscaler","spec":{"maxReplicas":5,"targetCPUUtilizationPercentage":50}});
         let stored = to_storage(r, "v1", v1.clone());
-        assert_eq!(stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 50);
+        assert_eq!(
+            stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            50
+        );
         assert_eq!(from_storage(r, "v1", stored), v1);
     }
 
@@ -156,7 +170,10 @@ mod tests {
         let new = json!({"apiVersion":"events.k8s.io/v1","kind":"Event","regarding":{"name":"p"},"reportingController":"c","reportingInstance":"i"});
         let stored = to_storage(r, "v1", new.clone());
         assert_eq!(stored["reportingComponent"], "c");
-        assert!(stored.get("source").is_none(), "upstream derives no source: {stored}");
+        assert!(
+            stored.get("source").is_none(),
+            "upstream derives no source: {stored}"
+        );
         assert_eq!(from_storage(r, "v1", stored), new);
     }
 }

@@ -72,7 +72,9 @@ pub fn extra_fields(r: &Resource) -> &'static [&'static str] {
 pub fn check_supported(r: &Resource, fields: &[&str]) -> Result<(), ApiError> {
     for f in fields {
         if *f != "metadata.name" && *f != "metadata.namespace" && !extra_fields(r).contains(f) {
-            return Err(ApiError::bad_request(format!("field label not supported: {f}")));
+            return Err(ApiError::bad_request(format!(
+                "field label not supported: {f}"
+            )));
         }
     }
     Ok(())
@@ -82,21 +84,52 @@ pub fn check_supported(r: &Resource, fields: &[&str]) -> Result<(), ApiError> {
 pub fn field_value(r: &Resource, obj: &Value, field: &str) -> Option<String> {
     match field {
         "metadata.name" => return s(at(obj, &["metadata", "name"])),
-        "metadata.namespace" => return Some(s(at(obj, &["metadata", "namespace"])).unwrap_or_default()),
+        "metadata.namespace" => {
+            return Some(s(at(obj, &["metadata", "namespace"])).unwrap_or_default())
+        }
         _ => {}
     }
     match (r.kind, field) {
-        ("Pod", "spec.hostNetwork") => Some(at(obj, &["spec", "hostNetwork"]).and_then(Value::as_bool).unwrap_or(false).to_string()),
+        ("Pod", "spec.hostNetwork") => Some(
+            at(obj, &["spec", "hostNetwork"])
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+                .to_string(),
+        ),
         ("Pod", "status.podIPs") => Some(
             at(obj, &["status", "podIPs"])
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|p| p.get("ip").and_then(Value::as_str)).collect::<Vec<_>>().join(","))
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| p.get("ip").and_then(Value::as_str))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
                 .unwrap_or_default(),
         ),
-        ("Event", "source") => Some(s(at(obj, &["source", "component"])).or_else(|| s(obj.get("reportingComponent"))).unwrap_or_default()),
-        ("Node", "spec.unschedulable") => Some(at(obj, &["spec", "unschedulable"]).and_then(Value::as_bool).unwrap_or(false).to_string()),
-        ("ReplicationController" | "ReplicaSet", "status.replicas") => Some(at(obj, &["status", "replicas"]).and_then(Value::as_i64).unwrap_or(0).to_string()),
-        ("Job", "status.successful") => Some(at(obj, &["status", "succeeded"]).and_then(Value::as_i64).unwrap_or(0).to_string()),
+        ("Event", "source") => Some(
+            s(at(obj, &["source", "component"]))
+                .or_else(|| s(obj.get("reportingComponent")))
+                .unwrap_or_default(),
+        ),
+        ("Node", "spec.unschedulable") => Some(
+            at(obj, &["spec", "unschedulable"])
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+                .to_string(),
+        ),
+        ("ReplicationController" | "ReplicaSet", "status.replicas") => Some(
+            at(obj, &["status", "replicas"])
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                .to_string(),
+        ),
+        ("Job", "status.successful") => Some(
+            at(obj, &["status", "succeeded"])
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                .to_string(),
+        ),
         ("Secret", "type") => Some(s(obj.get("type")).unwrap_or_else(|| "Opaque".into())),
         _ => {
             let path: Vec<&str> = field.split('.').collect();
@@ -115,15 +148,30 @@ mod tests {
     fn pod_and_event_fields() {
         let pod = by_kind("", "Pod").unwrap();
         let obj = json!({"metadata":{"name":"p","namespace":"d"},"spec":{"nodeName":"n1"},"status":{"phase":"Running"}});
-        assert_eq!(field_value(pod, &obj, "spec.nodeName").as_deref(), Some("n1"));
-        assert_eq!(field_value(pod, &obj, "status.phase").as_deref(), Some("Running"));
-        assert_eq!(field_value(pod, &obj, "spec.hostNetwork").as_deref(), Some("false"));
+        assert_eq!(
+            field_value(pod, &obj, "spec.nodeName").as_deref(),
+            Some("n1")
+        );
+        assert_eq!(
+            field_value(pod, &obj, "status.phase").as_deref(),
+            Some("Running")
+        );
+        assert_eq!(
+            field_value(pod, &obj, "spec.hostNetwork").as_deref(),
+            Some("false")
+        );
         assert!(check_supported(pod, &["spec.nodeName", "metadata.name"]).is_ok());
         let err = check_supported(pod, &["spec.bogus"]).unwrap_err();
         assert_eq!(err.message, "field label not supported: spec.bogus");
         let ev = by_kind("", "Event").unwrap();
         let e = json!({"involvedObject":{"uid":"u1","kind":"Pod"}});
-        assert_eq!(field_value(ev, &e, "involvedObject.uid").as_deref(), Some("u1"));
-        assert_eq!(field_value(ev, &e, "involvedObject.name").as_deref(), Some(""));
+        assert_eq!(
+            field_value(ev, &e, "involvedObject.uid").as_deref(),
+            Some("u1")
+        );
+        assert_eq!(
+            field_value(ev, &e, "involvedObject.name").as_deref(),
+            Some("")
+        );
     }
 }

@@ -111,7 +111,9 @@ pub struct Registry {
 pub fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 fn storage_err(gr: GroupResource<'_>, name: &str, e: storage::Error) -> ApiError {
@@ -119,7 +121,9 @@ fn storage_err(gr: GroupResource<'_>, name: &str, e: storage::Error) -> ApiError
         storage::Error::AlreadyExists(_) => ApiError::already_exists(gr, name),
         storage::Error::NotFound(_) => ApiError::not_found(gr, name),
         storage::Error::Conflict { .. } => ApiError::stale_resource_version(gr, name),
-        storage::Error::Expired { requested, oldest } => ApiError::too_old_resource_version(requested, oldest),
+        storage::Error::Expired { requested, oldest } => {
+            ApiError::too_old_resource_version(requested, oldest)
+        }
         storage::Error::Unavailable(m) => ApiError::new(Reason::ServiceUnavailable, m),
         storage::Error::Internal(m) => ApiError::internal(m),
     }
@@ -135,7 +139,11 @@ pub fn schema_for(r: &Resource, version: &str) -> Box<dyn PatchSchema> {
 
 impl Registry {
     pub fn new(store: Arc<dyn Storage>, alloc: allocator::Allocators) -> Self {
-        Self { store, alloc, namespaces: Default::default() }
+        Self {
+            store,
+            alloc,
+            namespaces: Default::default(),
+        }
     }
 
     fn key(&self, t: &Target, name: &str) -> String {
@@ -145,7 +153,11 @@ impl Registry {
     /// Decode a stored value into the version the client asked for.
     fn decode(&self, t: &Target, kv: &KeyValue) -> Result<Value, ApiError> {
         let v = codec::decode_stored(&kv.value, kv.mod_revision)?;
-        Ok(if conversion::needs_conversion(t.resource, &t.version) { conversion::from_storage(t.resource, &t.version, v) } else { v })
+        Ok(if conversion::needs_conversion(t.resource, &t.version) {
+            conversion::from_storage(t.resource, &t.version, v)
+        } else {
+            v
+        })
     }
 
     /// Encode a stored value for the client, splicing the resourceVersion when no conversion is needed.
@@ -155,7 +167,9 @@ impl Registry {
 
     fn encoded(&self, t: &Target, kv: &KeyValue) -> Result<codec::Encoded, ApiError> {
         if conversion::needs_conversion(t.resource, &t.version) {
-            Ok(codec::Encoded::Plain(serde_json::to_vec(&self.decode(t, kv)?).unwrap_or_default()))
+            Ok(codec::Encoded::Plain(
+                serde_json::to_vec(&self.decode(t, kv)?).unwrap_or_default(),
+            ))
         } else {
             Ok(codec::Encoded::stored(kv.value.clone(), kv.mod_revision))
         }
@@ -204,9 +218,16 @@ impl Registry {
 
     /// Unknown-field checking per `fieldValidation`; returns warnings. Unknown fields are
     /// dropped from `obj` in every mode, as upstream's decoding into typed structs drops them.
-    fn check_fields(&self, t: &Target, obj: &mut Value, fv: FieldValidation) -> Result<Vec<String>, ApiError> {
+    fn check_fields(
+        &self,
+        t: &Target,
+        obj: &mut Value,
+        fv: FieldValidation,
+    ) -> Result<Vec<String>, ApiError> {
         let oa = openapi::OpenApi::global();
-        let Some(schema) = oa.kind_schema(t.resource.group, &t.version, t.resource.kind) else { return Ok(vec![]) };
+        let Some(schema) = oa.kind_schema(t.resource.group, &t.version, t.resource.kind) else {
+            return Ok(vec![]);
+        };
         let unknown = oa.unknown_fields(&schema, obj);
         if unknown.is_empty() {
             return Ok(vec![]);
@@ -219,19 +240,36 @@ impl Registry {
         }
         match fv {
             FieldValidation::Strict => {
-                let list = unknown.iter().map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.'))).collect::<Vec<_>>();
-                Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))))
+                let list = unknown
+                    .iter()
+                    .map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.')))
+                    .collect::<Vec<_>>();
+                Err(ApiError::bad_request(format!(
+                    "strict decoding error: {}",
+                    list.join(", ")
+                )))
             }
-            _ => Ok(unknown.iter().map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.'))).collect()),
+            _ => Ok(unknown
+                .iter()
+                .map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.')))
+                .collect()),
         }
     }
 
     /// Defaults and validation, in the served version.
-    fn default_and_validate(&self, t: &Target, obj: &mut Value, old: Option<&Value>, scope: Scope) -> Result<(), ApiError> {
+    fn default_and_validate(
+        &self,
+        t: &Target,
+        obj: &mut Value,
+        old: Option<&Value>,
+        scope: Scope,
+    ) -> Result<(), ApiError> {
         let r = t.resource;
         validation::default_object(r.group, &t.version, r.kind, obj);
         let errs = match (scope, old) {
-            (Scope::Status, Some(old)) => validation::validate_status_update(r.group, &t.version, r.kind, obj, old),
+            (Scope::Status, Some(old)) => {
+                validation::validate_status_update(r.group, &t.version, r.kind, obj, old)
+            }
             _ => validation::validate(r.group, &t.version, r.kind, obj, old),
         };
         if errs.is_empty() {
@@ -242,12 +280,18 @@ impl Registry {
     }
 
     async fn check_namespace(&self, t: &Target, name: &str) -> Result<(), ApiError> {
-        let Some(ns) = t.namespace.as_deref().filter(|_| t.resource.namespaced) else { return Ok(()) };
+        let Some(ns) = t.namespace.as_deref().filter(|_| t.resource.namespaced) else {
+            return Ok(());
+        };
         if self.namespaces.is_active(ns) {
             return Ok(());
         }
         let nsr = resources::by_kind("", "Namespace").expect("namespaces are served");
-        let kv = self.store.get(&nsr.key(None, ns)).await.map_err(|e| storage_err(nsr.group_resource(), ns, e))?;
+        let kv = self
+            .store
+            .get(&nsr.key(None, ns))
+            .await
+            .map_err(|e| storage_err(nsr.group_resource(), ns, e))?;
         match kv {
             None => Err(ApiError::not_found(nsr.group_resource(), ns)),
             Some(kv) => {
@@ -267,12 +311,22 @@ impl Registry {
 
     /// Resolve `priorityClassName` to a priority (upstream's Priority admission).
     async fn admit_pod_priority(&self, obj: &mut Value) -> Result<(), ApiError> {
-        let Some(pc) = obj.pointer("/spec/priorityClassName").and_then(Value::as_str).map(String::from) else { return Ok(()) };
+        let Some(pc) = obj
+            .pointer("/spec/priorityClassName")
+            .and_then(Value::as_str)
+            .map(String::from)
+        else {
+            return Ok(());
+        };
         if pc.is_empty() || pc.starts_with("system-") {
             return Ok(());
         }
         let pcr = resources::by_kind("scheduling.k8s.io", "PriorityClass").expect("served");
-        let kv = self.store.get(&pcr.key(None, &pc)).await.map_err(|e| storage_err(pcr.group_resource(), &pc, e))?;
+        let kv = self
+            .store
+            .get(&pcr.key(None, &pc))
+            .await
+            .map_err(|e| storage_err(pcr.group_resource(), &pc, e))?;
         match kv {
             Some(kv) => {
                 let v: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
@@ -283,43 +337,88 @@ impl Registry {
                 Ok(())
             }
             None => Err(ApiError::forbidden(
-                GroupResource { group: "", resource: "pods" },
+                GroupResource {
+                    group: "",
+                    resource: "pods",
+                },
                 name_of(obj),
                 &format!("no PriorityClass with name {pc} was found"),
             )),
         }
     }
 
-    fn managed_update(&self, t: &Target, old: Option<&Value>, new: &mut Value, manager: &str, scope: Scope) {
+    fn managed_update(
+        &self,
+        t: &Target,
+        old: Option<&Value>,
+        new: &mut Value,
+        manager: &str,
+        scope: Scope,
+    ) {
         let schema = schema_for(t.resource, &t.version);
         let sub = (scope == Scope::Status).then_some("status");
-        *new = apimachinery::apply::update_managed_fields(old, new, manager, "Update", sub, schema.as_ref(), &codec::now_rfc3339());
+        *new = apimachinery::apply::update_managed_fields(
+            old,
+            new,
+            manager,
+            "Update",
+            sub,
+            schema.as_ref(),
+            &codec::now_rfc3339(),
+        );
     }
 
     // ---------------------------------------------------------------- create
 
-    pub async fn create(&self, t: &Target, mut obj: Value, o: &WriteOptions) -> Result<Written, ApiError> {
+    pub async fn create(
+        &self,
+        t: &Target,
+        mut obj: Value,
+        o: &WriteOptions,
+    ) -> Result<Written, ApiError> {
         let r = t.resource;
         self.check_identity(t, &mut obj)?;
         let warnings = self.check_fields(t, &mut obj, o.field_validation)?;
         let now = codec::now_rfc3339();
         {
             let m = meta_mut(&mut obj).expect("object");
-            let name = m.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+            let name = m
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             if name.is_empty() {
-                match m.get("generateName").and_then(Value::as_str).filter(|g| !g.is_empty()) {
+                match m
+                    .get("generateName")
+                    .and_then(Value::as_str)
+                    .filter(|g| !g.is_empty())
+                {
                     Some(g) => {
                         let n = format!("{g}{}", random_suffix());
                         m.insert("name".into(), json!(n));
                     }
                     None => {
-                        return Err(ApiError::invalid(r.kind, r.group, "", &[FieldError::required("metadata.name", "name or generateName is required")]))
+                        return Err(ApiError::invalid(
+                            r.kind,
+                            r.group,
+                            "",
+                            &[FieldError::required(
+                                "metadata.name",
+                                "name or generateName is required",
+                            )],
+                        ))
                     }
                 }
             }
             m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
             m.insert("creationTimestamp".into(), json!(now));
-            for k in ["deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "selfLink", "managedFields"] {
+            for k in [
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "resourceVersion",
+                "selfLink",
+                "managedFields",
+            ] {
                 m.remove(k);
             }
             if strategy::tracks_generation(r) {
@@ -335,7 +434,14 @@ impl Registry {
     }
 
     /// The tail of every create (also apply-creates): admission, allocation, storage.
-    async fn store_new(&self, t: &Target, mut obj: Value, o: &WriteOptions, warnings: Vec<String>, _applied: bool) -> Result<Written, ApiError> {
+    async fn store_new(
+        &self,
+        t: &Target,
+        mut obj: Value,
+        o: &WriteOptions,
+        warnings: Vec<String>,
+        _applied: bool,
+    ) -> Result<Written, ApiError> {
         let r = t.resource;
         let name = name_of(&obj).to_string();
         self.check_namespace(t, &name).await?;
@@ -346,16 +452,32 @@ impl Registry {
             if o.dry_run {
                 None
             } else {
-                Some(self.alloc.allocate(&mut obj, None).map_err(|errs| ApiError::invalid(r.kind, r.group, &name, &errs))?)
+                Some(
+                    self.alloc
+                        .allocate(&mut obj, None)
+                        .map_err(|errs| ApiError::invalid(r.kind, r.group, &name, &errs))?,
+                )
             }
         } else {
             None
         };
         if o.dry_run {
-            return Ok(Written { object: obj, created: true, warnings });
+            return Ok(Written {
+                object: obj,
+                created: true,
+                warnings,
+            });
         }
-        let stored = if conversion::needs_conversion(r, &t.version) { conversion::to_storage(r, &t.version, obj.clone()) } else { obj.clone() };
-        match self.store.create(&self.key(t, &name), codec::encode_for_storage(&stored)).await {
+        let stored = if conversion::needs_conversion(r, &t.version) {
+            conversion::to_storage(r, &t.version, obj.clone())
+        } else {
+            obj.clone()
+        };
+        match self
+            .store
+            .create(&self.key(t, &name), codec::encode_for_storage(&stored))
+            .await
+        {
             Ok(rev) => {
                 if let Some(a) = alloc {
                     a.commit();
@@ -364,7 +486,11 @@ impl Registry {
                     self.namespaces.set(&name, namespaces::is_terminating(&obj));
                 }
                 codec::set_rv(&mut obj, rev);
-                Ok(Written { object: obj, created: true, warnings })
+                Ok(Written {
+                    object: obj,
+                    created: true,
+                    warnings,
+                })
             }
             Err(e) => {
                 if let Some(a) = alloc {
@@ -379,7 +505,11 @@ impl Registry {
 
     pub async fn get_kv(&self, t: &Target, name: &str) -> Result<KeyValue, ApiError> {
         let gr = t.resource.group_resource();
-        self.store.get(&self.key(t, name)).await.map_err(|e| storage_err(gr, name, e))?.ok_or_else(|| ApiError::not_found(gr, name))
+        self.store
+            .get(&self.key(t, name))
+            .await
+            .map_err(|e| storage_err(gr, name, e))?
+            .ok_or_else(|| ApiError::not_found(gr, name))
     }
 
     pub async fn get(&self, t: &Target, name: &str) -> Result<Value, ApiError> {
@@ -410,11 +540,19 @@ impl Registry {
             let (rv, start) = decode_continue(tok, &prefix)?;
             start_after = Some(start);
             revision = rv;
-        } else if let (Some(rv), Some("Exact")) = (&p.resource_version, p.resource_version_match.as_deref()) {
+        } else if let (Some(rv), Some("Exact")) =
+            (&p.resource_version, p.resource_version_match.as_deref())
+        {
             revision = codec::parse_rv(rv)?;
-        } else if let (Some(rv), Some("NotOlderThan")) = (&p.resource_version, p.resource_version_match.as_deref()) {
+        } else if let (Some(rv), Some("NotOlderThan")) =
+            (&p.resource_version, p.resource_version_match.as_deref())
+        {
             let want = codec::parse_rv(rv)?;
-            let cur = self.store.current_revision().await.map_err(|e| storage_err(r.group_resource(), "", e))?;
+            let cur = self
+                .store
+                .current_revision()
+                .await
+                .map_err(|e| storage_err(r.group_resource(), "", e))?;
             if want > cur {
                 return Err(ApiError::new(Reason::Timeout, format!("Too large resource version: {want}, current: {cur}"))
                     .with_details(json!({"causes":[{"reason":"ResourceVersionTooLarge","message":"Too large resource version"}],"retryAfterSeconds":1})));
@@ -428,12 +566,24 @@ impl Registry {
         // Keys after the last returned item, for `remainingItemCount`.
         let mut remaining_after: i64;
         loop {
-            let chunk = if p.limit == 0 { 0 } else if filtering { (p.limit * 2).max(64) } else { p.limit + 1 };
-            let opts = ListOptions { start_after: start_after.clone(), limit: chunk, revision };
+            let chunk = if p.limit == 0 {
+                0
+            } else if filtering {
+                (p.limit * 2).max(64)
+            } else {
+                p.limit + 1
+            };
+            let opts = ListOptions {
+                start_after: start_after.clone(),
+                limit: chunk,
+                revision,
+            };
             let res = match self.store.list(&prefix, &opts).await {
                 Ok(res) => res,
                 // The embedded store keeps no history: continue on the latest state.
-                Err(storage::Error::Expired { .. }) if p.continue_token.is_some() && revision > 0 => {
+                Err(storage::Error::Expired { .. })
+                    if p.continue_token.is_some() && revision > 0 =>
+                {
                     revision = 0;
                     continue;
                 }
@@ -462,7 +612,9 @@ impl Registry {
                     if !self.matches(r, &obj, p) {
                         continue;
                     }
-                    items.push(codec::Encoded::Plain(serde_json::to_vec(&obj).unwrap_or_default()));
+                    items.push(codec::Encoded::Plain(
+                        serde_json::to_vec(&obj).unwrap_or_default(),
+                    ));
                 } else {
                     items.push(self.encoded(t, kv)?);
                 }
@@ -475,22 +627,41 @@ impl Registry {
                 break;
             }
             if p.limit > 0 && items.len() == p.limit {
-                more = res.remaining > 0 || n > 0 && last_key.as_deref() != res.items.last().map(|k| k.key.as_str());
+                more = res.remaining > 0
+                    || n > 0 && last_key.as_deref() != res.items.last().map(|k| k.key.as_str());
                 break;
             }
             start_after = last_key.clone();
         }
-        let continue_token = if more { last_key.map(|k| encode_continue(list_rev, &k, &prefix)) } else { None };
+        let continue_token = if more {
+            last_key.map(|k| encode_continue(list_rev, &k, &prefix))
+        } else {
+            None
+        };
         // Upstream counts the rest only when nothing is filtered out.
-        let remaining = (continue_token.is_some() && !filtering && remaining_after > 0).then_some(remaining_after);
-        Ok(ListOutput { items, revision: list_rev, continue_token, remaining })
+        let remaining = (continue_token.is_some() && !filtering && remaining_after > 0)
+            .then_some(remaining_after);
+        Ok(ListOutput {
+            items,
+            revision: list_rev,
+            continue_token,
+            remaining,
+        })
     }
 
     // ---------------------------------------------------------------- update / patch
 
     /// Read-modify-write of one object. `mutate` gets the current object (None if absent) and
     /// returns the desired object; an explicit `metadata.resourceVersion` in it is a precondition.
-    async fn update_with<F>(&self, t: &Target, name: &str, scope: Scope, o: &WriteOptions, apply: bool, mutate: F) -> Result<Written, ApiError>
+    async fn update_with<F>(
+        &self,
+        t: &Target,
+        name: &str,
+        scope: Scope,
+        o: &WriteOptions,
+        apply: bool,
+        mutate: F,
+    ) -> Result<Written, ApiError>
     where
         F: Fn(Option<&Value>) -> Result<Value, ApiError>,
     {
@@ -498,14 +669,21 @@ impl Registry {
         let gr = r.group_resource();
         let key = self.key(t, name);
         for _attempt in 0..100_000 {
-            let cur = self.store.get(&key).await.map_err(|e| storage_err(gr, name, e))?;
+            let cur = self
+                .store
+                .get(&key)
+                .await
+                .map_err(|e| storage_err(gr, name, e))?;
             let Some(cur) = cur else {
                 let mut obj = mutate(None)?;
                 if !(apply || scope == Scope::Main && strategy::allow_create_on_update(r)) {
                     return Err(ApiError::not_found(gr, name));
                 }
                 if let Some(m) = meta_mut(&mut obj) {
-                    if m.get("resourceVersion").and_then(Value::as_str).is_some_and(|v| !v.is_empty()) {
+                    if m.get("resourceVersion")
+                        .and_then(Value::as_str)
+                        .is_some_and(|v| !v.is_empty())
+                    {
                         return Err(ApiError::not_found(gr, name));
                     }
                     m.entry("name").or_insert(json!(name));
@@ -521,10 +699,20 @@ impl Registry {
             let old = self.decode(t, &cur)?;
             let mut new = mutate(Some(&old))?;
             self.check_identity(t, &mut new)?;
-            let warnings = self.check_fields(t, &mut new, if apply { FieldValidation::Ignore } else { o.field_validation })?;
+            let warnings = self.check_fields(
+                t,
+                &mut new,
+                if apply {
+                    FieldValidation::Ignore
+                } else {
+                    o.field_validation
+                },
+            )?;
             if name_of(&new) != name {
                 if name_of(&new).is_empty() {
-                    meta_mut(&mut new).expect("object").insert("name".into(), json!(name));
+                    meta_mut(&mut new)
+                        .expect("object")
+                        .insert("name".into(), json!(name));
                 } else {
                     return Err(ApiError::bad_request(format!(
                         "the name of the object ({}) does not match the name on the URL ({name})",
@@ -532,7 +720,9 @@ impl Registry {
                     )));
                 }
             }
-            let precondition = meta_str(&new, "resourceVersion").filter(|v| !v.is_empty()).map(String::from);
+            let precondition = meta_str(&new, "resourceVersion")
+                .filter(|v| !v.is_empty())
+                .map(String::from);
             if let Some(rv) = &precondition {
                 if codec::parse_rv(rv)? != cur.mod_revision {
                     return Err(ApiError::stale_resource_version(gr, name));
@@ -540,17 +730,27 @@ impl Registry {
             }
             if let Some(uid) = meta_str(&new, "uid").filter(|u| !u.is_empty()) {
                 if Some(uid) != meta_str(&old, "uid") {
-                    return Err(ApiError::conflict(gr, name, &format!(
+                    return Err(ApiError::conflict(
+                        gr,
+                        name,
+                        &format!(
                         "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
                         meta_str(&old, "uid").unwrap_or("")
-                    )));
+                    ),
+                    ));
                 }
             }
             // Fields only the server sets.
             {
                 let om = old.get("metadata").cloned().unwrap_or_default();
                 let m = meta_mut(&mut new).expect("object");
-                for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+                for k in [
+                    "uid",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                    "deletionGracePeriodSeconds",
+                    "generation",
+                ] {
                     match om.get(k) {
                         Some(v) => m.insert(k.into(), v.clone()),
                         None => m.remove(k),
@@ -573,8 +773,14 @@ impl Registry {
                 // keep allocations stable; validated below.
             }
             if strategy::tracks_generation(r) && spec_changed(&old, &new) {
-                let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
-                meta_mut(&mut new).expect("object").insert("generation".into(), json!(g));
+                let g = old
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+                    + 1;
+                meta_mut(&mut new)
+                    .expect("object")
+                    .insert("generation".into(), json!(g));
             }
             self.default_and_validate(t, &mut new, Some(&old), scope)?;
             if !apply {
@@ -582,19 +788,45 @@ impl Registry {
             }
             // Deletion completes when the last finalizer goes.
             let finalized = new.pointer("/metadata/deletionTimestamp").is_some()
-                && new.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty())
-                && !(r.kind == "Pod" && r.group.is_empty() && new.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0)
-                && !(r.kind == "Namespace" && r.group.is_empty() && new.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty()));
+                && new
+                    .pointer("/metadata/finalizers")
+                    .and_then(Value::as_array)
+                    .is_none_or(|f| f.is_empty())
+                && !(r.kind == "Pod"
+                    && r.group.is_empty()
+                    && new
+                        .pointer("/metadata/deletionGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0)
+                        > 0)
+                && !(r.kind == "Namespace"
+                    && r.group.is_empty()
+                    && new
+                        .pointer("/spec/finalizers")
+                        .and_then(Value::as_array)
+                        .is_some_and(|f| !f.is_empty()));
             let mut old_cmp = old.clone();
             if let Some(m) = meta_mut(&mut old_cmp) {
                 m.remove("resourceVersion");
             }
             if !finalized && strip_mf_times(&old_cmp) == strip_mf_times(&new) {
                 // No-op: upstream does not write (and the resourceVersion stays).
-                return Ok(Written { object: old, created: false, warnings });
+                return Ok(Written {
+                    object: old,
+                    created: false,
+                    warnings,
+                });
             }
-            let alloc = if r.group.is_empty() && r.kind == "Service" && scope == Scope::Main && !o.dry_run {
-                Some(self.alloc.allocate(&mut new, Some(&old)).map_err(|errs| ApiError::invalid(r.kind, r.group, name, &errs))?)
+            let alloc = if r.group.is_empty()
+                && r.kind == "Service"
+                && scope == Scope::Main
+                && !o.dry_run
+            {
+                Some(
+                    self.alloc
+                        .allocate(&mut new, Some(&old))
+                        .map_err(|errs| ApiError::invalid(r.kind, r.group, name, &errs))?,
+                )
             } else {
                 None
             };
@@ -603,7 +835,11 @@ impl Registry {
                     a.rollback();
                 }
                 codec::set_rv(&mut new, cur.mod_revision);
-                return Ok(Written { object: new, created: false, warnings });
+                return Ok(Written {
+                    object: new,
+                    created: false,
+                    warnings,
+                });
             }
             if finalized {
                 if let Some(a) = alloc {
@@ -618,20 +854,36 @@ impl Registry {
                             self.namespaces.remove(name);
                         }
                         codec::set_rv(&mut new, rev);
-                        Ok(Written { object: new, created: false, warnings })
+                        Ok(Written {
+                            object: new,
+                            created: false,
+                            warnings,
+                        })
                     }
                     Err(storage::Error::Conflict { .. }) if precondition.is_none() => continue,
                     Err(e) => Err(storage_err(gr, name, e)),
                 };
             }
-            let stored = if conversion::needs_conversion(r, &t.version) { conversion::to_storage(r, &t.version, new.clone()) } else { new.clone() };
-            match self.store.update(&key, codec::encode_for_storage(&stored), cur.mod_revision).await {
+            let stored = if conversion::needs_conversion(r, &t.version) {
+                conversion::to_storage(r, &t.version, new.clone())
+            } else {
+                new.clone()
+            };
+            match self
+                .store
+                .update(&key, codec::encode_for_storage(&stored), cur.mod_revision)
+                .await
+            {
                 Ok(rev) => {
                     if let Some(a) = alloc {
                         a.commit();
                     }
                     codec::set_rv(&mut new, rev);
-                    return Ok(Written { object: new, created: false, warnings });
+                    return Ok(Written {
+                        object: new,
+                        created: false,
+                        warnings,
+                    });
                 }
                 Err(storage::Error::Conflict { .. }) if precondition.is_none() => {
                     if let Some(a) = alloc {
@@ -647,24 +899,52 @@ impl Registry {
                 }
             }
         }
-        Err(ApiError::conflict(gr, name, "too many concurrent updates; please retry"))
+        Err(ApiError::conflict(
+            gr,
+            name,
+            "too many concurrent updates; please retry",
+        ))
     }
 
-    pub async fn update(&self, t: &Target, name: &str, body: Value, o: &WriteOptions) -> Result<Written, ApiError> {
-        let scope = if t.subresource.as_deref() == Some("status") { Scope::Status } else { Scope::Main };
+    pub async fn update(
+        &self,
+        t: &Target,
+        name: &str,
+        body: Value,
+        o: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let scope = if t.subresource.as_deref() == Some("status") {
+            Scope::Status
+        } else {
+            Scope::Main
+        };
         if !body.is_object() {
             return Err(ApiError::bad_request("the request body must be an object"));
         }
-        self.update_with(t, name, scope, o, false, |_| Ok(body.clone())).await
+        self.update_with(t, name, scope, o, false, |_| Ok(body.clone()))
+            .await
     }
 
-    pub async fn patch(&self, t: &Target, name: &str, pt: PatchType, patch: &[u8], force: bool, o: &WriteOptions) -> Result<Written, ApiError> {
-        let scope = if t.subresource.as_deref() == Some("status") { Scope::Status } else { Scope::Main };
+    pub async fn patch(
+        &self,
+        t: &Target,
+        name: &str,
+        pt: PatchType,
+        patch: &[u8],
+        force: bool,
+        o: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let scope = if t.subresource.as_deref() == Some("status") {
+            Scope::Status
+        } else {
+            Scope::Main
+        };
         let r = t.resource;
         let patch_value: Value = match pt {
             PatchType::Apply => serde_yaml::from_slice(patch)
                 .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
-            _ => serde_json::from_slice(patch).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
+            _ => serde_json::from_slice(patch)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
         };
         let schema = schema_for(r, &t.version);
         let manager = o.field_manager.clone();
@@ -684,19 +964,39 @@ impl Registry {
                     if let Some(m) = meta_mut(&mut applied) {
                         m.entry("name").or_insert(json!(name));
                     }
-                    apimachinery::apply::apply(old, &applied, &manager, force, schema.as_ref(), &now).map_err(|e| e.to_api_error())
+                    apimachinery::apply::apply(
+                        old,
+                        &applied,
+                        &manager,
+                        force,
+                        schema.as_ref(),
+                        &now,
+                    )
+                    .map_err(|e| e.to_api_error())
                 }
                 (_, None) => Err(ApiError::not_found(r.group_resource(), name)),
-                (PatchType::Json, Some(old)) => apimachinery::patch::json_patch(old, &patch_value).map_err(patch_err),
-                (PatchType::Merge, Some(old)) => apimachinery::patch::merge_patch(old, &patch_value).map_err(patch_err),
-                (PatchType::Strategic, Some(old)) => apimachinery::patch::strategic_merge_patch(old, &patch_value, schema.as_ref()).map_err(patch_err),
+                (PatchType::Json, Some(old)) => {
+                    apimachinery::patch::json_patch(old, &patch_value).map_err(patch_err)
+                }
+                (PatchType::Merge, Some(old)) => {
+                    apimachinery::patch::merge_patch(old, &patch_value).map_err(patch_err)
+                }
+                (PatchType::Strategic, Some(old)) => {
+                    apimachinery::patch::strategic_merge_patch(old, &patch_value, schema.as_ref())
+                        .map_err(patch_err)
+                }
             }?;
             let mut res = res;
             // A patch that doesn't set a resourceVersion isn't conditional.
-            let patch_rv = patch_value.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(String::from);
+            let patch_rv = patch_value
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .map(String::from);
             if let Some(m) = meta_mut(&mut res) {
                 match patch_rv {
-                    Some(rv) if pt != PatchType::Apply => m.insert("resourceVersion".into(), json!(rv)),
+                    Some(rv) if pt != PatchType::Apply => {
+                        m.insert("resourceVersion".into(), json!(rv))
+                    }
                     _ => m.remove("resourceVersion"),
                 };
             }
@@ -705,7 +1005,12 @@ impl Registry {
         .await
     }
 
-    async fn create_applied(&self, t: &Target, obj: Value, o: &WriteOptions) -> Result<Written, ApiError> {
+    async fn create_applied(
+        &self,
+        t: &Target,
+        obj: Value,
+        o: &WriteOptions,
+    ) -> Result<Written, ApiError> {
         // `obj` already carries the applier's managedFields.
         let mut obj = obj;
         let r = t.resource;
@@ -715,7 +1020,11 @@ impl Registry {
             let m = meta_mut(&mut obj).expect("object");
             m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
             m.insert("creationTimestamp".into(), json!(now));
-            for k in ["deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion"] {
+            for k in [
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "resourceVersion",
+            ] {
                 m.remove(k);
             }
             if strategy::tracks_generation(r) {
@@ -736,22 +1045,44 @@ impl Registry {
     }
 
     /// Update or patch of `/scale`: `mutate` turns the current Scale into the desired one.
-    pub async fn update_scale<F>(&self, t: &Target, name: &str, o: &WriteOptions, mutate: F) -> Result<Value, ApiError>
+    pub async fn update_scale<F>(
+        &self,
+        t: &Target,
+        name: &str,
+        o: &WriteOptions,
+        mutate: F,
+    ) -> Result<Value, ApiError>
     where
         F: Fn(&Value) -> Result<Value, ApiError>,
     {
-        let main = Target { subresource: None, ..t.clone() };
+        let main = Target {
+            subresource: None,
+            ..t.clone()
+        };
         let w = self
             .update_with(&main, name, Scope::Main, o, false, |old| {
-                let old = old.ok_or_else(|| ApiError::not_found(t.resource.group_resource(), name))?;
+                let old =
+                    old.ok_or_else(|| ApiError::not_found(t.resource.group_resource(), name))?;
                 let scale = mutate(&strategy::to_scale(old))?;
                 let replicas = scale.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
                 if replicas.as_i64().is_none_or(|r| r < 0) {
-                    return Err(ApiError::invalid("Scale", "autoscaling", name, &[FieldError::invalid("spec.replicas", replicas, "must be greater than or equal to 0")]));
+                    return Err(ApiError::invalid(
+                        "Scale",
+                        "autoscaling",
+                        name,
+                        &[FieldError::invalid(
+                            "spec.replicas",
+                            replicas,
+                            "must be greater than or equal to 0",
+                        )],
+                    ));
                 }
                 let mut new = old.clone();
                 new["spec"]["replicas"] = replicas;
-                let rv = scale.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|s| !s.is_empty());
+                let rv = scale
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty());
                 if let Some(m) = meta_mut(&mut new) {
                     match rv {
                         Some(rv) => m.insert("resourceVersion".into(), json!(rv)),
@@ -766,7 +1097,13 @@ impl Registry {
 
     // ---------------------------------------------------------------- delete
 
-    pub async fn delete(&self, t: &Target, name: &str, opts: &Value, dry_run: bool) -> Result<Deleted, ApiError> {
+    pub async fn delete(
+        &self,
+        t: &Target,
+        name: &str,
+        opts: &Value,
+        dry_run: bool,
+    ) -> Result<Deleted, ApiError> {
         let r = t.resource;
         let gr = r.group_resource();
         let key = self.key(t, name);
@@ -774,7 +1111,16 @@ impl Registry {
         let policy = match opts.get("propagationPolicy").and_then(Value::as_str) {
             Some(p @ ("Orphan" | "Background" | "Foreground")) => Some(p.to_string()),
             Some(other) => {
-                return Err(ApiError::invalid("DeleteOptions", "", "", &[FieldError::not_supported("propagationPolicy", json!(other), &["Foreground", "Background", "Orphan", "nil"])]))
+                return Err(ApiError::invalid(
+                    "DeleteOptions",
+                    "",
+                    "",
+                    &[FieldError::not_supported(
+                        "propagationPolicy",
+                        json!(other),
+                        &["Foreground", "Background", "Orphan", "nil"],
+                    )],
+                ))
             }
             None => match opts.get("orphanDependents").and_then(Value::as_bool) {
                 Some(true) => Some("Orphan".into()),
@@ -783,17 +1129,29 @@ impl Registry {
             },
         };
         for _ in 0..100_000 {
-            let cur = self.store.get(&key).await.map_err(|e| storage_err(gr, name, e))?.ok_or_else(|| ApiError::not_found(gr, name))?;
+            let cur = self
+                .store
+                .get(&key)
+                .await
+                .map_err(|e| storage_err(gr, name, e))?
+                .ok_or_else(|| ApiError::not_found(gr, name))?;
             let old = self.decode(t, &cur)?;
             if let Some(uid) = opts.pointer("/preconditions/uid").and_then(Value::as_str) {
                 if Some(uid) != meta_str(&old, "uid") {
-                    return Err(ApiError::conflict(gr, name, &format!(
+                    return Err(ApiError::conflict(
+                        gr,
+                        name,
+                        &format!(
                         "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
                         meta_str(&old, "uid").unwrap_or("")
-                    )));
+                    ),
+                    ));
                 }
             }
-            if let Some(rv) = opts.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
+            if let Some(rv) = opts
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+            {
                 if codec::parse_rv(rv)? != cur.mod_revision {
                     return Err(ApiError::conflict(gr, name, &format!(
                         "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
@@ -802,7 +1160,11 @@ impl Registry {
                 }
             }
             let mut new = old.clone();
-            let mut finalizers: Vec<Value> = new.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+            let mut finalizers: Vec<Value> = new
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             let already = old.pointer("/metadata/deletionTimestamp").is_some();
             match policy.as_deref() {
                 Some("Orphan") if !finalizers.contains(&json!("orphan")) => {
@@ -816,22 +1178,37 @@ impl Registry {
                 _ => {}
             }
             let grace = strategy::grace_period(r, &old, grace_req);
-            let ns_pending = r.group.is_empty() && r.kind == "Namespace" && old.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+            let ns_pending = r.group.is_empty()
+                && r.kind == "Namespace"
+                && old
+                    .pointer("/spec/finalizers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|f| !f.is_empty());
             let pending = !finalizers.is_empty() || grace > 0 || ns_pending;
             if pending {
-                let finalizers_unchanged = old.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default() == finalizers;
+                let finalizers_unchanged = old
+                    .pointer("/metadata/finalizers")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+                    == finalizers;
                 let m = meta_mut(&mut new).expect("object");
                 if !finalizers.is_empty() {
                     m.insert("finalizers".into(), Value::Array(finalizers));
                 }
-                let prev_grace = old.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
+                let prev_grace = old
+                    .pointer("/metadata/deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64);
                 if already && prev_grace.is_none_or(|p| grace >= p) && finalizers_unchanged {
                     // Nothing more to do: deletion already in progress.
                     return Ok(Deleted::Pending(old));
                 }
                 let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
                 if !already || prev_grace.is_some_and(|p| grace < p) {
-                    m.insert("deletionTimestamp".into(), json!(when.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                    m.insert(
+                        "deletionTimestamp".into(),
+                        json!(when.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                    );
                     m.insert("deletionGracePeriodSeconds".into(), json!(grace));
                 }
                 if r.kind == "Namespace" && r.group.is_empty() {
@@ -841,7 +1218,11 @@ impl Registry {
                     return Ok(Deleted::Pending(new));
                 }
                 m_remove_rv(&mut new);
-                match self.store.update(&key, codec::encode_for_storage(&new), cur.mod_revision).await {
+                match self
+                    .store
+                    .update(&key, codec::encode_for_storage(&new), cur.mod_revision)
+                    .await
+                {
                     Ok(rev) => {
                         if r.group.is_empty() && r.kind == "Namespace" {
                             self.namespaces.set(name, true);
@@ -868,18 +1249,43 @@ impl Registry {
                 Err(e) => return Err(storage_err(gr, name, e)),
             }
         }
-        Err(ApiError::conflict(gr, name, "too many concurrent updates; please retry"))
+        Err(ApiError::conflict(
+            gr,
+            name,
+            "too many concurrent updates; please retry",
+        ))
     }
 
     /// Delete every object matching the list options; returns the deleted (or pending) objects.
-    pub async fn delete_collection(&self, t: &Target, p: &ListParams, opts: &Value, dry_run: bool) -> Result<Vec<Value>, ApiError> {
-        let list = self.list(t, &ListParams { limit: 0, continue_token: None, label: p.label.clone(), field: p.field.clone(), resource_version: None, resource_version_match: None }).await?;
+    pub async fn delete_collection(
+        &self,
+        t: &Target,
+        p: &ListParams,
+        opts: &Value,
+        dry_run: bool,
+    ) -> Result<Vec<Value>, ApiError> {
+        let list = self
+            .list(
+                t,
+                &ListParams {
+                    limit: 0,
+                    continue_token: None,
+                    label: p.label.clone(),
+                    field: p.field.clone(),
+                    resource_version: None,
+                    resource_version_match: None,
+                },
+            )
+            .await?;
         let mut out = Vec::new();
         for item in list.items {
             let obj: Value = serde_json::from_slice(&item.into_vec()).unwrap_or_default();
             let name = name_of(&obj).to_string();
             let ns = meta_str(&obj, "namespace").map(String::from);
-            let target = Target { namespace: ns.or_else(|| t.namespace.clone()), ..t.clone() };
+            let target = Target {
+                namespace: ns.or_else(|| t.namespace.clone()),
+                ..t.clone()
+            };
             match self.delete(&target, &name, opts, dry_run).await {
                 Ok(Deleted::Gone(v)) | Ok(Deleted::Pending(v)) => out.push(v),
                 Err(e) if e.reason == Reason::NotFound => {}
@@ -907,7 +1313,9 @@ fn drop_field(obj: &mut Value, path: &str) {
             None => segs.push(rest),
         }
     }
-    let Some((last, parents)) = segs.split_last() else { return };
+    let Some((last, parents)) = segs.split_last() else {
+        return;
+    };
     let mut cur = obj;
     for s in parents {
         let next = match cur {
@@ -937,7 +1345,9 @@ fn patch_err(e: apimachinery::patch::PatchError) -> ApiError {
 
 /// Whether anything outside metadata and status changed (what bumps `generation`).
 fn spec_changed(old: &Value, new: &Value) -> bool {
-    let (Some(o), Some(n)) = (old.as_object(), new.as_object()) else { return true };
+    let (Some(o), Some(n)) = (old.as_object(), new.as_object()) else {
+        return true;
+    };
     let keys: std::collections::BTreeSet<&String> = o.keys().chain(n.keys()).collect();
     keys.into_iter()
         .filter(|k| !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind"))
@@ -947,7 +1357,10 @@ fn spec_changed(old: &Value, new: &Value) -> bool {
 /// managedFields timestamps differ on every write; ignore them when deciding if a write is a no-op.
 fn strip_mf_times(v: &Value) -> Value {
     let mut v = v.clone();
-    if let Some(mf) = v.pointer_mut("/metadata/managedFields").and_then(Value::as_array_mut) {
+    if let Some(mf) = v
+        .pointer_mut("/metadata/managedFields")
+        .and_then(Value::as_array_mut)
+    {
         for e in mf {
             if let Some(o) = e.as_object_mut() {
                 o.remove("time");
@@ -978,7 +1391,9 @@ fn decode_continue(tok: &str, prefix: &str) -> Result<(i64, String), ApiError> {
     let rv = v.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
     let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
     if start.contains("..") || start.starts_with('/') {
-        return Err(ApiError::bad_request("continue key is not valid: key path not valid"));
+        return Err(ApiError::bad_request(
+            "continue key is not valid: key path not valid",
+        ));
     }
     // `start` names the first key to return; storage wants the last key already returned.
     let start = start.strip_suffix('\u{0}').unwrap_or(start);
@@ -1001,7 +1416,11 @@ mod tests {
 
     #[test]
     fn continue_tokens_round_trip() {
-        let tok = encode_continue(42, "/registry/pods/default/web-1", "/registry/pods/default/");
+        let tok = encode_continue(
+            42,
+            "/registry/pods/default/web-1",
+            "/registry/pods/default/",
+        );
         let (rv, key) = decode_continue(&tok, "/registry/pods/default/").unwrap();
         assert_eq!((rv, key.as_str()), (42, "/registry/pods/default/web-1"));
         assert_eq!(decode_continue("!!!", "/p/").unwrap_err().code, 400);
@@ -1013,7 +1432,10 @@ mod tests {
         drop_field(&mut v, "spec.foo");
         drop_field(&mut v, "spec.containers[1].bar");
         drop_field(&mut v, "spec.missing.deeper");
-        assert_eq!(v, json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}], "keep": 3}}));
+        assert_eq!(
+            v,
+            json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}], "keep": 3}})
+        );
     }
 
     #[test]

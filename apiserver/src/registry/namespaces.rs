@@ -24,25 +24,35 @@ pub struct NamespaceCache {
 
 /// Whether a stored Namespace is terminating.
 pub fn is_terminating(ns: &Value) -> bool {
-    ns.pointer("/metadata/deletionTimestamp").is_some() || ns.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
+    ns.pointer("/metadata/deletionTimestamp").is_some()
+        || ns.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
 }
 
 impl NamespaceCache {
     /// True only when the cache is synced and knows `ns` as active.
     pub fn is_active(&self, ns: &str) -> bool {
-        self.synced.load(Ordering::Acquire) && self.states.read().expect("namespace cache lock").get(ns) == Some(&false)
+        self.synced.load(Ordering::Acquire)
+            && self.states.read().expect("namespace cache lock").get(ns) == Some(&false)
     }
 
     pub fn set(&self, ns: &str, terminating: bool) {
-        self.states.write().expect("namespace cache lock").insert(ns.to_string(), terminating);
+        self.states
+            .write()
+            .expect("namespace cache lock")
+            .insert(ns.to_string(), terminating);
     }
 
     pub fn remove(&self, ns: &str) {
-        self.states.write().expect("namespace cache lock").remove(ns);
+        self.states
+            .write()
+            .expect("namespace cache lock")
+            .remove(ns);
     }
 
     fn apply(&self, key: &str, value: Option<&[u8]>) {
-        let Some(name) = key.strip_prefix(PREFIX) else { return };
+        let Some(name) = key.strip_prefix(PREFIX) else {
+            return;
+        };
         match value.and_then(|v| serde_json::from_slice::<Value>(v).ok()) {
             Some(ns) => self.set(name, is_terminating(&ns)),
             None => self.remove(name),
@@ -67,13 +77,20 @@ impl NamespaceCache {
         });
     }
 
-    async fn sync_once(&self, store: &dyn Storage, shutdown: &CancellationToken) -> Result<(), storage::Error> {
+    async fn sync_once(
+        &self,
+        store: &dyn Storage,
+        shutdown: &CancellationToken,
+    ) -> Result<(), storage::Error> {
         let list = store.list(PREFIX, &Default::default()).await?;
         {
             let mut states = self.states.write().expect("namespace cache lock");
             states.clear();
             for kv in &list.items {
-                if let (Some(name), Ok(ns)) = (kv.key.strip_prefix(PREFIX), serde_json::from_slice::<Value>(&kv.value)) {
+                if let (Some(name), Ok(ns)) = (
+                    kv.key.strip_prefix(PREFIX),
+                    serde_json::from_slice::<Value>(&kv.value),
+                ) {
                     states.insert(name.to_string(), is_terminating(&ns));
                 }
             }
@@ -110,10 +127,18 @@ mod tests {
         assert!(c.is_active("a"));
         c.set("a", true);
         assert!(!c.is_active("a"));
-        c.apply("/registry/namespaces/b", Some(&serde_json::to_vec(&json!({"metadata":{"name":"b"},"status":{"phase":"Active"}})).unwrap()));
+        c.apply(
+            "/registry/namespaces/b",
+            Some(
+                &serde_json::to_vec(&json!({"metadata":{"name":"b"},"status":{"phase":"Active"}}))
+                    .unwrap(),
+            ),
+        );
         assert!(c.is_active("b"));
         c.apply("/registry/namespaces/b", None);
         assert!(!c.is_active("b"));
-        assert!(is_terminating(&json!({"metadata":{"deletionTimestamp":"x"}})));
+        assert!(is_terminating(
+            &json!({"metadata":{"deletionTimestamp":"x"}})
+        ));
     }
 }

@@ -22,13 +22,18 @@ fn is(r: &Resource, group: &str, kind: &str) -> bool {
 
 /// Kinds whose `metadata.generation` follows spec changes.
 pub fn tracks_generation(r: &Resource) -> bool {
-    r.storage == crate::resources::Storage::Stored && !matches!(r.kind, "Namespace" | "Node" | "Event" | "Endpoints" | "ConfigMap" | "Secret")
+    r.storage == crate::resources::Storage::Stored
+        && !matches!(
+            r.kind,
+            "Namespace" | "Node" | "Event" | "Endpoints" | "ConfigMap" | "Secret"
+        )
 }
 
 /// Server-side fields set on create, after metadata (uid, timestamps) is filled in.
 pub fn prepare_for_create(r: &Resource, obj: &mut Value) {
     if r.has_status() && r.kind != "Node" {
-        obj.as_object_mut().map(|o| o.insert("status".into(), json!({})));
+        obj.as_object_mut()
+            .map(|o| o.insert("status".into(), json!({})));
     }
     match (r.group, r.kind) {
         ("", "Pod") => prepare_pod_create(obj),
@@ -39,7 +44,9 @@ pub fn prepare_for_create(r: &Resource, obj: &mut Value) {
             }
             namespace_name_label(obj);
         }
-        ("", "PersistentVolumeClaim") | ("", "PersistentVolume") => obj["status"] = json!({"phase": "Pending"}),
+        ("", "PersistentVolumeClaim") | ("", "PersistentVolume") => {
+            obj["status"] = json!({"phase": "Pending"})
+        }
         ("batch", "Job") => job_selector(obj),
         ("", "Service") => {
             obj["status"] = json!({"loadBalancer": {}});
@@ -82,10 +89,18 @@ pub fn prepare_for_update(r: &Resource, scope: Scope, new: &mut Value, old: &Val
             }
         }
         Scope::Finalize => {
-            let finalizers = new.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+            let finalizers = new
+                .pointer("/spec/finalizers")
+                .cloned()
+                .unwrap_or(json!([]));
             let mut merged = old.clone();
             merged["spec"]["finalizers"] = finalizers;
-            if let (Some(rv), Some(m)) = (new.get("metadata").and_then(|m| m.get("resourceVersion")).cloned(), meta_mut(&mut merged)) {
+            if let (Some(rv), Some(m)) = (
+                new.get("metadata")
+                    .and_then(|m| m.get("resourceVersion"))
+                    .cloned(),
+                meta_mut(&mut merged),
+            ) {
                 m.insert("resourceVersion".into(), rv);
             }
             *new = merged;
@@ -101,7 +116,12 @@ pub fn prepare_for_update(r: &Resource, scope: Scope, new: &mut Value, old: &Val
                     merged.as_object_mut().map(|o| o.remove("status"));
                 }
             }
-            if let (Some(rv), Some(m)) = (new.get("metadata").and_then(|m| m.get("resourceVersion")).cloned(), meta_mut(&mut merged)) {
+            if let (Some(rv), Some(m)) = (
+                new.get("metadata")
+                    .and_then(|m| m.get("resourceVersion"))
+                    .cloned(),
+                meta_mut(&mut merged),
+            ) {
                 m.insert("resourceVersion".into(), rv);
             }
             *new = merged;
@@ -115,13 +135,23 @@ pub fn grace_period(r: &Resource, obj: &Value, requested: Option<i64>) -> i64 {
         return 0;
     }
     let spec = obj.get("spec");
-    let node = spec.and_then(|s| s.get("nodeName")).and_then(Value::as_str).unwrap_or("");
-    let phase = obj.get("status").and_then(|s| s.get("phase")).and_then(Value::as_str).unwrap_or("");
+    let node = spec
+        .and_then(|s| s.get("nodeName"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let phase = obj
+        .get("status")
+        .and_then(|s| s.get("phase"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if node.is_empty() || phase == "Succeeded" || phase == "Failed" {
         return 0;
     }
     let g = requested
-        .or_else(|| spec.and_then(|s| s.get("terminationGracePeriodSeconds")).and_then(Value::as_i64))
+        .or_else(|| {
+            spec.and_then(|s| s.get("terminationGracePeriodSeconds"))
+                .and_then(Value::as_i64)
+        })
         .unwrap_or(30);
     // upstream: a requested grace of 0 without force means 1 second, except that kubectl's
     // --force --grace-period=0 sends 0 and expects immediate removal.
@@ -132,7 +162,11 @@ pub fn grace_period(r: &Resource, obj: &Value, requested: Option<i64>) -> i64 {
 pub fn allow_create_on_update(r: &Resource) -> bool {
     matches!(
         (r.group, r.kind),
-        ("", "Endpoints") | ("", "Event") | ("coordination.k8s.io", "Lease") | ("events.k8s.io", "Event") | ("", "Node")
+        ("", "Endpoints")
+            | ("", "Event")
+            | ("coordination.k8s.io", "Lease")
+            | ("events.k8s.io", "Event")
+            | ("", "Node")
             | ("rbac.authorization.k8s.io", _)
             | ("", "LimitRange")
     )
@@ -141,7 +175,9 @@ pub fn allow_create_on_update(r: &Resource) -> bool {
 fn namespace_name_label(obj: &mut Value) {
     let name = name_of(obj).to_string();
     if let Some(m) = meta_mut(obj) {
-        let labels = m.entry("labels").or_insert_with(|| Value::Object(Map::new()));
+        let labels = m
+            .entry("labels")
+            .or_insert_with(|| Value::Object(Map::new()));
         if let Some(l) = labels.as_object_mut() {
             l.insert("kubernetes.io/metadata.name".into(), Value::String(name));
         }
@@ -151,13 +187,19 @@ fn namespace_name_label(obj: &mut Value) {
 fn prepare_pod_create(obj: &mut Value) {
     let qos = qos_class(obj.get("spec").unwrap_or(&Value::Null));
     obj["status"] = json!({"phase": "Pending", "qosClass": qos});
-    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
     // ServiceAccount admission: default account.
     let sa = spec
         .get("serviceAccountName")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
-        .or_else(|| spec.get("serviceAccount").and_then(Value::as_str).filter(|s| !s.is_empty()))
+        .or_else(|| {
+            spec.get("serviceAccount")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        })
         .unwrap_or("default")
         .to_string();
     spec.insert("serviceAccountName".into(), json!(sa));
@@ -171,16 +213,21 @@ fn prepare_pod_create(obj: &mut Value) {
         };
         spec.insert("priority".into(), json!(p));
     }
-    spec.entry("preemptionPolicy").or_insert(json!("PreemptLowerPriority"));
+    spec.entry("preemptionPolicy")
+        .or_insert(json!("PreemptLowerPriority"));
     // DefaultTolerationSeconds admission.
     let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
     if let Some(ts) = tolerations.as_array_mut() {
-        for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+        for key in [
+            "node.kubernetes.io/not-ready",
+            "node.kubernetes.io/unreachable",
+        ] {
             let has = ts.iter().any(|t| {
                 let k = t.get("key").and_then(Value::as_str);
                 let op = t.get("operator").and_then(Value::as_str).unwrap_or("Equal");
                 let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
-                (k == Some(key) || (k.is_none() && op == "Exists")) && (effect.is_empty() || effect == "NoExecute")
+                (k == Some(key) || (k.is_none() && op == "Exists"))
+                    && (effect.is_empty() || effect == "NoExecute")
             });
             if !has {
                 ts.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
@@ -188,11 +235,19 @@ fn prepare_pod_create(obj: &mut Value) {
         }
     }
     // ServiceAccount admission: the projected token volume, unless opted out.
-    let automount = spec.get("automountServiceAccountToken").and_then(Value::as_bool).unwrap_or(true);
+    let automount = spec
+        .get("automountServiceAccountToken")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
     let has_mount = |c: &Value| {
-        c.get("volumeMounts").and_then(Value::as_array).is_some_and(|ms| {
-            ms.iter().any(|m| m.get("mountPath").and_then(Value::as_str) == Some("/var/run/secrets/kubernetes.io/serviceaccount"))
-        })
+        c.get("volumeMounts")
+            .and_then(Value::as_array)
+            .is_some_and(|ms| {
+                ms.iter().any(|m| {
+                    m.get("mountPath").and_then(Value::as_str)
+                        == Some("/var/run/secrets/kubernetes.io/serviceaccount")
+                })
+            })
     };
     if automount {
         let vol_name = format!("kube-api-access-{}", crate::registry::random_suffix());
@@ -234,9 +289,16 @@ pub fn qos_class(spec: &Value) -> &'static str {
     let mut any = false;
     let mut guaranteed = true;
     for list in ["initContainers", "containers"] {
-        for c in spec.get(list).and_then(Value::as_array).into_iter().flatten() {
+        for c in spec
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let res = c.get("resources");
-            let req = res.and_then(|r| r.get("requests")).and_then(Value::as_object);
+            let req = res
+                .and_then(|r| r.get("requests"))
+                .and_then(Value::as_object);
             let lim = res.and_then(|r| r.get("limits")).and_then(Value::as_object);
             for m in [req, lim].into_iter().flatten() {
                 if m.keys().any(|k| k == "cpu" || k == "memory") {
@@ -262,14 +324,28 @@ pub fn qos_class(spec: &Value) -> &'static str {
 }
 
 fn job_selector(obj: &mut Value) {
-    let manual = obj.get("spec").and_then(|s| s.get("manualSelector")).and_then(Value::as_bool).unwrap_or(false);
+    let manual = obj
+        .get("spec")
+        .and_then(|s| s.get("manualSelector"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     if manual {
         return;
     }
-    let uid = obj.get("metadata").and_then(|m| m.get("uid")).and_then(Value::as_str).unwrap_or("").to_string();
+    let uid = obj
+        .get("metadata")
+        .and_then(|m| m.get("uid"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let name = name_of(obj).to_string();
-    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else { return };
-    spec.insert("selector".into(), json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}));
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    spec.insert(
+        "selector".into(),
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+    );
     let template = spec.entry("template").or_insert_with(|| json!({}));
     if let Some(t) = template.as_object_mut() {
         let meta = t.entry("metadata").or_insert_with(|| json!({}));
@@ -293,17 +369,30 @@ pub fn to_scale(obj: &Value) -> Value {
         .and_then(|s| s.get("selector"))
         .map(|s| {
             if s.get("matchLabels").is_some() || s.get("matchExpressions").is_some() {
-                apimachinery::selectors::LabelSelector::from_json(s).map(|l| l.to_string()).unwrap_or_default()
+                apimachinery::selectors::LabelSelector::from_json(s)
+                    .map(|l| l.to_string())
+                    .unwrap_or_default()
             } else {
                 // ReplicationController: a plain map selector.
                 s.as_object()
-                    .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
                     .unwrap_or_default()
             }
         })
         .unwrap_or_default();
     let mut scale_meta = Map::new();
-    for k in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+    for k in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ] {
         if let Some(v) = meta.get(k) {
             scale_meta.insert(k.into(), v.clone());
         }
@@ -327,9 +416,18 @@ mod tests {
 
     #[test]
     fn qos_classes() {
-        assert_eq!(qos_class(&json!({"containers":[{"name":"a"}]})), "BestEffort");
-        assert_eq!(qos_class(&json!({"containers":[{"resources":{"limits":{"cpu":"1","memory":"1Gi"}}}]})), "Guaranteed");
-        assert_eq!(qos_class(&json!({"containers":[{"resources":{"requests":{"cpu":"1"}}}]})), "Burstable");
+        assert_eq!(
+            qos_class(&json!({"containers":[{"name":"a"}]})),
+            "BestEffort"
+        );
+        assert_eq!(
+            qos_class(&json!({"containers":[{"resources":{"limits":{"cpu":"1","memory":"1Gi"}}}]})),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos_class(&json!({"containers":[{"resources":{"requests":{"cpu":"1"}}}]})),
+            "Burstable"
+        );
     }
 
     #[test]
@@ -340,19 +438,35 @@ mod tests {
         assert_eq!(p["status"]["phase"], "Pending");
         assert_eq!(p["spec"]["serviceAccountName"], "default");
         assert_eq!(p["spec"]["tolerations"].as_array().unwrap().len(), 2);
-        assert_eq!(p["spec"]["containers"][0]["volumeMounts"][0]["mountPath"], "/var/run/secrets/kubernetes.io/serviceaccount");
+        assert_eq!(
+            p["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+            "/var/run/secrets/kubernetes.io/serviceaccount"
+        );
     }
 
     #[test]
     fn main_update_keeps_status_and_status_update_keeps_spec() {
         let r = by_kind("apps", "Deployment").unwrap();
         let old = json!({"metadata":{"name":"d"},"spec":{"replicas":1},"status":{"replicas":1}});
-        let mut new = json!({"metadata":{"name":"d"},"spec":{"replicas":3},"status":{"replicas":9}});
+        let mut new =
+            json!({"metadata":{"name":"d"},"spec":{"replicas":3},"status":{"replicas":9}});
         prepare_for_update(r, Scope::Main, &mut new, &old);
-        assert_eq!((new["spec"]["replicas"].as_i64(), new["status"]["replicas"].as_i64()), (Some(3), Some(1)));
+        assert_eq!(
+            (
+                new["spec"]["replicas"].as_i64(),
+                new["status"]["replicas"].as_i64()
+            ),
+            (Some(3), Some(1))
+        );
         let mut st = json!({"metadata":{"name":"d"},"spec":{"replicas":7},"status":{"replicas":2}});
         prepare_for_update(r, Scope::Status, &mut st, &old);
-        assert_eq!((st["spec"]["replicas"].as_i64(), st["status"]["replicas"].as_i64()), (Some(1), Some(2)));
+        assert_eq!(
+            (
+                st["spec"]["replicas"].as_i64(),
+                st["status"]["replicas"].as_i64()
+            ),
+            (Some(1), Some(2))
+        );
     }
 
     #[test]
@@ -360,7 +474,17 @@ mod tests {
         let r = by_kind("", "Pod").unwrap();
         assert_eq!(grace_period(r, &json!({"spec":{}}), None), 0);
         assert_eq!(grace_period(r, &json!({"spec":{"nodeName":"n"}}), None), 30);
-        assert_eq!(grace_period(r, &json!({"spec":{"nodeName":"n","terminationGracePeriodSeconds":5}}), None), 5);
-        assert_eq!(grace_period(r, &json!({"spec":{"nodeName":"n"}}), Some(0)), 0);
+        assert_eq!(
+            grace_period(
+                r,
+                &json!({"spec":{"nodeName":"n","terminationGracePeriodSeconds":5}}),
+                None
+            ),
+            5
+        );
+        assert_eq!(
+            grace_period(r, &json!({"spec":{"nodeName":"n"}}), Some(0)),
+            0
+        );
     }
 }

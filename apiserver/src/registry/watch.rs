@@ -41,13 +41,24 @@ impl Renderer {
             As::Object => obj.clone(),
             As::PartialObjectMetadata => table::partial_metadata(obj),
             As::Table => {
-                let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
-                let t = table::table(r.group, r.kind, std::slice::from_ref(obj), json!({"resourceVersion": rv}), !self.headers_sent, self.include);
+                let rv = obj
+                    .pointer("/metadata/resourceVersion")
+                    .cloned()
+                    .unwrap_or(json!(""));
+                let t = table::table(
+                    r.group,
+                    r.kind,
+                    std::slice::from_ref(obj),
+                    json!({"resourceVersion": rv}),
+                    !self.headers_sent,
+                    self.include,
+                );
                 self.headers_sent = true;
                 t
             }
         };
-        let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+        let mut line =
+            serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
         line.push(b'\n');
         Bytes::from(line)
     }
@@ -59,24 +70,34 @@ impl Renderer {
         }
         let (av, kind) = match self.render {
             As::Table => ("meta.k8s.io/v1".to_string(), "Table".to_string()),
-            _ => (self.target.api_version(), self.target.resource.kind.to_string()),
+            _ => (
+                self.target.api_version(),
+                self.target.resource.kind.to_string(),
+            ),
         };
         let obj = json!({"kind": kind, "apiVersion": av, "metadata": meta});
-        let mut line = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
+        let mut line =
+            serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
         line.push(b'\n');
         Bytes::from(line)
     }
 }
 
 fn error_event(e: &ApiError) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
+    let mut line =
+        serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)
 }
 
 /// Start a watch; returns a receiver of encoded event lines. Errors known before the stream
 /// starts (bad parameters) are returned directly.
-pub async fn start(reg: Arc<Registry>, t: Target, p: WatchParams, shutdown: CancellationToken) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+pub async fn start(
+    reg: Arc<Registry>,
+    t: Target,
+    p: WatchParams,
+    shutdown: CancellationToken,
+) -> Result<mpsc::Receiver<Bytes>, ApiError> {
     let rv = p.resource_version.clone().filter(|s| !s.is_empty());
     let initial = p.send_initial_events || rv.is_none() || rv.as_deref() == Some("0");
     let start_rev = match (&rv, initial) {
@@ -85,10 +106,25 @@ pub async fn start(reg: Arc<Registry>, t: Target, p: WatchParams, shutdown: Canc
     };
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     tokio::spawn(async move {
-        let mut r = Renderer { target: t.clone(), render: p.render, include: p.include, headers_sent: false };
+        let mut r = Renderer {
+            target: t.clone(),
+            render: p.render,
+            include: p.include,
+            headers_sent: false,
+        };
         let mut from = start_rev;
         if initial {
-            match reg.list(&t, &ListParams { label: p.list.label.clone(), field: p.list.field.clone(), ..Default::default() }).await {
+            match reg
+                .list(
+                    &t,
+                    &ListParams {
+                        label: p.list.label.clone(),
+                        field: p.list.field.clone(),
+                        ..Default::default()
+                    },
+                )
+                .await
+            {
                 Ok(list) => {
                     for item in &list.items {
                         let obj: Value = serde_json::from_slice(&item.to_vec()).unwrap_or_default();
@@ -97,7 +133,10 @@ pub async fn start(reg: Arc<Registry>, t: Target, p: WatchParams, shutdown: Canc
                         }
                     }
                     from = list.revision;
-                    if p.send_initial_events && p.allow_bookmarks && tx.send(r.bookmark(from, true)).await.is_err() {
+                    if p.send_initial_events
+                        && p.allow_bookmarks
+                        && tx.send(r.bookmark(from, true)).await.is_err()
+                    {
                         return;
                     }
                 }
@@ -111,11 +150,17 @@ pub async fn start(reg: Arc<Registry>, t: Target, p: WatchParams, shutdown: Canc
         let mut stream = match reg.store.watch(&prefix, from).await {
             Ok(s) => s,
             Err(storage::Error::Expired { requested, oldest }) => {
-                let _ = tx.send(error_event(&ApiError::too_old_resource_version(requested, oldest))).await;
+                let _ = tx
+                    .send(error_event(&ApiError::too_old_resource_version(
+                        requested, oldest,
+                    )))
+                    .await;
                 return;
             }
             Err(e) => {
-                let _ = tx.send(error_event(&ApiError::internal(e.to_string()))).await;
+                let _ = tx
+                    .send(error_event(&ApiError::internal(e.to_string())))
+                    .await;
                 return;
             }
         };

@@ -65,8 +65,18 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    pub fn new(kind: FieldErrorType, field: impl Into<String>, value: Option<Value>, detail: impl Into<String>) -> Self {
-        Self { kind, field: field.into(), value, detail: detail.into() }
+    pub fn new(
+        kind: FieldErrorType,
+        field: impl Into<String>,
+        value: Option<Value>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind,
+            field: field.into(),
+            value,
+            detail: detail.into(),
+        }
     }
     pub fn required(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Self::new(FieldErrorType::Required, field, None, detail)
@@ -81,18 +91,38 @@ impl FieldError {
         Self::new(FieldErrorType::Duplicate, field, Some(value), "")
     }
     pub fn not_supported(field: impl Into<String>, value: Value, supported: &[&str]) -> Self {
-        let list = supported.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
-        Self::new(FieldErrorType::NotSupported, field, Some(value), format!("supported values: {list}"))
+        let list = supported
+            .iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Self::new(
+            FieldErrorType::NotSupported,
+            field,
+            Some(value),
+            format!("supported values: {list}"),
+        )
     }
     pub fn too_long(field: impl Into<String>, max: usize) -> Self {
-        Self::new(FieldErrorType::TooLong, field, None, format!("must have at most {max} bytes"))
+        Self::new(
+            FieldErrorType::TooLong,
+            field,
+            None,
+            format!("must have at most {max} bytes"),
+        )
     }
 
     /// `spec.containers[0].image: Required value`, as upstream's `field.Error.Error()`.
     pub fn message(&self) -> String {
         let mut s = format!("{}: {}", self.field, self.kind.text());
         if let Some(v) = &self.value {
-            if matches!(self.kind, FieldErrorType::Invalid | FieldErrorType::NotSupported | FieldErrorType::Duplicate | FieldErrorType::TypeInvalid) {
+            if matches!(
+                self.kind,
+                FieldErrorType::Invalid
+                    | FieldErrorType::NotSupported
+                    | FieldErrorType::Duplicate
+                    | FieldErrorType::TypeInvalid
+            ) {
                 s.push_str(": ");
                 s.push_str(&render_value(v));
             }
@@ -267,7 +297,12 @@ fn details(gr: GroupResource<'_>, name: &str) -> Value {
 
 impl ApiError {
     pub fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Self { reason, code: reason.code(), message: message.into(), details: None }
+        Self {
+            reason,
+            code: reason.code(),
+            message: message.into(),
+            details: None,
+        }
     }
     pub fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
@@ -278,19 +313,30 @@ impl ApiError {
     }
     pub fn internal(message: impl Into<String>) -> Self {
         let m = message.into();
-        Self::new(Reason::InternalError, format!("Internal error occurred: {m}"))
-            .with_details(json!({"causes": [{"message": m}]}))
+        Self::new(
+            Reason::InternalError,
+            format!("Internal error occurred: {m}"),
+        )
+        .with_details(json!({"causes": [{"message": m}]}))
     }
     pub fn not_found(gr: GroupResource<'_>, name: &str) -> Self {
-        Self::new(Reason::NotFound, format!("{gr} \"{name}\" not found")).with_details(details(gr, name))
+        Self::new(Reason::NotFound, format!("{gr} \"{name}\" not found"))
+            .with_details(details(gr, name))
     }
     pub fn already_exists(gr: GroupResource<'_>, name: &str) -> Self {
-        Self::new(Reason::AlreadyExists, format!("{gr} \"{name}\" already exists")).with_details(details(gr, name))
+        Self::new(
+            Reason::AlreadyExists,
+            format!("{gr} \"{name}\" already exists"),
+        )
+        .with_details(details(gr, name))
     }
     /// Optimistic-concurrency failure, with upstream's exact wording.
     pub fn conflict(gr: GroupResource<'_>, name: &str, why: &str) -> Self {
-        Self::new(Reason::Conflict, format!("Operation cannot be fulfilled on {gr} \"{name}\": {why}"))
-            .with_details(details(gr, name))
+        Self::new(
+            Reason::Conflict,
+            format!("Operation cannot be fulfilled on {gr} \"{name}\": {why}"),
+        )
+        .with_details(details(gr, name))
     }
     pub fn stale_resource_version(gr: GroupResource<'_>, name: &str) -> Self {
         Self::conflict(
@@ -306,7 +352,10 @@ impl ApiError {
         Self::new(Reason::Expired, message)
     }
     pub fn too_old_resource_version(requested: i64, current: i64) -> Self {
-        Self::new(Reason::Expired, format!("too old resource version: {requested} ({current})"))
+        Self::new(
+            Reason::Expired,
+            format!("too old resource version: {requested} ({current})"),
+        )
     }
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(Reason::MethodNotAllowed, message)
@@ -323,14 +372,21 @@ impl ApiError {
         Self::new(Reason::Unauthorized, "Unauthorized")
     }
     pub fn too_large() -> Self {
-        Self::new(Reason::RequestEntityTooLarge, "Request entity too large: limit is 3145728")
+        Self::new(
+            Reason::RequestEntityTooLarge,
+            "Request entity too large: limit is 3145728",
+        )
     }
     pub fn unsupported_media_type(ct: &str) -> Self {
         Self::new(Reason::UnsupportedMediaType, format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {ct:?})"))
     }
     /// 422 Invalid, formatted exactly as upstream's `errors.NewInvalid`.
     pub fn invalid(kind: &str, group: &str, name: &str, errs: &[FieldError]) -> Self {
-        let qualified = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let qualified = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
         let causes: Vec<Value> = errs
             .iter()
             .map(|e| json!({"reason": e.kind.reason(), "message": e.message().split_once(": ").map(|(_, m)| m.to_string()).unwrap_or_default(), "field": e.field}))
@@ -340,7 +396,10 @@ impl ApiError {
             1 => format!("{qualified} \"{name}\" is invalid: {}", errs[0].message()),
             _ => format!(
                 "{qualified} \"{name}\" is invalid: [{}]",
-                errs.iter().map(|e| e.message()).collect::<Vec<_>>().join(", ")
+                errs.iter()
+                    .map(|e| e.message())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         };
         let mut d = json!({"name": name, "kind": kind, "causes": causes});
@@ -381,15 +440,27 @@ mod tests {
             &[FieldError::required("spec.containers[0].image", "")],
         );
         assert_eq!(e.code, 422);
-        assert_eq!(e.message, "Pod \"web\" is invalid: spec.containers[0].image: Required value");
+        assert_eq!(
+            e.message,
+            "Pod \"web\" is invalid: spec.containers[0].image: Required value"
+        );
         let s = e.to_status();
-        assert_eq!(s["details"]["causes"][0]["field"], "spec.containers[0].image");
+        assert_eq!(
+            s["details"]["causes"][0]["field"],
+            "spec.containers[0].image"
+        );
         assert_eq!(s["details"]["causes"][0]["reason"], "FieldValueRequired");
     }
 
     #[test]
     fn not_found_names_group() {
-        let e = ApiError::not_found(GroupResource { group: "apps", resource: "deployments" }, "web");
+        let e = ApiError::not_found(
+            GroupResource {
+                group: "apps",
+                resource: "deployments",
+            },
+            "web",
+        );
         assert_eq!(e.message, "deployments.apps \"web\" not found");
         assert_eq!(e.to_status()["details"]["group"], "apps");
     }

@@ -2,7 +2,7 @@
 //! field-path validation errors, label and field selectors, JSON / merge / strategic-merge
 //! patches and server-side apply. Nothing here does I/O.
 
-pub mod errors;
-pub mod selectors;
-pub mod patch;
 pub mod apply;
+pub mod errors;
+pub mod patch;
+pub mod selectors;

@@ -87,7 +87,11 @@ pub enum Error {
     NotFound(String),
     /// The precondition on `mod_revision` failed; carries the current stored value.
     #[error("conflict on key {key}: expected revision {expected}, found {}", current.as_ref().map(|c| c.mod_revision).unwrap_or(0))]
-    Conflict { key: String, expected: i64, current: Option<KeyValue> },
+    Conflict {
+        key: String,
+        expected: i64,
+        current: Option<KeyValue>,
+    },
     /// The requested revision has been compacted away: clients must re-list.
     #[error("required revision {requested} has been compacted (oldest available {oldest})")]
     Expired { requested: i64, oldest: i64 },
@@ -120,7 +124,11 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Changes under `prefix` with revision > `from_revision`, then live changes, until the
     /// stream is dropped. `from_revision` 0 means "from now".
-    async fn watch(&self, prefix: &str, from_revision: i64) -> Result<BoxStream<'static, Result<WatchEvent>>>;
+    async fn watch(
+        &self,
+        prefix: &str,
+        from_revision: i64,
+    ) -> Result<BoxStream<'static, Result<WatchEvent>>>;
 
     /// The store's current revision.
     async fn current_revision(&self) -> Result<i64>;
@@ -130,7 +138,11 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Number of keys under `prefix` (for metrics and `remainingItemCount`).
     async fn count(&self, prefix: &str) -> Result<usize> {
-        Ok(self.list(prefix, &ListOptions::default()).await?.items.len())
+        Ok(self
+            .list(prefix, &ListOptions::default())
+            .await?
+            .items
+            .len())
     }
 
     /// Read-modify-write with retries: `try_update` gets the current value (None if absent)
@@ -139,7 +151,9 @@ pub trait Storage: Send + Sync + 'static {
     async fn guaranteed_update(
         &self,
         key: &str,
-        try_update: &(dyn for<'k> Fn(Option<&'k KeyValue>) -> std::result::Result<Option<Bytes>, UpdateAbort> + Send + Sync),
+        try_update: &(dyn for<'k> Fn(Option<&'k KeyValue>) -> std::result::Result<Option<Bytes>, UpdateAbort>
+              + Send
+              + Sync),
     ) -> std::result::Result<Option<KeyValue>, UpdateError> {
         let mut current = self.get(key).await?;
         // Like upstream's GuaranteedUpdate, keep retrying while others win: with group commit
@@ -158,11 +172,19 @@ pub trait Storage: Send + Sync + 'static {
             };
             match res {
                 Ok(rev) => {
-                    let create_revision = current.as_ref().map(|c| c.create_revision).unwrap_or(rev);
-                    return Ok(Some(KeyValue { key: key.to_string(), value: new, create_revision, mod_revision: rev }));
+                    let create_revision =
+                        current.as_ref().map(|c| c.create_revision).unwrap_or(rev);
+                    return Ok(Some(KeyValue {
+                        key: key.to_string(),
+                        value: new,
+                        create_revision,
+                        mod_revision: rev,
+                    }));
                 }
                 Err(Error::Conflict { current: c, .. }) => current = c,
-                Err(Error::AlreadyExists(_)) | Err(Error::NotFound(_)) => current = self.get(key).await?,
+                Err(Error::AlreadyExists(_)) | Err(Error::NotFound(_)) => {
+                    current = self.get(key).await?
+                }
                 Err(e) => return Err(e.into()),
             }
         }
