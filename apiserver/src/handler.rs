@@ -339,16 +339,17 @@ fn write_options(
             ))
         }
     };
-    let field_validation =
-        match q.get("fieldValidation") {
-            None | Some("") => default_validation,
-            Some("Ignore") => FieldValidation::Ignore,
-            Some("Warn") => FieldValidation::Warn,
-            Some("Strict") => FieldValidation::Strict,
-            Some(other) => return Err(ApiError::bad_request(format!(
+    let field_validation = match q.get("fieldValidation") {
+        None | Some("") => default_validation,
+        Some("Ignore") => FieldValidation::Ignore,
+        Some("Warn") => FieldValidation::Warn,
+        Some("Strict") => FieldValidation::Strict,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
                 "fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {other:?}"
-            ))),
-        };
+            )))
+        }
+    };
     let field_manager = match q.get("fieldManager") {
         Some(m) if !m.is_empty() => {
             if m.len() > 128 {
