@@ -1,9 +1,11 @@
 //! Garbage collector (upstream `pkg/controller/garbagecollector`): deletes objects whose owners
 //! are gone, and carries out foreground and orphan deletion of owners.
 //!
-//! A metadata-only watch of every served resource that can be listed, watched and deleted
-//! (found by discovery, re-run every 30 s for new kinds; events are ignored as upstream) feeds
-//! an in-memory ownerReferences graph ([`Graph`]). Graph changes enqueue object UIDs into two
+//! Every served resource that can be listed, watched and deleted (found by discovery, re-run
+//! every 30 s for new kinds; events are ignored as upstream) feeds an in-memory ownerReferences
+//! graph ([`Graph`]): through the process's shared typed informer when another controller
+//! already runs one for that kind (as upstream's GC uses the shared informers, so pods are
+//! watched once), otherwise through a metadata-only watch of its own. Graph changes enqueue object UIDs into two
 //! queues:
 //! - *attempt to delete*: an object whose owners may all be gone. Before acting, the object and
 //!   each owner are read live from the API server by UID (never from the graph alone); an object
@@ -23,6 +25,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{
+    self as corev1, ConfigMap, Endpoints, Namespace, Pod, ReplicationController, Service,
+    ServiceAccount,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::core::{ApiResource, DynamicObject, PartialObjectMeta};
@@ -33,8 +42,8 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::framework::{
-    Action, BoxFuture, Controller, ControllerContext, Error, ObjectKey, ReconcileContext,
-    Reconciler, Result, WorkQueue,
+    Action, BoxFuture, Change, Controller, ControllerContext, Error, InformerFactory, InformerKind,
+    ObjectKey, ReconcileContext, Reconciler, Result, WorkQueue,
 };
 
 /// Finalizer of owners deleted with `propagationPolicy=Foreground`.
@@ -424,6 +433,7 @@ pub fn decide(
 
 struct Shared {
     client: Client,
+    informers: InformerFactory,
     graph: Mutex<Graph>,
     mapper: Mutex<RestMapper>,
     /// Owner UIDs recently found absent (upstream `absentOwnerCache`).
@@ -733,6 +743,76 @@ impl Shared {
         Some(uid)
     }
 
+    /// Feed the graph from the shared typed informer of `r` when one is running (returns
+    /// whether it did); `synced` gets a message once that informer has listed.
+    fn use_shared_informer(
+        self: &Arc<Self>,
+        r: &ServedResource,
+        synced: &tokio::sync::mpsc::UnboundedSender<()>,
+        token: &CancellationToken,
+    ) -> bool {
+        if r.ar.version != "v1" {
+            return false;
+        }
+        type Feed = fn(
+            &Arc<Shared>,
+            &ServedResource,
+            &tokio::sync::mpsc::UnboundedSender<()>,
+            &CancellationToken,
+        ) -> bool;
+        let feed: Feed = match (r.ar.group.as_str(), r.ar.plural.as_str()) {
+            ("", "pods") => Self::feed_from::<Pod>,
+            ("", "replicationcontrollers") => Self::feed_from::<ReplicationController>,
+            ("", "services") => Self::feed_from::<Service>,
+            ("", "endpoints") => Self::feed_from::<Endpoints>,
+            ("", "namespaces") => Self::feed_from::<Namespace>,
+            ("", "nodes") => Self::feed_from::<corev1::Node>,
+            ("", "configmaps") => Self::feed_from::<ConfigMap>,
+            ("", "serviceaccounts") => Self::feed_from::<ServiceAccount>,
+            ("apps", "replicasets") => Self::feed_from::<ReplicaSet>,
+            ("apps", "deployments") => Self::feed_from::<Deployment>,
+            ("discovery.k8s.io", "endpointslices") => Self::feed_from::<EndpointSlice>,
+            ("coordination.k8s.io", "leases") => Self::feed_from::<Lease>,
+            _ => return false,
+        };
+        feed(self, r, synced, token)
+    }
+
+    fn feed_from<K: InformerKind>(
+        self: &Arc<Self>,
+        r: &ServedResource,
+        synced: &tokio::sync::mpsc::UnboundedSender<()>,
+        token: &CancellationToken,
+    ) -> bool {
+        let Some(informer) = self.informers.existing::<K>() else {
+            return false;
+        };
+        // Weak: the informer outlives nothing here, but a strong reference would make a cycle
+        // (factory -> informer -> handler -> collector -> factory).
+        let (me, r) = (Arc::downgrade(self), r.clone());
+        informer.subscribe(move |c: &Change<K>| {
+            let Some(me) = me.upgrade() else { return };
+            match c {
+                Change::Deleted(o) => {
+                    if let Some(uid) = o.meta().uid.as_deref() {
+                        me.forget_node(uid);
+                    }
+                }
+                Change::Added(o) | Change::Updated { new: o, .. } => {
+                    me.observe(&r, o.meta());
+                }
+            }
+        });
+        let (synced, token) = (synced.clone(), token.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = informer.wait_synced() => { let _ = synced.send(()); }
+            }
+        });
+        true
+    }
+
     /// Watch one resource's metadata into the graph until `token` is cancelled.
     async fn monitor(
         self: Arc<Self>,
@@ -821,7 +901,9 @@ async fn sync_monitors(
     let mut n = 0;
     for r in collectable(&resources) {
         if started.insert((r.ar.group.clone(), r.ar.plural.clone())) {
-            tokio::spawn(shared.clone().monitor(r, synced.clone(), token.clone()));
+            if !shared.use_shared_informer(&r, synced, token) {
+                tokio::spawn(shared.clone().monitor(r, synced.clone(), token.clone()));
+            }
             n += 1;
         }
     }
@@ -871,6 +953,7 @@ pub fn start(ctx: &ControllerContext) -> Result<BoxFuture<'static, ()>> {
     );
     let shared = Arc::new(Shared {
         client: ctx.client.clone(),
+        informers: ctx.informers.clone(),
         graph: Mutex::default(),
         mapper: Mutex::default(),
         absent: Mutex::default(),

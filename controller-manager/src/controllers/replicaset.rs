@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
+use futures::{stream, StreamExt};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -31,6 +31,11 @@ use crate::framework::{
 
 /// Most pods created or deleted in one sync (upstream `BurstReplicas`).
 pub const BURST_REPLICAS: usize = 500;
+/// Most create/delete requests of one sync in flight at once. Upstream starts a goroutine per
+/// pod of a batch but its client rate limiter (20 qps, burst 30) bounds what is in flight; our
+/// client has no limiter, and each concurrent request holds its own pooled HTTP/1.1 + TLS
+/// connection, so the batch is spread over this many requests at a time.
+pub const MAX_IN_FLIGHT: usize = 64;
 /// First slow-start batch size (upstream `SlowStartInitialBatchSize`).
 pub const SLOW_START_INITIAL_BATCH: usize = 1;
 /// Annotation ranking pods for scale-down (lower cost deleted first).
@@ -724,7 +729,11 @@ impl<K: ReplicaWorkload> ReplicaReconciler<K> {
             let mut first_err: Option<Error> = None;
             for batch in slow_start_batches(count, SLOW_START_INITIAL_BATCH) {
                 let pp = PostParams::default();
-                let results = join_all((0..batch).map(|_| api.create(&pp, &pod))).await;
+                let creates: Vec<_> = (0..batch).map(|_| api.create(&pp, &pod)).collect();
+                let results: Vec<_> = stream::iter(creates)
+                    .buffer_unordered(MAX_IN_FLIGHT)
+                    .collect()
+                    .await;
                 for r in results {
                     match r {
                         Ok(p) => {
@@ -780,14 +789,19 @@ impl<K: ReplicaWorkload> ReplicaReconciler<K> {
             self.expectations
                 .expect_deletions(key, victims.iter().map(|p| pod_key(p)));
             let dp = DeleteParams::default();
-            let results = join_all(victims.iter().map(|p| {
-                let (api, dp) = (&api, &dp);
-                async move {
+            let deletes: Vec<_> = victims
+                .iter()
+                .map(|p| {
+                    let (api, dp) = (&api, &dp);
                     let name = p.metadata.name.clone().unwrap_or_default();
-                    (*p, api.delete(&name, dp).await)
-                }
-            }))
-            .await;
+                    let p: &Pod = p;
+                    async move { (p, api.delete(&name, dp).await) }
+                })
+                .collect();
+            let results: Vec<_> = stream::iter(deletes)
+                .buffer_unordered(MAX_IN_FLIGHT)
+                .collect()
+                .await;
             let mut first_err = None;
             for (p, r) in results {
                 let name = p.metadata.name.as_deref().unwrap_or("");
