@@ -2,8 +2,9 @@
 //! pods exist (embedded store), and the controller-manager's RSS with 10,000 pods cached.
 //!
 //! The API server runs in-process; the controller-manager runs as its own process (the binary
-//! next to this one: `cargo build -p controller-manager` first) so its RSS is its own.
-//! `cargo run -p tests --bin bench-controllers [-- --pods 10000]`
+//! next to this one, built with the same profile) so its RSS is its own. The targets are for
+//! release builds; a debug build is several times slower:
+//! `cargo build --release -p controller-manager && cargo run --release -p tests --bin bench-controllers [-- --pods 10000]`
 
 use std::time::{Duration, Instant};
 
@@ -53,7 +54,8 @@ async fn main() -> anyhow::Result<()> {
         .filter(|p| p.is_file())
         .ok_or_else(|| {
             anyhow::anyhow!(
-                "build the controller-manager binary first (cargo build -p controller-manager)"
+                "build the controller-manager binary first, with the same profile \
+                 (cargo build --release -p controller-manager)"
             )
         })?;
     let mut cm = tokio::process::Command::new(bin)
