@@ -73,15 +73,80 @@ impl AffinityTerm {
     }
 }
 
-/// Evaluate an apimachinery label selector against a label map.
+/// Evaluate an apimachinery label selector against a label map (upstream
+/// `Requirement.Matches`), borrowing label values: this runs for every placed pod a spread
+/// constraint or affinity term looks at, so it must not allocate.
 pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    use apimachinery::selectors::Operator;
     if sel.is_nothing() {
         return false;
     }
-    sel.requirements()
-        .iter()
-        .all(|r| r.matches(|k| labels.get(k).cloned()))
+    sel.requirements().iter().all(|r| {
+        let actual = labels.get(r.key()).map(String::as_str);
+        let has = |v: &str| r.values().iter().any(|x| x == v);
+        match r.operator() {
+            Operator::In | Operator::Equals | Operator::DoubleEquals => actual.is_some_and(has),
+            Operator::NotIn | Operator::NotEquals => actual.is_none_or(|v| !has(v)),
+            Operator::Exists => actual.is_some(),
+            Operator::DoesNotExist => actual.is_none(),
+            op @ (Operator::GreaterThan | Operator::LessThan) => {
+                let (Some(Ok(have)), [want]) = (actual.map(str::parse::<i64>), r.values()) else {
+                    return false;
+                };
+                let Ok(want) = want.parse::<i64>() else {
+                    return false;
+                };
+                if op == Operator::GreaterThan {
+                    have > want
+                } else {
+                    have < want
+                }
+            }
+        }
+    })
 }
+
+/// A fast, non-keyed hasher (rustc's Fx) for the small string-keyed maps the scheduler looks up
+/// per node per cycle; their keys come from the cluster, not from untrusted network peers.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct FxBuild;
+
+/// The [`FxBuild`] state.
+#[derive(Default)]
+pub struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(K);
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write(&[i]);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write(&(i as u64).to_le_bytes());
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl std::hash::BuildHasher for FxBuild {
+    type Hasher = FxHasher;
+    fn build_hasher(&self) -> FxHasher {
+        FxHasher::default()
+    }
+}
+
+/// A `HashMap` with [`FxBuild`].
+pub type FxHashMap<K, V> = HashMap<K, V, FxBuild>;
 
 /// Compile a `metav1.LabelSelector` (absent = matches nothing, as upstream treats a nil
 /// selector in affinity terms and spread constraints).
@@ -307,7 +372,7 @@ pub struct NodeInfo {
     /// Pods with any (anti-)affinity terms, for InterPodAffinity.
     pub affinity_pods: Vec<Arc<PodInfo>>,
     /// Pod counts by controlling owner uid, for default spreading.
-    pub owner_counts: HashMap<String, u32>,
+    pub owner_counts: FxHashMap<String, u32>,
 }
 
 impl NodeInfo {

@@ -6,7 +6,6 @@
 //! Side effects (assume, bind, events) belong to the caller.
 
 use crate::cache::{Cache, NodeInfo, PodInfo};
-use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -58,19 +57,17 @@ impl Status {
     }
 }
 
-/// Per-cycle data plugins compute in pre-filter/pre-score and read per node.
+/// Per-cycle data plugins compute in pre-filter/pre-score and read per node: one typed slot
+/// per stateful plugin, so the per-node extension points read a field instead of hashing a
+/// string key and downcasting a box (upstream's `CycleState` is a string-keyed map; its
+/// per-node reads are what this avoids).
 #[derive(Default)]
 pub struct CycleState {
-    data: HashMap<&'static str, Box<dyn Any + Send + Sync>>,
-}
-
-impl CycleState {
-    pub fn write<T: Any + Send + Sync>(&mut self, key: &'static str, v: T) {
-        self.data.insert(key, Box::new(v));
-    }
-    pub fn read<T: Any>(&self, key: &'static str) -> Option<&T> {
-        self.data.get(key).and_then(|b| b.downcast_ref())
-    }
+    pub(crate) volumes: Option<crate::plugins::volume_binding::VolumeState>,
+    pub(crate) spread_filter: Option<crate::plugins::topology_spread::FilterState>,
+    pub(crate) spread_score: Option<crate::plugins::topology_spread::ScoreState>,
+    pub(crate) affinity_filter: Option<crate::plugins::inter_pod_affinity::FilterState>,
+    pub(crate) affinity_score: Option<crate::plugins::inter_pod_affinity::ScoreState>,
 }
 
 /// What a plugin sees: the pod being scheduled and the cluster snapshot.
@@ -92,6 +89,13 @@ pub trait Plugin: Send + Sync {
     fn pre_score(&self, _ctx: &Ctx, _state: &mut CycleState, _nodes: &[&NodeInfo]) {}
     fn score(&self, _ctx: &Ctx, _state: &CycleState, _node: &NodeInfo) -> i64 {
         0
+    }
+    /// Score `nodes` (the ones pre-score saw, in the same order) into `out`; plugins that
+    /// computed every candidate's score in pre-score override this to skip per-node lookups.
+    fn score_nodes(&self, ctx: &Ctx, state: &CycleState, nodes: &[&NodeInfo], out: &mut [i64]) {
+        for (o, n) in out.iter_mut().zip(nodes) {
+            *o = self.score(ctx, state, n);
+        }
     }
     /// Map raw scores onto 0..=MAX_NODE_SCORE.
     fn normalize(&self, _ctx: &Ctx, _state: &CycleState, _scores: &mut [i64]) {}
@@ -355,9 +359,7 @@ impl Framework {
         }
         let mut scores = vec![0i64; nodes.len()];
         for (p, weight) in &self.scorers {
-            for (i, n) in nodes.iter().enumerate() {
-                scores[i] = p.score(ctx, &state, n);
-            }
+            p.score_nodes(ctx, &state, nodes, &mut scores);
             p.normalize(ctx, &state, &mut scores);
             for (t, s) in totals.iter_mut().zip(&scores) {
                 *t += s * weight;

@@ -16,10 +16,13 @@ const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
 
 pub struct InterPodAffinity;
 
+/// Summed preference weights per domain.
+pub(crate) struct ScoreState(HashMap<Domain, i64>);
+
 type Domain = (String, String);
 
 #[derive(Default)]
-struct FilterState {
+pub(crate) struct FilterState {
     existing_anti: HashMap<Domain, i64>,
     affinity: HashMap<Domain, i64>,
     anti: HashMap<Domain, i64>,
@@ -89,12 +92,12 @@ impl Plugin for InterPodAffinity {
                 }
             }
         }
-        state.write(NAME, st);
+        state.affinity_filter = Some(st);
         Ok(())
     }
 
     fn filter(&self, ctx: &Ctx, state: &CycleState, node: &NodeInfo) -> Status {
-        let Some(st) = state.read::<FilterState>(NAME) else {
+        let Some(st) = &state.affinity_filter else {
             return Status::success();
         };
         let pod = ctx.pod;
@@ -133,6 +136,11 @@ impl Plugin for InterPodAffinity {
         let pod = ctx.pod;
         let own_prefs =
             !(pod.preferred_affinity.is_empty() && pod.preferred_anti_affinity.is_empty());
+        // Nothing to score without the pod's own preferences or placed pods with terms; this
+        // skips a pass over every node in the common case.
+        if !own_prefs && ctx.cache.num_affinity_pods() == 0 {
+            return;
+        }
         let mut scores: HashMap<Domain, i64> = HashMap::new();
         let mut add = |n: &NodeInfo, key: &str, w: i64| {
             if let Some(d) = domain_of(n, key) {
@@ -183,12 +191,12 @@ impl Plugin for InterPodAffinity {
             }
         }
         if !scores.is_empty() {
-            state.write("InterPodAffinity/score", scores);
+            state.affinity_score = Some(ScoreState(scores));
         }
     }
 
     fn score(&self, _: &Ctx, state: &CycleState, node: &NodeInfo) -> i64 {
-        let Some(scores) = state.read::<HashMap<Domain, i64>>("InterPodAffinity/score") else {
+        let Some(ScoreState(scores)) = &state.affinity_score else {
             return 0;
         };
         scores
@@ -199,10 +207,7 @@ impl Plugin for InterPodAffinity {
     }
 
     fn normalize(&self, _: &Ctx, state: &CycleState, scores: &mut [i64]) {
-        if state
-            .read::<HashMap<Domain, i64>>("InterPodAffinity/score")
-            .is_none()
-        {
+        if state.affinity_score.is_none() {
             return;
         }
         let (min, max) = scores

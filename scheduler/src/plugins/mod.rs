@@ -132,6 +132,9 @@ pub(crate) mod testing {
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         p.pre_score(&ctx, &mut state, &nodes);
         let mut scores: Vec<i64> = nodes.iter().map(|n| p.score(&ctx, &state, n)).collect();
+        let mut batch = vec![0; nodes.len()];
+        p.score_nodes(&ctx, &state, &nodes, &mut batch);
+        assert_eq!(scores, batch, "{}: score_nodes agrees with score", p.name());
         p.normalize(&ctx, &state, &mut scores);
         nodes.iter().map(|n| n.name.clone()).zip(scores).collect()
     }

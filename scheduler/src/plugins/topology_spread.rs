@@ -3,13 +3,12 @@
 //! constraints that have a controlling owner — upstream's system default spreading
 //! (hostname maxSkew 3, zone maxSkew 5) over pods of the same owner.
 
-use crate::cache::{compile_selector, selector_matches, NodeInfo, PodInfo};
+use crate::cache::{compile_selector, selector_matches, FxHashMap, NodeInfo, PodInfo};
 use crate::framework::{Ctx, CycleState, Plugin, Status, MAX_NODE_SCORE};
 use crate::plugins::node_affinity::pod_matches_node;
 use crate::plugins::taint_toleration::tolerates;
 use apimachinery::selectors::LabelSelector;
 use k8s_openapi::api::core::v1::TopologySpreadConstraint;
-use std::collections::HashMap;
 
 pub const NAME: &str = "PodTopologySpread";
 pub const REASON: &str = "node(s) didn't match pod topology spread constraints";
@@ -102,16 +101,20 @@ fn constraints(pod: &PodInfo, when: &str) -> Vec<Constraint> {
         .collect()
 }
 
-struct FilterState {
+pub(crate) struct FilterState {
     constraints: Vec<Constraint>,
-    counts: Vec<HashMap<String, i64>>,
+    counts: Vec<FxHashMap<String, i64>>,
     min: Vec<i64>,
 }
 
-struct ScoreState {
+pub(crate) struct ScoreState {
     constraints: Vec<Constraint>,
-    counts: Vec<HashMap<String, i64>>,
+    /// Matching pods per domain, for constraints whose key is not the hostname (hostname
+    /// constraints count on the scored node itself, as upstream's Score does).
+    counts: Vec<FxHashMap<String, i64>>,
     weights: Vec<f64>,
+    /// Scores of the nodes pre-score saw, in their order (-1: a constraint's key is missing).
+    raw: Vec<i64>,
 }
 
 /// Count matching pods per domain over eligible nodes that carry every constraint's key.
@@ -119,8 +122,8 @@ fn count_domains<'a>(
     pod: &PodInfo,
     cs: &[Constraint],
     nodes: impl Iterator<Item = &'a NodeInfo>,
-) -> Vec<HashMap<String, i64>> {
-    let mut counts = vec![HashMap::new(); cs.len()];
+) -> Vec<FxHashMap<String, i64>> {
+    let mut counts = vec![FxHashMap::default(); cs.len()];
     for n in nodes.filter(|n| n.present) {
         if !cs.iter().all(|c| n.labels.contains_key(&c.key)) {
             continue;
@@ -132,7 +135,7 @@ fn count_domains<'a>(
             let v = &n.labels[&c.key];
             let add = c.counts_on(&pod.namespace, n);
             // Clone the domain name only the first time it is seen.
-            match counts[i].get_mut(v) {
+            match counts[i].get_mut(v.as_str()) {
                 Some(x) => *x += add,
                 None => {
                     counts[i].insert(v.clone(), add);
@@ -165,27 +168,25 @@ impl Plugin for PodTopologySpread {
                 }
             })
             .collect();
-        state.write(
-            NAME,
-            FilterState {
-                constraints: cs,
-                counts,
-                min,
-            },
-        );
+        state.spread_filter = Some(FilterState {
+            constraints: cs,
+            counts,
+            min,
+        });
         Ok(())
     }
 
     fn filter(&self, ctx: &Ctx, state: &CycleState, node: &NodeInfo) -> Status {
-        let Some(st) = state.read::<FilterState>(NAME) else {
+        let Some(st) = &state.spread_filter else {
             return Status::success();
         };
         for (i, c) in st.constraints.iter().enumerate() {
             let Some(value) = node.labels.get(&c.key) else {
                 return Status::unresolvable(NAME, REASON_MISSING_LABEL);
             };
-            let skew =
-                st.counts[i].get(value).copied().unwrap_or(0) + c.self_match(ctx.pod) - st.min[i];
+            let skew = st.counts[i].get(value.as_str()).copied().unwrap_or(0)
+                + c.self_match(ctx.pod)
+                - st.min[i];
             if skew > c.max_skew {
                 return Status::unschedulable(NAME, REASON);
             }
@@ -215,23 +216,74 @@ impl Plugin for PodTopologySpread {
         if cs.is_empty() {
             return;
         }
-        // Hostname domains are the candidate nodes themselves; wider domains count every node.
-        let mut counts = vec![HashMap::new(); cs.len()];
+        // Hostname domains are the candidate nodes themselves (counted on the node, as
+        // upstream's Score does). Wider domains count every node, except for the system default
+        // (owner) constraints, which count over the candidate nodes only: a full pass over every
+        // node per pod would dominate the cycle at thousands of nodes, and the candidates are a
+        // rotating sample of all of them.
+        let sampled = |c: &Constraint| c.key != HOSTNAME && matches!(c.matcher, Matcher::Owner(_));
+        let mut counts = vec![FxHashMap::default(); cs.len()];
         for (i, c) in cs.iter().enumerate() {
-            let one = std::slice::from_ref(c);
-            // Hostname domains, and the system default (owner) constraints, are counted over the
-            // candidate nodes only: a full pass over every node per pod would dominate the cycle
-            // at thousands of nodes, and the candidates are a rotating sample of all of them.
-            let sampled = c.key == HOSTNAME || matches!(c.matcher, Matcher::Owner(_));
-            counts[i] = if sampled {
-                count_domains(ctx.pod, one, nodes.iter().copied())
-            } else {
-                count_domains(ctx.pod, one, ctx.cache.nodes().iter())
+            if c.key != HOSTNAME && !sampled(c) {
+                counts[i] =
+                    count_domains(ctx.pod, std::slice::from_ref(c), ctx.cache.nodes().iter())
+                        .pop()
+                        .unwrap_or_default();
             }
-            .pop()
-            .unwrap_or_default();
         }
-        let weights = cs
+        // One pass over the candidates looks each node's labels and matching pods up once, for
+        // both the sampled domain counts and the scores (per node, per constraint: the count for
+        // hostname and all-node constraints, a domain index for sampled ones).
+        let k = cs.len();
+        let mut cells: Vec<i64> = Vec::with_capacity(nodes.len() * k);
+        let mut missing = vec![false; nodes.len()];
+        // (domain, count, counted on an eligible node) per sampled constraint.
+        let mut domains: Vec<Vec<(&str, i64, bool)>> = vec![Vec::new(); k];
+        let ns = ctx.pod.namespace.as_str();
+        for (j, n) in nodes.iter().enumerate() {
+            let mut owned: Option<i64> = None;
+            for (i, c) in cs.iter().enumerate() {
+                let Some(v) = n.labels.get(&c.key) else {
+                    missing[j] = true;
+                    cells.push(0);
+                    continue;
+                };
+                let mut count = || match &c.matcher {
+                    Matcher::Owner(_) => *owned.get_or_insert_with(|| c.counts_on(ns, n)),
+                    Matcher::Selector(_) => c.counts_on(ns, n),
+                };
+                if c.key == HOSTNAME {
+                    cells.push(count());
+                } else if sampled(c) {
+                    let d = match domains[i].iter().position(|(dv, _, _)| *dv == v.as_str()) {
+                        Some(d) => d,
+                        None => {
+                            domains[i].push((v.as_str(), 0, false));
+                            domains[i].len() - 1
+                        }
+                    };
+                    if c.node_eligible(ctx.pod, n) {
+                        let add = count();
+                        let dom = &mut domains[i][d];
+                        dom.1 += add;
+                        dom.2 = true;
+                    }
+                    cells.push(d as i64);
+                } else {
+                    cells.push(counts[i].get(v.as_str()).copied().unwrap_or(0));
+                }
+            }
+        }
+        for (i, c) in cs.iter().enumerate() {
+            if sampled(c) {
+                counts[i] = domains[i]
+                    .iter()
+                    .filter(|(_, _, counted)| *counted)
+                    .map(|(v, n, _)| (v.to_string(), *n))
+                    .collect();
+            }
+        }
+        let weights: Vec<f64> = cs
             .iter()
             .zip(&counts)
             .map(|(c, m)| {
@@ -242,18 +294,51 @@ impl Plugin for PodTopologySpread {
                 }
             })
             .collect();
-        state.write(
-            "PodTopologySpread/score",
-            ScoreState {
-                constraints: cs,
-                counts,
-                weights,
-            },
-        );
+        let raw = cells
+            .chunks(k)
+            .zip(&missing)
+            .map(|(row, missing)| {
+                if *missing {
+                    return -1;
+                }
+                let mut score = 0.0;
+                for (i, c) in cs.iter().enumerate() {
+                    let cnt = if sampled(c) {
+                        let (_, n, counted) = domains[i][row[i] as usize];
+                        if counted {
+                            n
+                        } else {
+                            0
+                        }
+                    } else {
+                        row[i]
+                    };
+                    score += cnt as f64 * weights[i] + (c.max_skew - 1) as f64;
+                }
+                score.round() as i64
+            })
+            .collect();
+        state.spread_score = Some(ScoreState {
+            constraints: cs,
+            counts,
+            weights,
+            raw,
+        });
     }
 
-    fn score(&self, _: &Ctx, state: &CycleState, node: &NodeInfo) -> i64 {
-        let Some(st) = state.read::<ScoreState>("PodTopologySpread/score") else {
+    fn score_nodes(&self, ctx: &Ctx, state: &CycleState, nodes: &[&NodeInfo], out: &mut [i64]) {
+        match &state.spread_score {
+            Some(st) if st.raw.len() == nodes.len() => out.copy_from_slice(&st.raw),
+            _ => {
+                for (o, n) in out.iter_mut().zip(nodes) {
+                    *o = self.score(ctx, state, n);
+                }
+            }
+        }
+    }
+
+    fn score(&self, ctx: &Ctx, state: &CycleState, node: &NodeInfo) -> i64 {
+        let Some(st) = &state.spread_score else {
             return 0;
         };
         let mut score = 0.0;
@@ -261,17 +346,18 @@ impl Plugin for PodTopologySpread {
             let Some(v) = node.labels.get(&c.key) else {
                 return -1;
             };
-            let cnt = st.counts[i].get(v).copied().unwrap_or(0) as f64;
+            let cnt = if c.key == HOSTNAME {
+                c.counts_on(&ctx.pod.namespace, node)
+            } else {
+                st.counts[i].get(v.as_str()).copied().unwrap_or(0)
+            } as f64;
             score += cnt * st.weights[i] + (c.max_skew - 1) as f64;
         }
         score.round() as i64
     }
 
     fn normalize(&self, _: &Ctx, state: &CycleState, scores: &mut [i64]) {
-        if state
-            .read::<ScoreState>("PodTopologySpread/score")
-            .is_none()
-        {
+        if state.spread_score.is_none() {
             return;
         }
         let valid = scores.iter().copied().filter(|s| *s >= 0);

@@ -16,7 +16,7 @@ pub const REASON_UNBOUND: &str = "pod has unbound immediate PersistentVolumeClai
 pub struct VolumeBinding;
 
 /// The required node selector terms of each bound volume.
-struct VolumeState(Vec<Vec<NodeSelectorTerm>>);
+pub(crate) struct VolumeState(Vec<Vec<NodeSelectorTerm>>);
 
 impl Plugin for VolumeBinding {
     fn name(&self) -> &'static str {
@@ -65,12 +65,12 @@ impl Plugin for VolumeBinding {
                 terms.push(t.node_selector_terms.clone());
             }
         }
-        state.write(NAME, VolumeState(terms));
+        state.volumes = Some(VolumeState(terms));
         Ok(())
     }
 
     fn filter(&self, _: &Ctx, state: &CycleState, node: &NodeInfo) -> Status {
-        let Some(VolumeState(terms)) = state.read::<VolumeState>(NAME) else {
+        let Some(VolumeState(terms)) = &state.volumes else {
             return Status::success();
         };
         if terms
