@@ -81,7 +81,13 @@ impl EtcdProcess {
         let endpoint = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let log = std::fs::File::create(dir.path().join("etcd.log"))?;
-        let child = Command::new(binary)
+        // etcd runs under a small shell watchdog that kills it when our end of its stdin pipe
+        // closes, so it also dies when the test process exits without dropping us (a
+        // `static` shared etcd is never dropped).
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"exec 3<&0; "$0" "$@" </dev/null & pid=$!; (cat <&3 >/dev/null; kill "$pid" 2>/dev/null) & wait "$pid""#)
+            .arg(binary)
             .arg("--name=test")
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={endpoint}"))
@@ -95,7 +101,7 @@ impl EtcdProcess {
             .arg("--log-level=warn")
             // etcd reads ETCD_* variables as flags and warns about ours.
             .env_remove(ETCD_BINARY_ENV)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
@@ -144,8 +150,15 @@ impl EtcdProcess {
 
     /// Kills etcd now (e.g. to test connection loss); dropping afterwards is fine.
     pub fn kill(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
+        // Closing the watchdog's stdin makes it stop etcd and exit.
+        drop(self.child.stdin.take());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while let Ok(None) = self.child.try_wait() {
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.wait();
     }
