@@ -293,8 +293,7 @@ pub fn list_body(
     out
 }
 
-/// Set `apiVersion` on stored bytes of another version (only used for converted kinds; the
-/// common path never rewrites bytes).
+/// The current time as upstream renders `metav1.Time` (RFC 3339, seconds).
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }

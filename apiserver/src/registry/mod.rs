@@ -19,7 +19,6 @@ use apimachinery::errors::{ApiError, FieldError, GroupResource, Reason};
 use apimachinery::patch::PatchSchema;
 use apimachinery::selectors::{FieldSelector, LabelSelector};
 use base64::Engine;
-use bytes::Bytes;
 use rand::Rng;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -430,7 +429,7 @@ impl Registry {
         strategy::prepare_for_create(r, &mut obj);
         self.default_and_validate(t, &mut obj, None, Scope::Main)?;
         self.managed_update(t, None, &mut obj, &o.field_manager, Scope::Main);
-        self.store_new(t, obj, o, warnings, false).await
+        self.store_new(t, obj, o, warnings).await
     }
 
     /// The tail of every create (also apply-creates): admission, allocation, storage.
@@ -440,7 +439,6 @@ impl Registry {
         mut obj: Value,
         o: &WriteOptions,
         warnings: Vec<String>,
-        _applied: bool,
     ) -> Result<Written, ApiError> {
         let r = t.resource;
         let name = name_of(&obj).to_string();
@@ -769,9 +767,6 @@ impl Registry {
             if scope == Scope::Status {
                 self.check_fields(t, &mut new, FieldValidation::Ignore)?;
             }
-            if r.group.is_empty() && r.kind == "Service" && scope == Scope::Main {
-                // keep allocations stable; validated below.
-            }
             if strategy::tracks_generation(r) && spec_changed(&old, &new) {
                 let g = old
                     .pointer("/metadata/generation")
@@ -1036,7 +1031,7 @@ impl Registry {
         if let (Some(mf), Some(m)) = (mf, meta_mut(&mut obj)) {
             m.insert("managedFields".into(), mf);
         }
-        self.store_new(t, obj, o, vec![], true).await
+        self.store_new(t, obj, o, vec![]).await
     }
 
     /// `autoscaling/v1 Scale` read of a scalable resource.
@@ -1398,16 +1393,6 @@ fn decode_continue(tok: &str, prefix: &str) -> Result<(i64, String), ApiError> {
     // `start` names the first key to return; storage wants the last key already returned.
     let start = start.strip_suffix('\u{0}').unwrap_or(start);
     Ok((rv, format!("{prefix}{start}")))
-}
-
-pub type SharedRegistry = Arc<Registry>;
-
-#[allow(dead_code)]
-fn _assert_send(r: &Registry) -> impl Send + '_ {
-    async move {
-        let _ = r.store.current_revision().await;
-        Bytes::new()
-    }
 }
 
 #[cfg(test)]
