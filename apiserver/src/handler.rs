@@ -289,6 +289,14 @@ fn openapi(path: &str, query: Option<&str>, accept: Option<&str>) -> Resp {
     error_response(&request::not_found_path())
 }
 
+/// Decode a request body in the format its Content-Type names.
+fn decode_request(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    codec::decode_body(
+        codec::body_format(header_str(headers, header::CONTENT_TYPE))?,
+        body,
+    )
+}
+
 async fn read_body(req: Request<Body>) -> Result<(HeaderMap, Bytes), ApiError> {
     let (parts, body) = req.into_parts();
     if let Some(len) = parts
@@ -579,10 +587,7 @@ async fn resource(
             ));
         }
         let (headers, body) = read_body(req).await?;
-        let obj = codec::decode_body(
-            codec::body_format(header_str(&headers, header::CONTENT_TYPE))?,
-            &body,
-        )?;
+        let obj = decode_request(&headers, &body)?;
         return Ok(value_response(
             StatusCode::CREATED,
             &crate::review::answer(r, &t, obj, user, &state.authn, state.authz.as_ref()),
@@ -703,10 +708,7 @@ async fn resource(
         "create" => {
             let (headers, body) = read_body(req).await?;
             let o = write_options(&q, &headers, FieldValidation::Warn)?;
-            let obj = codec::decode_body(
-                codec::body_format(header_str(&headers, header::CONTENT_TYPE))?,
-                &body,
-            )?;
+            let obj = decode_request(&headers, &body)?;
             if name.is_some() {
                 return Err(ApiError::method_not_allowed(
                     "the server does not allow this method on the requested resource",
@@ -719,10 +721,7 @@ async fn resource(
             let name = name.expect("update has a name");
             let (headers, body) = read_body(req).await?;
             let o = write_options(&q, &headers, FieldValidation::Warn)?;
-            let obj = codec::decode_body(
-                codec::body_format(header_str(&headers, header::CONTENT_TYPE))?,
-                &body,
-            )?;
+            let obj = decode_request(&headers, &body)?;
             let w = if t.subresource.as_deref() == Some("finalize") {
                 let main = Target {
                     subresource: None,
@@ -821,10 +820,7 @@ fn delete_options(q: &Query, headers: &HeaderMap, body: &[u8]) -> Result<Value, 
     let mut opts = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
-        codec::decode_body(
-            codec::body_format(header_str(headers, header::CONTENT_TYPE))?,
-            body,
-        )?
+        decode_request(headers, body)?
     };
     if let Some(g) = q.int("gracePeriodSeconds")? {
         opts["gracePeriodSeconds"] = json!(g);
@@ -881,10 +877,7 @@ async fn scale(
             let (headers, body) = read_body(req).await?;
             let o = write_options(q, &headers, FieldValidation::Warn)?;
             let scale = if method == Method::PUT {
-                let new = codec::decode_body(
-                    codec::body_format(header_str(&headers, header::CONTENT_TYPE))?,
-                    &body,
-                )?;
+                let new = decode_request(&headers, &body)?;
                 reg.update_scale(&main, &name, &o, |_| Ok(new.clone()))
                     .await?
             } else {
@@ -931,10 +924,7 @@ async fn pod_binding(
     let name = t.name.clone().ok_or_else(request::not_found_path)?;
     let (headers, body) = read_body(req).await?;
     let o = write_options(q, &headers, FieldValidation::Ignore)?;
-    let binding = codec::decode_body(
-        codec::body_format(header_str(&headers, header::CONTENT_TYPE))?,
-        &body,
-    )?;
+    let binding = decode_request(&headers, &body)?;
     let node = binding
         .pointer("/target/name")
         .and_then(Value::as_str)
@@ -970,10 +960,7 @@ async fn pod_eviction(
     let name = t.name.clone().ok_or_else(request::not_found_path)?;
     let (headers, body) = read_body(req).await?;
     let o = write_options(q, &headers, FieldValidation::Ignore)?;
-    let eviction = codec::decode_body(
-        codec::body_format(header_str(&headers, header::CONTENT_TYPE))?,
-        &body,
-    )?;
+    let eviction = decode_request(&headers, &body)?;
     let main = Target {
         subresource: None,
         ..t.clone()
