@@ -15,63 +15,7 @@ pub const DEFAULT_MILLI_CPU_REQUEST: i64 = 100;
 /// The default memory request assumed for scoring a container without one (upstream 200 MiB).
 pub const DEFAULT_MEMORY_REQUEST: i64 = 200 * 1024 * 1024;
 
-/// Parse a Kubernetes quantity into thousandths of its unit, rounding up (`"100m"` → 100,
-/// `"1Gi"` → 1073741824000). `None` if it is not a quantity.
-pub fn parse_milli(s: &str) -> Option<i128> {
-    let s = s.trim();
-    let (neg, s) = match s.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    let num_end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(num_end);
-    if num.is_empty() || num == "." {
-        return None;
-    }
-    let (int_part, frac_part) = num.split_once('.').unwrap_or((num, ""));
-    if frac_part.contains('.') {
-        return None;
-    }
-    let digits = format!("{int_part}{frac_part}");
-    let mut mantissa: i128 = digits.trim_start_matches('0').parse().unwrap_or(0);
-    if digits.len() > 30 {
-        return None;
-    }
-    let mut exp10: i32 = -(frac_part.len() as i32) + 3;
-    let mut bin: u32 = 0;
-    match suffix {
-        "" => {}
-        "n" => exp10 -= 9,
-        "u" => exp10 -= 6,
-        "m" => exp10 -= 3,
-        "k" => exp10 += 3,
-        "M" => exp10 += 6,
-        "G" => exp10 += 9,
-        "T" => exp10 += 12,
-        "P" => exp10 += 15,
-        "E" => exp10 += 18,
-        "Ki" => bin = 10,
-        "Mi" => bin = 20,
-        "Gi" => bin = 30,
-        "Ti" => bin = 40,
-        "Pi" => bin = 50,
-        "Ei" => bin = 60,
-        other => {
-            let e = other.strip_prefix(['e', 'E'])?;
-            exp10 += e.parse::<i32>().ok()?;
-        }
-    }
-    mantissa = mantissa.checked_mul(1i128 << bin)?;
-    if exp10 >= 0 {
-        mantissa = mantissa.checked_mul(10i128.checked_pow(exp10 as u32)?)?;
-    } else {
-        let d = 10i128.checked_pow((-exp10) as u32).unwrap_or(i128::MAX);
-        mantissa = (mantissa + d - 1) / d;
-    }
-    Some(if neg { -mantissa } else { mantissa })
-}
+pub use apimachinery::quantity::parse_milli;
 
 /// A quantity in milli-units (CPU).
 pub fn milli_value(q: &Quantity) -> i64 {

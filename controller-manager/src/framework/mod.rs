@@ -64,7 +64,7 @@
 //!   label [`Selector`]s.
 
 pub mod controller;
-pub mod events;
+pub use component_base::events;
 pub mod expectations;
 pub mod informer;
 pub mod leader;

@@ -5,4 +5,5 @@
 pub mod apply;
 pub mod errors;
 pub mod patch;
+pub mod quantity;
 pub mod selectors;

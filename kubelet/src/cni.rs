@@ -1,0 +1,1 @@
+//! STUB (being written): the node's CNI configuration written from its podCIDR.

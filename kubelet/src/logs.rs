@@ -1,0 +1,1 @@
+//! STUB (being written): reading CRI log files for `kubectl logs`.

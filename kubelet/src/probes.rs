@@ -1,0 +1,1 @@
+//! STUB (being written): liveness, readiness and startup probes; lifecycle hooks.
