@@ -146,7 +146,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub enum ConfigError {
     #[error("--node-labels: {0:?} is not key=value")]
     Label(String),
-    #[error("--register-with-taints: {0:?} is not key[=value]:NoSchedule|PreferNoSchedule|NoExecute")]
+    #[error(
+        "--register-with-taints: {0:?} is not key[=value]:NoSchedule|PreferNoSchedule|NoExecute"
+    )]
     Taint(String),
     #[error("--{flag}: {value:?} is not name=quantity (cpu, memory, ephemeral-storage, pid)")]
     Reserved { flag: &'static str, value: String },
@@ -386,7 +388,10 @@ mod tests {
     fn bad_flags_name_the_problem() {
         let cases: &[(&[&str], &str)] = &[
             (&["--node-labels", "novalue"], "--node-labels"),
-            (&["--register-with-taints", "a=b:Sometimes"], "--register-with-taints"),
+            (
+                &["--register-with-taints", "a=b:Sometimes"],
+                "--register-with-taints",
+            ),
             (&["--system-reserved", "gpu=1"], "--system-reserved"),
             (&["--max-pods", "0"], "--max-pods"),
             (&["--tls-cert-file", "/x"], "--tls-cert-file"),
@@ -396,7 +401,11 @@ mod tests {
             let e = cfg(argv).unwrap_err().to_string();
             assert!(e.contains(want), "{argv:?}: {e}");
         }
-        assert!(cfg(&["--hostname-override", "bad_name"]).is_err());
+        let bad = Args::parse_from(["kubelet", "--hostname-override", "bad_name"]);
+        assert!(matches!(
+            Config::try_from(bad),
+            Err(ConfigError::NodeName(_))
+        ));
     }
 
     #[test]

@@ -96,7 +96,10 @@ impl FakeRuntime {
     }
 
     fn id(&self, prefix: &str) -> String {
-        format!("{prefix}{}", self.next_id.fetch_add(1, Ordering::SeqCst) + 1)
+        format!(
+            "{prefix}{}",
+            self.next_id.fetch_add(1, Ordering::SeqCst) + 1
+        )
     }
 
     fn record(&self, method: &'static str, detail: &str) -> CriResult<()> {
@@ -180,10 +183,11 @@ impl Runtime for FakeRuntime {
         let r = self.record("RunPodSandbox", &name).map(|_| {
             let id = self.id("sandbox-");
             let now = self.tick();
-            self.state.lock().unwrap().sandboxes.insert(
-                id.clone(),
-                (config, v1::PodSandboxState::SandboxReady, now),
-            );
+            self.state
+                .lock()
+                .unwrap()
+                .sandboxes
+                .insert(id.clone(), (config, v1::PodSandboxState::SandboxReady, now));
             id
         });
         ready(r)
@@ -364,7 +368,12 @@ impl Runtime for FakeRuntime {
                 pod_sandbox_id: c.sandbox.clone(),
                 metadata: c.config.metadata.clone(),
                 image: c.config.image.clone(),
-                image_ref: c.config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default(),
+                image_ref: c
+                    .config
+                    .image
+                    .as_ref()
+                    .map(|i| i.image.clone())
+                    .unwrap_or_default(),
                 state: c.state as i32,
                 created_at: c.created_at,
                 labels: c.config.labels.clone(),

@@ -38,6 +38,8 @@ pub enum CriError {
     Status(#[from] tonic::Status),
     #[error("{0}")]
     Other(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
 }
 
 impl CriError {
@@ -45,7 +47,7 @@ impl CriError {
         match self {
             CriError::Status(s) => s.code(),
             CriError::Connect { .. } => tonic::Code::Unavailable,
-            CriError::Other(_) => tonic::Code::Unknown,
+            CriError::Other(_) | CriError::Io(_) => tonic::Code::Unknown,
         }
     }
     pub fn is_not_found(&self) -> bool {
@@ -99,11 +101,8 @@ pub trait Runtime: Send + Sync + 'static {
     /// The runtime's streaming URL for an interactive exec.
     fn exec(&self, req: v1::ExecRequest) -> BoxFuture<'_, CriResult<String>>;
     fn attach(&self, req: v1::AttachRequest) -> BoxFuture<'_, CriResult<String>>;
-    fn port_forward(
-        &self,
-        sandbox_id: String,
-        ports: Vec<i32>,
-    ) -> BoxFuture<'_, CriResult<String>>;
+    fn port_forward(&self, sandbox_id: String, ports: Vec<i32>)
+        -> BoxFuture<'_, CriResult<String>>;
 
     fn list_container_stats(&self) -> BoxFuture<'_, CriResult<Vec<v1::ContainerStats>>>;
 

@@ -126,8 +126,11 @@ impl Runtime for RemoteRuntime {
     fn remove_pod_sandbox(&self, id: String) -> BoxFuture<'_, CriResult<()>> {
         let mut c = self.rt.clone();
         async move {
-            c.remove_pod_sandbox(req(v1::RemovePodSandboxRequest { pod_sandbox_id: id }, None))
-                .await?;
+            c.remove_pod_sandbox(req(
+                v1::RemovePodSandboxRequest { pod_sandbox_id: id },
+                None,
+            ))
+            .await?;
             Ok(())
         }
         .boxed()
@@ -157,10 +160,12 @@ impl Runtime for RemoteRuntime {
     ) -> BoxFuture<'_, CriResult<Vec<v1::PodSandbox>>> {
         let mut c = self.rt.clone();
         async move {
-            Ok(c.list_pod_sandbox(req(v1::ListPodSandboxRequest { filter }, None))
-                .await?
-                .into_inner()
-                .items)
+            Ok(
+                c.list_pod_sandbox(req(v1::ListPodSandboxRequest { filter }, None))
+                    .await?
+                    .into_inner()
+                    .items,
+            )
         }
         .boxed()
     }
@@ -232,10 +237,12 @@ impl Runtime for RemoteRuntime {
     ) -> BoxFuture<'_, CriResult<Vec<v1::Container>>> {
         let mut c = self.rt.clone();
         async move {
-            Ok(c.list_containers(req(v1::ListContainersRequest { filter }, None))
-                .await?
-                .into_inner()
-                .containers)
+            Ok(
+                c.list_containers(req(v1::ListContainersRequest { filter }, None))
+                    .await?
+                    .into_inner()
+                    .containers,
+            )
         }
         .boxed()
     }
@@ -253,7 +260,9 @@ impl Runtime for RemoteRuntime {
             .await?
             .into_inner()
             .status
-            .ok_or_else(|| CriError::Other(format!("runtime returned no status for container {id}")))
+            .ok_or_else(|| {
+                CriError::Other(format!("runtime returned no status for container {id}"))
+            })
         }
         .boxed()
     }
@@ -315,10 +324,12 @@ impl Runtime for RemoteRuntime {
     fn list_container_stats(&self) -> BoxFuture<'_, CriResult<Vec<v1::ContainerStats>>> {
         let mut c = self.rt.clone();
         async move {
-            Ok(c.list_container_stats(req(v1::ListContainerStatsRequest { filter: None }, None))
-                .await?
-                .into_inner()
-                .stats)
+            Ok(
+                c.list_container_stats(req(v1::ListContainerStatsRequest { filter: None }, None))
+                    .await?
+                    .into_inner()
+                    .stats,
+            )
         }
         .boxed()
     }
@@ -372,10 +383,12 @@ impl Runtime for RemoteRuntime {
     fn list_images(&self) -> BoxFuture<'_, CriResult<Vec<v1::Image>>> {
         let mut c = self.img.clone();
         async move {
-            Ok(c.list_images(req(v1::ListImagesRequest { filter: None }, None))
-                .await?
-                .into_inner()
-                .images)
+            Ok(
+                c.list_images(req(v1::ListImagesRequest { filter: None }, None))
+                    .await?
+                    .into_inner()
+                    .images,
+            )
         }
         .boxed()
     }

@@ -135,9 +135,8 @@ pub async fn get(rt: &dyn Runtime, uid: &str) -> CriResult<RuntimePod> {
         };
         out.containers.push(from_status(&c.pod_sandbox_id, st));
     }
-    out.containers.sort_by(|a, b| {
-        (b.restart_count, b.created_at).cmp(&(a.restart_count, a.created_at))
-    });
+    out.containers
+        .sort_by(|a, b| (b.restart_count, b.created_at).cmp(&(a.restart_count, a.created_at)));
     Ok(out)
 }
 
