@@ -19,12 +19,28 @@ have ip || need_pkgs+=(iproute2)
 have cc || need_pkgs+=(build-essential)
 have curl || need_pkgs+=(curl)
 have pkg-config || need_pkgs+=(pkg-config)
+# Sources of the air-gapped image bundle (deploy/images.sh); their services are not wanted.
+dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
+[ -x /usr/sbin/nginx ] || need_pkgs+=(nginx)
+have redis-server || need_pkgs+=(redis-server)
 
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   echo "setup: installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -q >/dev/null
+  # Keep nginx and redis-server from starting (and binding :80 and :6379) as they install.
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null && $SUDO chmod 0755 "$policy"
+  fi
   $SUDO apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  if [ -n "$policy" ]; then $SUDO rm -f "$policy"; fi
+  if [ -d /run/systemd/system ]; then
+    for svc in nginx redis-server; do
+      case " ${need_pkgs[*]} " in *" $svc "*) $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true ;; esac
+    done
+  fi
 fi
 
 if ! have cargo; then

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+pub mod containerd;
+
 pub use storage::testing::EtcdProcess;
 
 /// The kubectl the tests drive: `$KUBECTL`, else `/usr/bin/kubectl`, else `kubectl` on PATH.
