@@ -1,0 +1,600 @@
+//! The `proxy` binary's library: kube-proxy's iptables mode. It watches Services,
+//! EndpointSlices and Nodes (kube-runtime reflectors) and keeps this node's iptables rules
+//! (tables nat and filter) and host-gw routes to the other nodes' pod CIDRs in line with them.
+//!
+//! [`run`] is the whole component: reflectors, the rate-limited sync loop ([`sync::Proxier`]
+//! on a [`dataplane::System`]), `/healthz` and `/metrics`, all stopped by one cancellation
+//! token. Rules are left in place on shutdown (a restart rebuilds them with no gap);
+//! `--cleanup` removes them. Rendering is pure ([`rules::render`]); the OS sits behind
+//! [`dataplane::Dataplane`].
+
+pub mod dataplane;
+pub mod metrics;
+pub mod model;
+pub mod rules;
+mod server;
+pub mod sync;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use component_base::events::{EventRecorder, EventSink, EventType};
+use dataplane::{Dataplane, System};
+use metrics::Metrics;
+use server::Health;
+use sync::{Proxier, Snapshot, SyncConfig, SyncError};
+
+/// Command-line flags (upstream kube-proxy names where they exist).
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "proxy",
+    version,
+    about = "Programs iptables rules for Services on this node, as kube-proxy's iptables mode does."
+)]
+pub struct Args {
+    /// Kubeconfig to reach the API server (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name (endpoints on it are local); default: the host name.
+    #[arg(long)]
+    pub hostname_override: Option<String>,
+    /// The pod network; traffic to cluster IPs from outside it is masqueraded, and pod traffic
+    /// to external addresses of externalTrafficPolicy=Local services short-circuits.
+    #[arg(long)]
+    pub cluster_cidr: Option<String>,
+    /// Masquerade all traffic sent to cluster IPs.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub masquerade_all: bool,
+    /// The bit of the packet mark that means "masquerade" (0-31).
+    #[arg(long, default_value_t = 14)]
+    pub iptables_masquerade_bit: u8,
+    /// Shortest time between two syncs (changes arriving faster are batched).
+    #[arg(long, alias = "iptables-min-sync-period", default_value = "1s", value_parser = parse_duration)]
+    pub min_sync_period: Duration,
+    /// Time between forced full syncs, which rewrite every rule.
+    #[arg(long, alias = "iptables-sync-period", default_value = "30s", value_parser = parse_duration)]
+    pub sync_period: Duration,
+    /// Address of /healthz (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:10256")]
+    pub healthz_bind_address: String,
+    /// Address of /metrics (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    pub metrics_bind_address: String,
+    /// Keep routes to every other node's pod CIDR via its InternalIP (host-gw networking).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub pod_routes: bool,
+    /// Remove every KUBE-* rule and chain and the proxy's routes, then exit.
+    #[arg(long)]
+    pub cleanup: bool,
+    /// Run iptables, conntrack and ip inside this named network namespace (/run/netns/NAME)
+    /// instead of the proxy's own, for simulated nodes on one machine.
+    #[arg(long)]
+    pub netns: Option<String>,
+}
+
+/// Parse a Go-style duration (`500ms`, `1s`, `1m30s`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("missing unit in duration {s:?}"))?;
+        let value: f64 = rest[..n]
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}"))?;
+        rest = &rest[n..];
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..u] {
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            other => return Err(format!("unknown unit {other:?} in duration {s:?}")),
+        };
+        rest = &rest[u..];
+        total += Duration::from_secs_f64(value * unit);
+    }
+    Ok(total)
+}
+
+/// Invalid flags.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--{0} {1:?} is not host:port")]
+    Address(&'static str, String),
+    #[error("--cluster-cidr {0:?} is not an IPv4 CIDR")]
+    ClusterCidr(String),
+    #[error("--iptables-masquerade-bit must be 0..=31, got {0}")]
+    MasqueradeBit(u8),
+    #[error("--min-sync-period ({0:?}) must not exceed --sync-period ({1:?}), which must be > 0")]
+    Periods(Duration, Duration),
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kubeconfig: Option<PathBuf>,
+    pub hostname_override: Option<String>,
+    pub cluster_cidr: Option<rules::Cidr>,
+    pub masquerade_all: bool,
+    pub masquerade_bit: u8,
+    pub min_sync_period: Duration,
+    pub sync_period: Duration,
+    pub healthz_bind_address: SocketAddr,
+    pub metrics_bind_address: SocketAddr,
+    pub pod_routes: bool,
+    pub cleanup: bool,
+    pub netns: Option<String>,
+}
+
+impl TryFrom<Args> for Config {
+    type Error = ConfigError;
+    fn try_from(a: Args) -> Result<Self, ConfigError> {
+        let healthz_bind_address = a.healthz_bind_address.parse().map_err(|_| {
+            ConfigError::Address("healthz-bind-address", a.healthz_bind_address.clone())
+        })?;
+        let metrics_bind_address = a.metrics_bind_address.parse().map_err(|_| {
+            ConfigError::Address("metrics-bind-address", a.metrics_bind_address.clone())
+        })?;
+        let cluster_cidr = match &a.cluster_cidr {
+            None => None,
+            Some(c) => {
+                // Dual-stack lists: the IPv4 entry.
+                let v4 = c.split(',').map(str::trim).find(|c| !c.contains(':'));
+                Some(
+                    v4.and_then(rules::Cidr::parse)
+                        .ok_or_else(|| ConfigError::ClusterCidr(c.clone()))?,
+                )
+            }
+        };
+        if a.iptables_masquerade_bit > 31 {
+            return Err(ConfigError::MasqueradeBit(a.iptables_masquerade_bit));
+        }
+        if a.sync_period.is_zero() || a.min_sync_period > a.sync_period {
+            return Err(ConfigError::Periods(a.min_sync_period, a.sync_period));
+        }
+        Ok(Config {
+            kubeconfig: a.kubeconfig,
+            hostname_override: a.hostname_override.filter(|h| !h.trim().is_empty()),
+            cluster_cidr,
+            masquerade_all: a.masquerade_all,
+            masquerade_bit: a.iptables_masquerade_bit,
+            min_sync_period: a.min_sync_period,
+            sync_period: a.sync_period,
+            healthz_bind_address,
+            metrics_bind_address,
+            pod_routes: a.pod_routes,
+            cleanup: a.cleanup,
+            netns: a.netns,
+        })
+    }
+}
+
+/// Errors that stop the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(String),
+    #[error("admin server: {0}")]
+    Server(#[from] std::io::Error),
+    #[error("cleanup: {0}")]
+    Cleanup(#[from] dataplane::DataplaneError),
+    #[error("network namespace {0:?} does not exist")]
+    Netns(String),
+}
+
+/// Build a client from the configured kubeconfig (or the usual inference).
+pub async fn client(config: &Config) -> Result<Client, Error> {
+    let kc = match &config.kubeconfig {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| Error::Kubeconfig(e.to_string()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| Error::Kubeconfig(e.to_string()))?,
+    };
+    Client::try_from(kc).map_err(|e| Error::Kubeconfig(e.to_string()))
+}
+
+/// This node's name: `--hostname-override`, else the kernel's host name, lowercased.
+pub fn node_name(config: &Config) -> String {
+    config
+        .hostname_override
+        .clone()
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "localhost".into())
+        .to_lowercase()
+}
+
+/// `--cleanup`: delete every KUBE-* rule and chain (and jumps to them) and our routes.
+pub fn cleanup(dp: &mut impl Dataplane) -> Result<(), dataplane::DataplaneError> {
+    let save = dp.save()?;
+    let text = rules::cleanup_text(&save);
+    if !text.is_empty() {
+        dp.restore(&text)?;
+    }
+    for dst in dp.routes()?.into_keys() {
+        dp.route_delete(&dst)?;
+    }
+    Ok(())
+}
+
+/// A started proxy.
+pub struct Running {
+    pub healthz_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    /// Ends when the proxy stops.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Run until `shutdown` is cancelled (or, with `--cleanup`, until the rules are removed).
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    if let Some(ns) = &config.netns {
+        if !dataplane::netns_exists(ns) {
+            return Err(Error::Netns(ns.clone()));
+        }
+    }
+    if config.cleanup {
+        let mut dp = System::new(config.netns.clone());
+        return tokio::task::spawn_blocking(move || cleanup(&mut dp))
+            .await
+            .map_err(|e| Error::Server(std::io::Error::other(e)))?
+            .map_err(Error::from);
+    }
+    let client = client(&config).await?;
+    let running = start(config, client, shutdown).await?;
+    let _ = running.task.await;
+    Ok(())
+}
+
+fn spawn_reflector<K>(
+    client: &Client,
+    cfg: watcher::Config,
+    notify: Arc<Notify>,
+    health: Arc<Health>,
+    token: CancellationToken,
+    relevant: impl Fn(&K) -> Option<(String, String)> + Send + 'static,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher::watcher(Api::<K>::all(client.clone()), cfg).default_backoff(),
+    );
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        // Per object, the part that matters: events that leave it unchanged wake nobody.
+        let mut seen: HashMap<String, String> = HashMap::new();
+        loop {
+            let ev = tokio::select! {
+                _ = token.cancelled() => return,
+                ev = stream.next() => ev,
+            };
+            match ev {
+                None => return,
+                Some(Err(e)) => {
+                    tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying")
+                }
+                Some(Ok(ev)) => {
+                    let changed = match &ev {
+                        watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                            match relevant(o) {
+                                Some((k, v)) => seen.insert(k, v.clone()).as_ref() != Some(&v),
+                                None => true,
+                            }
+                        }
+                        watcher::Event::Delete(o) => {
+                            if let Some((k, _)) = relevant(o) {
+                                seen.remove(&k);
+                            }
+                            true
+                        }
+                        watcher::Event::Init => false,
+                        watcher::Event::InitDone => true,
+                    };
+                    if changed {
+                        health.queued();
+                        notify.notify_one();
+                    }
+                }
+            }
+        }
+    });
+    reader
+}
+
+/// The routing-relevant part of a Node (pod CIDR, addresses, deletion).
+fn node_digest(n: &Node) -> Option<(String, String)> {
+    let name = n.metadata.name.clone()?;
+    let spec = n.spec.as_ref();
+    let digest = format!(
+        "{:?}|{:?}|{:?}|{}",
+        spec.and_then(|s| s.pod_cidr.as_ref()),
+        spec.and_then(|s| s.pod_cidrs.as_ref()),
+        sync::node_internal_ips(n),
+        n.metadata.deletion_timestamp.is_some()
+    );
+    Some((name, digest))
+}
+
+/// Start the reflectors, the admin servers and the sync loop with a ready client.
+pub async fn start(
+    config: Config,
+    client: Client,
+    shutdown: CancellationToken,
+) -> Result<Running, Error> {
+    let node = node_name(&config);
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::new(config.sync_period * 2));
+    let healthz = server::serve_health(
+        config.healthz_bind_address,
+        metrics.clone(),
+        health.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let metrics_srv = server::serve_metrics(
+        config.metrics_bind_address,
+        metrics.clone(),
+        health.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    tracing::info!(node = %node, healthz = %healthz.addr, metrics = %metrics_srv.addr, netns = ?config.netns, "proxy serving health and metrics");
+
+    let notify = Arc::new(Notify::new());
+    let services: Store<Service> = spawn_reflector(
+        &client,
+        watcher::Config::default(),
+        notify.clone(),
+        health.clone(),
+        shutdown.clone(),
+        |_: &Service| None,
+    );
+    let slices: Store<EndpointSlice> = spawn_reflector(
+        &client,
+        watcher::Config::default().labels(model::SERVICE_NAME_LABEL),
+        notify.clone(),
+        health.clone(),
+        shutdown.clone(),
+        |_: &EndpointSlice| None,
+    );
+    let nodes: Store<Node> = spawn_reflector(
+        &client,
+        watcher::Config::default(),
+        notify.clone(),
+        health.clone(),
+        shutdown.clone(),
+        node_digest,
+    );
+    let events = EventSink::start(client.clone(), node.clone(), shutdown.clone());
+    let recorder = events.recorder("kube-proxy");
+
+    let proxier = Proxier::new(
+        System::new(config.netns.clone()),
+        SyncConfig {
+            render: rules::RenderConfig {
+                node_name: node.clone(),
+                cluster_cidr: config.cluster_cidr,
+                masquerade_all: config.masquerade_all,
+                masquerade_bit: config.masquerade_bit,
+            },
+            pod_routes: config.pod_routes,
+        },
+    );
+    let lp = Loop {
+        config,
+        node,
+        services,
+        slices,
+        nodes,
+        notify,
+        health,
+        metrics: metrics.clone(),
+        recorder,
+    };
+    let (healthz_addr, metrics_addr) = (healthz.addr, metrics_srv.addr);
+    let task = tokio::spawn(async move {
+        lp.run(proxier, shutdown).await;
+        let _ = healthz.task.await;
+        let _ = metrics_srv.task.await;
+    });
+    Ok(Running {
+        healthz_addr,
+        metrics_addr,
+        metrics,
+        task,
+    })
+}
+
+/// The sync loop: waits for changes, batches them (`--min-sync-period`), forces a full sync
+/// every `--sync-period`, retries failures with exponential back-off.
+struct Loop {
+    config: Config,
+    node: String,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    nodes: Store<Node>,
+    notify: Arc<Notify>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    recorder: EventRecorder,
+}
+
+impl Loop {
+    async fn run<D: Dataplane>(self, mut proxier: Proxier<D>, token: CancellationToken) {
+        let ready = async {
+            let _ = self.services.wait_until_ready().await;
+            let _ = self.slices.wait_until_ready().await;
+            let _ = self.nodes.wait_until_ready().await;
+        };
+        tokio::select! {
+            _ = ready => {}
+            _ = token.cancelled() => return,
+        }
+        tracing::info!("caches synced; programming rules");
+        let (min, period) = (self.config.min_sync_period, self.config.sync_period);
+        let first_backoff = Duration::from_secs(1).min(period);
+        let mut backoff = first_backoff;
+        let mut retry_at: Option<Instant> = None;
+        let mut next_full = Instant::now() + period;
+        let mut last_sync: Option<Instant> = None;
+        let mut pending = true;
+        loop {
+            if !pending {
+                let far = Instant::now() + Duration::from_secs(3600);
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = self.notify.notified() => {}
+                    _ = tokio::time::sleep_until(next_full.into()), if retry_at.is_none() => {}
+                    _ = tokio::time::sleep_until(retry_at.unwrap_or(far).into()), if retry_at.is_some() => {}
+                }
+            }
+            pending = false;
+            if let Some(last) = last_sync {
+                let earliest = last + min;
+                if Instant::now() < earliest {
+                    tokio::select! {
+                        _ = token.cancelled() => break,
+                        _ = tokio::time::sleep_until(earliest.into()) => {}
+                    }
+                }
+            }
+            let full = Instant::now() >= next_full;
+            let snap = Snapshot {
+                services: self.services.state(),
+                slices: self.slices.state(),
+                nodes: self.nodes.state(),
+            };
+            let started = Instant::now();
+            let joined = tokio::task::spawn_blocking(move || {
+                let r = proxier.sync(&snap, full);
+                (proxier, snap, r)
+            })
+            .await;
+            let (p, snap, result) = match joined {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::error!(error = %e, "sync task panicked; stopping");
+                    break;
+                }
+            };
+            proxier = p;
+            let took = started.elapsed();
+            last_sync = Some(Instant::now());
+            self.metrics.sync_duration.observe(took.as_secs_f64());
+            match result {
+                Ok(report) => {
+                    self.health.synced(started);
+                    retry_at = None;
+                    backoff = first_backoff;
+                    if report.full {
+                        next_full = started + period;
+                    }
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs_f64())
+                        .unwrap_or_default();
+                    self.metrics.last_sync_timestamp.set(now);
+                    self.metrics.set_rules("filter", report.filter_rules);
+                    self.metrics.set_rules("nat", report.nat_rules);
+                    self.metrics.service_ports.set(report.service_ports as i64);
+                    if report.restored {
+                        tracing::info!(
+                            full = report.full,
+                            bytes = report.restore_bytes,
+                            service_ports = report.service_ports,
+                            nat_rules = report.nat_rules,
+                            render_ms = report.render_time.as_millis() as u64,
+                            apply_ms = report.apply_time.as_millis() as u64,
+                            "synced proxy rules"
+                        );
+                    } else {
+                        tracing::debug!(took_ms = took.as_millis() as u64, "rules unchanged");
+                    }
+                    for e in &report.route_errors {
+                        tracing::warn!(error = %e, "updating pod routes failed; retrying at the next sync");
+                    }
+                    if !report.route_errors.is_empty() && retry_at.is_none() {
+                        retry_at = Some(Instant::now() + period.min(Duration::from_secs(10)));
+                    }
+                    self.report_warnings(&snap, &report.new_warnings);
+                }
+                Err(e) => {
+                    if matches!(e, SyncError::Restore(_)) {
+                        self.metrics.restore_failures.inc();
+                    }
+                    tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "sync failed");
+                    self.recorder.event_ref(
+                        ObjectReference {
+                            api_version: Some("v1".into()),
+                            kind: Some("Node".into()),
+                            name: Some(self.node.clone()),
+                            uid: Some(self.node.clone()),
+                            ..Default::default()
+                        },
+                        EventType::Warning,
+                        "SyncProxyRulesFailed",
+                        e.to_string(),
+                    );
+                    retry_at = Some(Instant::now() + backoff);
+                    backoff = (backoff * 2).min(period);
+                }
+            }
+        }
+        tracing::info!("proxy stopped; rules are left in place");
+    }
+
+    fn report_warnings(&self, snap: &Snapshot, warnings: &[model::Warning]) {
+        for w in warnings {
+            tracing::warn!(service = %format!("{}/{}", w.namespace, w.name), reason = w.reason, "{}", w.message);
+            let svc = snap.services.iter().find(|s| {
+                s.metadata.namespace.as_deref() == Some(w.namespace.as_str())
+                    && s.metadata.name.as_deref() == Some(w.name.as_str())
+            });
+            if let Some(svc) = svc {
+                self.recorder
+                    .event(&**svc, EventType::Warning, w.reason, w.message.clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,659 @@
+//! One sync: render the ruleset from a snapshot of the caches, apply what changed with one
+//! `iptables-restore`, make sure the built-in chains jump to ours, drop UDP conntrack entries
+//! of endpoints that went away, and keep the host-gw routes to other nodes' pod CIDRs.
+//!
+//! [`Proxier`] owns what was applied last, so an unchanged snapshot restores nothing and a
+//! changed one rewrites only the chains that differ. A full sync (start, every
+//! `--sync-period`, after a failure) rewrites every chain and, when the kernel state is not
+//! known (start, failure), first reads `iptables-save` to delete chains of ours left from an
+//! earlier run. Decisions are pure functions ([`stale_flows`], [`desired_routes`],
+//! [`route_changes`]); side effects go through the [`Dataplane`].
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::dataplane::{Dataplane, DataplaneError, Flow, Routes};
+use crate::model::{PortKey, Warning};
+use crate::rules::{self, RenderConfig, Ruleset, UdpDestination};
+
+/// What a sync reads.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub services: Vec<Arc<Service>>,
+    pub slices: Vec<Arc<EndpointSlice>>,
+    pub nodes: Vec<Arc<Node>>,
+}
+
+/// A failed sync (the next one is a full sync).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("iptables-restore failed: {0}")]
+    Restore(#[source] DataplaneError),
+    #[error("reading iptables state failed: {0}")]
+    Save(#[source] DataplaneError),
+    #[error("ensuring jumps from built-in chains failed: {0}")]
+    Jump(#[source] DataplaneError),
+}
+
+/// What one successful sync did.
+#[derive(Clone, Debug, Default)]
+pub struct SyncReport {
+    /// Whether iptables-restore ran (something changed, or a full sync).
+    pub restored: bool,
+    pub full: bool,
+    /// Bytes given to iptables-restore.
+    pub restore_bytes: usize,
+    pub filter_rules: usize,
+    pub nat_rules: usize,
+    pub service_ports: usize,
+    /// Warnings not reported before (to become events).
+    pub new_warnings: Vec<Warning>,
+    /// Conntrack deletions run.
+    pub conntrack_deleted: usize,
+    /// Route commands that failed (logged; retried at the next sync).
+    pub route_errors: Vec<String>,
+    /// Time spent rendering, and applying (diff, restore, conntrack, routes).
+    pub render_time: Duration,
+    pub apply_time: Duration,
+    /// Of which in iptables-restore itself.
+    pub restore_time: Duration,
+}
+
+/// The UDP view of the last applied ruleset, for conntrack cleanup.
+pub type UdpState = BTreeMap<PortKey, (Vec<UdpDestination>, BTreeSet<Ipv4Addr>)>;
+
+/// Conntrack deletions needed going from `prev` to `next` (upstream's stale-service and
+/// stale-endpoint handling): every destination of a port whose endpoint went away loses the
+/// entries DNATed to that endpoint, and a port that just got its first endpoint (after having
+/// none, when REJECT may have left entries) loses every entry to its destinations.
+pub fn stale_flows(prev: Option<&UdpState>, next: &UdpState) -> BTreeSet<Flow> {
+    let mut out = BTreeSet::new();
+    let Some(prev) = prev else {
+        return out;
+    };
+    let empty = BTreeSet::new();
+    for (key, (dests, ips)) in prev {
+        let now = next.get(key).map_or(&empty, |(_, ips)| ips);
+        for ip in ips.difference(now) {
+            for d in dests {
+                out.insert(match d {
+                    UdpDestination::Ip(dst, _) => Flow::IpToEndpoint {
+                        orig_dst: *dst,
+                        endpoint: *ip,
+                    },
+                    UdpDestination::NodePort(p) => Flow::NodePortToEndpoint {
+                        port: *p,
+                        endpoint: *ip,
+                    },
+                });
+            }
+        }
+    }
+    for (key, (dests, ips)) in next {
+        let before = prev.get(key).map_or(&empty, |(_, ips)| ips);
+        if !ips.is_empty() && before.is_empty() {
+            for d in dests {
+                out.insert(match d {
+                    UdpDestination::Ip(dst, _) => Flow::AllToIp { orig_dst: *dst },
+                    UdpDestination::NodePort(p) => Flow::AllToNodePort { port: *p },
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The InternalIPv4 addresses of a node.
+pub fn node_internal_ips(node: &Node) -> Vec<Ipv4Addr> {
+    node.status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect()
+}
+
+/// Host-gw routes: every other node's IPv4 pod CIDR via its first InternalIP.
+pub fn desired_routes(nodes: &[Arc<Node>], node_name: &str) -> Routes {
+    let mut out = Routes::new();
+    let own: HashSet<Ipv4Addr> = nodes
+        .iter()
+        .filter(|n| n.metadata.name.as_deref() == Some(node_name))
+        .flat_map(|n| node_internal_ips(n))
+        .collect();
+    for n in nodes {
+        if n.metadata.name.as_deref() == Some(node_name) || n.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        let Some(spec) = n.spec.as_ref() else {
+            continue;
+        };
+        let cidr = spec
+            .pod_cidrs
+            .iter()
+            .flatten()
+            .chain(spec.pod_cidr.iter())
+            .find_map(|c| rules::Cidr::parse(c));
+        let Some(cidr) = cidr else { continue };
+        let Some(ip) = node_internal_ips(n)
+            .into_iter()
+            .find(|ip| !own.contains(ip))
+        else {
+            continue;
+        };
+        out.insert(cidr.to_string(), ip);
+    }
+    out
+}
+
+/// Routes to replace (new or changed gateway) and to delete (ours, no longer wanted).
+pub fn route_changes(current: &Routes, desired: &Routes) -> (Vec<(String, Ipv4Addr)>, Vec<String>) {
+    let replace = desired
+        .iter()
+        .filter(|(dst, via)| current.get(*dst) != Some(via))
+        .map(|(d, v)| (d.clone(), *v))
+        .collect();
+    let delete = current
+        .keys()
+        .filter(|d| !desired.contains_key(*d))
+        .cloned()
+        .collect();
+    (replace, delete)
+}
+
+/// Settings of the sync beyond rendering.
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    pub render: RenderConfig,
+    /// Keep host-gw routes (`--pod-routes`).
+    pub pod_routes: bool,
+}
+
+/// The stateful half of the proxy: what was applied, what was reported.
+pub struct Proxier<D: Dataplane> {
+    pub dataplane: D,
+    config: SyncConfig,
+    /// The ruleset of the last successful restore; `None` when the kernel state is unknown.
+    applied: Option<Ruleset>,
+    udp: Option<UdpState>,
+    routes: Option<Routes>,
+    reported: BTreeSet<Warning>,
+}
+
+impl<D: Dataplane> Proxier<D> {
+    pub fn new(dataplane: D, config: SyncConfig) -> Self {
+        Self {
+            dataplane,
+            config,
+            applied: None,
+            udp: None,
+            routes: None,
+            reported: BTreeSet::new(),
+        }
+    }
+
+    /// Whether the next sync must be full (nothing applied yet, or the last one failed).
+    pub fn needs_full_sync(&self) -> bool {
+        self.applied.is_none()
+    }
+
+    /// Sync once; `full` rewrites every chain even if nothing changed.
+    pub fn sync(&mut self, snap: &Snapshot, full: bool) -> Result<SyncReport, SyncError> {
+        let started = Instant::now();
+        let rendered = rules::render(&snap.services, &snap.slices, &self.config.render);
+        let render_time = started.elapsed();
+        let mut report = SyncReport {
+            full: full || self.applied.is_none(),
+            filter_rules: rendered.rules.filter.rule_count(),
+            nat_rules: rendered.rules.nat.rule_count(),
+            service_ports: rendered.service_ports,
+            render_time,
+            ..Default::default()
+        };
+        let current: BTreeSet<Warning> = rendered.warnings.iter().cloned().collect();
+        report.new_warnings = current.difference(&self.reported).cloned().collect();
+        self.reported = current;
+
+        let apply_start = Instant::now();
+        let mut existing: Vec<(String, String)> = Vec::new();
+        let kernel_unknown = self.applied.is_none();
+        if kernel_unknown {
+            let save = self.dataplane.save().map_err(SyncError::Save)?;
+            existing = rules::owned_chains_in_save(&save);
+        } else if report.full {
+            if let Some(a) = &self.applied {
+                for (t, table) in [("filter", &a.filter), ("nat", &a.nat)] {
+                    existing.extend(table.chain_names().map(|c| (t.to_string(), c.to_string())));
+                }
+            }
+        }
+        let base = if report.full {
+            None
+        } else {
+            self.applied.as_ref()
+        };
+        let text = rules::restore_text(&rendered.rules, base, &existing);
+        if !text.is_empty() {
+            report.restore_bytes = text.len();
+            let t = Instant::now();
+            let result = self.dataplane.restore(&text);
+            report.restore_time = t.elapsed();
+            if let Err(e) = result {
+                self.applied = None;
+                return Err(SyncError::Restore(e));
+            }
+            report.restored = true;
+        }
+        self.applied = Some(rendered.rules);
+        if report.full {
+            for j in rules::jump_rules() {
+                if let Err(e) = self.dataplane.ensure_jump(&j) {
+                    self.applied = None;
+                    return Err(SyncError::Jump(e));
+                }
+            }
+        }
+
+        // Conntrack only after the new rules are live, so no new entry to a gone endpoint
+        // can appear after the deletion.
+        for flow in stale_flows(self.udp.as_ref(), &rendered.udp) {
+            match self.dataplane.conntrack_delete(&flow) {
+                Ok(true) => report.conntrack_deleted += 1,
+                Ok(false) => {
+                    tracing::debug!(
+                        "conntrack is not installed; stale UDP entries are left to expire"
+                    );
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, "deleting stale conntrack entries failed"),
+            }
+        }
+        self.udp = Some(rendered.udp);
+
+        if self.config.pod_routes {
+            self.sync_routes(snap, report.full, &mut report.route_errors);
+        }
+        report.apply_time = apply_start.elapsed();
+        Ok(report)
+    }
+
+    fn sync_routes(&mut self, snap: &Snapshot, full: bool, errors: &mut Vec<String>) {
+        let desired = desired_routes(&snap.nodes, &self.config.render.node_name);
+        let current = match (&self.routes, full) {
+            (Some(r), false) => r.clone(),
+            _ => match self.dataplane.routes() {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(e.to_string());
+                    return;
+                }
+            },
+        };
+        let (replace, delete) = route_changes(&current, &desired);
+        let mut now = current;
+        for (dst, via) in replace {
+            match self.dataplane.route_replace(&dst, via) {
+                Ok(()) => {
+                    tracing::info!(dst = %dst, via = %via, "route to node pod CIDR set");
+                    now.insert(dst, via);
+                }
+                Err(e) => {
+                    now.remove(&dst);
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        for dst in delete {
+            match self.dataplane.route_delete(&dst) {
+                Ok(()) => {
+                    tracing::info!(dst = %dst, "route to removed node pod CIDR deleted");
+                    now.remove(&dst);
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        self.routes = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::{Call, Recording};
+    use k8s_openapi::api::core::v1::{NodeAddress, NodeSpec, NodeStatus, ServicePort, ServiceSpec};
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn node(name: &str, cidr: Option<&str>, ip: Option<&str>) -> Arc<Node> {
+        Arc::new(Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                pod_cidr: cidr.map(String::from),
+                pod_cidrs: cidr.map(|c| vec![c.to_string()]),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                addresses: ip.map(|ip| {
+                    vec![
+                        NodeAddress {
+                            type_: "Hostname".into(),
+                            address: name.into(),
+                        },
+                        NodeAddress {
+                            type_: "InternalIP".into(),
+                            address: ip.into(),
+                        },
+                    ]
+                }),
+                ..Default::default()
+            }),
+        })
+    }
+
+    fn service(name: &str, ip: &str, proto: &str) -> Arc<Service> {
+        Arc::new(Service {
+            metadata: ObjectMeta {
+                namespace: Some("default".into()),
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                cluster_ip: Some(ip.into()),
+                ports: Some(vec![ServicePort {
+                    name: Some("p".into()),
+                    port: 53,
+                    protocol: Some(proto.into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            status: None,
+        })
+    }
+
+    fn slice(svc: &str, proto: &str, ips: &[&str]) -> Arc<EndpointSlice> {
+        Arc::new(EndpointSlice {
+            metadata: ObjectMeta {
+                namespace: Some("default".into()),
+                name: Some(format!("{svc}-x")),
+                labels: Some(
+                    [(
+                        crate::model::SERVICE_NAME_LABEL.to_string(),
+                        svc.to_string(),
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            ports: Some(vec![EndpointPort {
+                name: Some("p".into()),
+                port: Some(5353),
+                protocol: Some(proto.into()),
+                app_protocol: None,
+            }]),
+            endpoints: Some(
+                ips.iter()
+                    .map(|ip| Endpoint {
+                        addresses: vec![ip.to_string()],
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+        })
+    }
+
+    fn proxier(dp: &Recording) -> Proxier<Recording> {
+        Proxier::new(
+            dp.clone(),
+            SyncConfig {
+                render: RenderConfig {
+                    node_name: "node-a".into(),
+                    cluster_cidr: rules::Cidr::parse("10.244.0.0/16"),
+                    ..Default::default()
+                },
+                pod_routes: true,
+            },
+        )
+    }
+
+    fn restores(calls: &[Call]) -> Vec<&str> {
+        calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Restore(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn first_sync_is_full_and_removes_leftovers_later_syncs_only_what_changed() {
+        let dp = Recording::new();
+        dp.set_save_output("*nat\n:KUBE-SVC-OLDOLDOLDOLDOLDO - [0:0]\nCOMMIT\n");
+        let mut p = proxier(&dp);
+        let mut snap = Snapshot {
+            services: vec![service("dns", "10.96.0.10", "UDP")],
+            slices: vec![slice("dns", "UDP", &["10.244.1.5", "10.244.1.6"])],
+            nodes: vec![],
+        };
+        let r = p.sync(&snap, false).unwrap();
+        assert!(r.full && r.restored);
+        let calls = dp.take_calls();
+        assert_eq!(calls[0], Call::Save);
+        let text = restores(&calls)[0];
+        assert!(text.contains("-X KUBE-SVC-OLDOLDOLDOLDOLDO"), "{text}");
+        assert!(text.contains("*filter") && text.contains("*nat"));
+        assert_eq!(
+            calls
+                .iter()
+                .filter(|c| matches!(c, Call::EnsureJump(_)))
+                .count(),
+            rules::jump_rules().len()
+        );
+        // Nothing changed: no restore, no jump checks.
+        let r = p.sync(&snap, false).unwrap();
+        assert!(!r.restored && !r.full);
+        assert!(dp
+            .take_calls()
+            .iter()
+            .all(|c| !matches!(c, Call::Restore(_) | Call::EnsureJump(_) | Call::Save)));
+        // An endpoint goes: only the changed chains, the stale endpoint chain deleted, and
+        // the UDP conntrack entries DNATed to it removed.
+        snap.slices = vec![slice("dns", "UDP", &["10.244.1.5"])];
+        let r = p.sync(&snap, false).unwrap();
+        assert!(r.restored && !r.full);
+        let calls = dp.take_calls();
+        let text = restores(&calls)[0];
+        assert!(!text.contains("*filter"), "{text}");
+        assert!(text.contains("-X KUBE-SEP-"), "{text}");
+        assert!(calls.contains(&Call::Conntrack(Flow::IpToEndpoint {
+            orig_dst: "10.96.0.10".parse().unwrap(),
+            endpoint: "10.244.1.6".parse().unwrap(),
+        })));
+        // A forced full sync rewrites everything though nothing changed.
+        let r = p.sync(&snap, true).unwrap();
+        assert!(r.restored && r.full);
+        let calls = dp.take_calls();
+        assert!(restores(&calls)[0].contains("*filter"));
+        assert!(!calls.contains(&Call::Save));
+    }
+
+    #[test]
+    fn failed_restore_forces_a_full_sync_with_fresh_kernel_state() {
+        let dp = Recording::new();
+        let mut p = proxier(&dp);
+        let snap = Snapshot {
+            services: vec![service("web", "10.96.0.20", "TCP")],
+            slices: vec![slice("web", "TCP", &["10.244.1.5"])],
+            nodes: vec![],
+        };
+        dp.fail_next_restores(1);
+        assert!(matches!(p.sync(&snap, false), Err(SyncError::Restore(_))));
+        assert!(p.needs_full_sync());
+        dp.take_calls();
+        let r = p.sync(&snap, false).unwrap();
+        assert!(r.full && r.restored);
+        let calls = dp.take_calls();
+        assert_eq!(calls[0], Call::Save);
+        assert!(!p.needs_full_sync());
+    }
+
+    #[test]
+    fn conntrack_missing_is_skipped_quietly() {
+        let dp = Recording::new();
+        dp.set_conntrack_installed(false);
+        let mut p = proxier(&dp);
+        let mut snap = Snapshot {
+            services: vec![service("dns", "10.96.0.10", "UDP")],
+            slices: vec![slice("dns", "UDP", &["10.244.1.5", "10.244.1.6"])],
+            nodes: vec![],
+        };
+        p.sync(&snap, false).unwrap();
+        snap.slices = vec![slice("dns", "UDP", &["10.244.1.5"])];
+        let r = p.sync(&snap, false).unwrap();
+        assert_eq!(r.conntrack_deleted, 0);
+    }
+
+    #[test]
+    fn stale_flows_cover_every_destination_and_first_endpoints() {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let key = PortKey {
+            namespace: "ns".into(),
+            name: "dns".into(),
+            port_name: "".into(),
+            protocol: crate::model::Protocol::Udp,
+        };
+        let dests = vec![
+            UdpDestination::Ip(ip("10.96.0.10"), 53),
+            UdpDestination::NodePort(30053),
+        ];
+        let state = |ips: &[&str]| -> UdpState {
+            [(
+                key.clone(),
+                (dests.clone(), ips.iter().map(|s| ip(s)).collect()),
+            )]
+            .into()
+        };
+        assert!(stale_flows(None, &state(&["10.244.1.5"])).is_empty());
+        let got: Vec<Flow> = stale_flows(
+            Some(&state(&["10.244.1.5", "10.244.1.6"])),
+            &state(&["10.244.1.5"]),
+        )
+        .into_iter()
+        .collect();
+        assert_eq!(
+            got,
+            vec![
+                Flow::IpToEndpoint {
+                    orig_dst: ip("10.96.0.10"),
+                    endpoint: ip("10.244.1.6")
+                },
+                Flow::NodePortToEndpoint {
+                    port: 30053,
+                    endpoint: ip("10.244.1.6")
+                },
+            ]
+        );
+        // Service deleted: its endpoints' entries go too.
+        assert_eq!(
+            stale_flows(Some(&state(&["10.244.1.5"])), &UdpState::new()).len(),
+            2
+        );
+        // First endpoint after none.
+        let got: Vec<Flow> = stale_flows(Some(&state(&[])), &state(&["10.244.1.5"]))
+            .into_iter()
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                Flow::AllToIp {
+                    orig_dst: ip("10.96.0.10")
+                },
+                Flow::AllToNodePort { port: 30053 }
+            ]
+        );
+    }
+
+    #[test]
+    fn routes_follow_other_nodes_and_only_ours_are_removed() {
+        let nodes = vec![
+            node("node-a", Some("10.244.1.0/24"), Some("192.168.77.11")),
+            node("node-b", Some("10.244.2.0/24"), Some("192.168.77.12")),
+            node("node-c", None, Some("192.168.77.13")),
+            node("node-d", Some("10.244.4.0/24"), None),
+        ];
+        let want: Routes = [(
+            "10.244.2.0/24".to_string(),
+            "192.168.77.12".parse().unwrap(),
+        )]
+        .into();
+        assert_eq!(desired_routes(&nodes, "node-a"), want);
+
+        let dp = Recording::new();
+        // A stale route of ours (node-z is gone) and one with an old gateway.
+        dp.set_routes(
+            [
+                (
+                    "10.244.9.0/24".to_string(),
+                    "192.168.77.19".parse().unwrap(),
+                ),
+                (
+                    "10.244.2.0/24".to_string(),
+                    "192.168.77.99".parse().unwrap(),
+                ),
+            ]
+            .into(),
+        );
+        let mut p = proxier(&dp);
+        let mut snap = Snapshot {
+            nodes,
+            ..Default::default()
+        };
+        let r = p.sync(&snap, false).unwrap();
+        assert!(r.route_errors.is_empty());
+        assert_eq!(dp.current_routes(), want);
+        // node-b leaves: its route goes.
+        snap.nodes
+            .retain(|n| n.metadata.name.as_deref() != Some("node-b"));
+        dp.take_calls();
+        p.sync(&snap, false).unwrap();
+        assert_eq!(
+            dp.take_calls()
+                .into_iter()
+                .filter(|c| matches!(c, Call::RouteDelete(_) | Call::RouteReplace(..)))
+                .collect::<Vec<_>>(),
+            vec![Call::RouteDelete("10.244.2.0/24".into())]
+        );
+        assert!(dp.current_routes().is_empty());
+    }
+
+    #[test]
+    fn warnings_are_reported_once() {
+        let dp = Recording::new();
+        let mut p = proxier(&dp);
+        let snap = Snapshot {
+            services: vec![service("bad", "10.96.0.30", "ICMP")],
+            ..Default::default()
+        };
+        assert_eq!(p.sync(&snap, false).unwrap().new_warnings.len(), 1);
+        assert!(p.sync(&snap, false).unwrap().new_warnings.is_empty());
+        assert!(p
+            .sync(&Snapshot::default(), false)
+            .unwrap()
+            .new_warnings
+            .is_empty());
+        assert_eq!(p.sync(&snap, false).unwrap().new_warnings.len(), 1);
+    }
+}
