@@ -16,6 +16,7 @@ have runc || need_pkgs+=(runc)
 [ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || need_pkgs+=(containernetworking-plugins)
 have iptables || need_pkgs+=(iptables)
 have ip || need_pkgs+=(iproute2)
+have conntrack || need_pkgs+=(conntrack)         # proxy: drops stale UDP conntrack entries
 have cc || need_pkgs+=(build-essential)
 have curl || need_pkgs+=(curl)
 have pkg-config || need_pkgs+=(pkg-config)
