@@ -9,6 +9,7 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod servicelb;
 
 use crate::framework::ControllerDescriptor;
 
@@ -78,5 +79,10 @@ pub const DESCRIPTORS: &[ControllerDescriptor] = &[
         name: "nodeipam",
         enabled_by_default: true,
         start: nodeipam::start,
+    },
+    ControllerDescriptor {
+        name: "servicelb",
+        enabled_by_default: true,
+        start: servicelb::start,
     },
 ];
