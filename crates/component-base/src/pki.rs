@@ -1,13 +1,14 @@
 //! The cluster's certificate authority and the key material every component starts from.
 //!
 //! [`Pki::load_or_create`] turns a directory into a working PKI: on first start it creates an
-//! ECDSA P-256 CA, the API server's serving certificate, an admin client certificate and the
-//! service-account signing key, and writes them as PEM files (keys `0600`); on later starts it
-//! reuses them. A leaf certificate is reissued from the same CA — never silently replaced by a
-//! new CA — when it is missing, expires within [`RENEW_BEFORE_DAYS`], no longer matches its key or
-//! CA, or (for the serving certificate) lacks a requested subject alternative name. A CA that is
-//! half present (only one of `ca.crt`/`ca.key`) or expired is an error: replacing it would
-//! invalidate every credential handed out so far, which must be an operator's decision.
+//! ECDSA P-256 CA, the API server's serving certificate, an admin client certificate, the client
+//! certificate the API server presents to kubelets and the service-account signing key, and
+//! writes them as PEM files (keys `0600`); on later starts it reuses them. A leaf certificate
+//! is reissued from the same CA — never silently replaced by a new CA — when it is missing,
+//! expires within [`RENEW_BEFORE_DAYS`], no longer matches its key or CA, or (for the serving
+//! certificate) lacks a requested subject alternative name. A CA that is half present (only one
+//! of `ca.crt`/`ca.key`) or expired is an error: replacing it would invalidate every credential
+//! handed out so far, which must be an operator's decision.
 //!
 //! Files are written to a temporary name and renamed into place, so a crash never leaves a
 //! truncated certificate behind.
@@ -43,6 +44,10 @@ pub const APISERVER_KEY_FILE: &str = "apiserver.key";
 pub const ADMIN_CERT_FILE: &str = "admin.crt";
 /// File name of the admin client key (mode `0600`).
 pub const ADMIN_KEY_FILE: &str = "admin.key";
+/// File name of the client certificate the API server presents to kubelets (kubeadm's name).
+pub const KUBELET_CLIENT_CERT_FILE: &str = "apiserver-kubelet-client.crt";
+/// File name of the key of [`KUBELET_CLIENT_CERT_FILE`] (mode `0600`).
+pub const KUBELET_CLIENT_KEY_FILE: &str = "apiserver-kubelet-client.key";
 /// File name of the service-account token signing key, PKCS#8 ECDSA P-256 (mode `0600`).
 pub const SA_KEY_FILE: &str = "sa.key";
 /// File name of the service-account token verification key (SubjectPublicKeyInfo PEM).
@@ -54,6 +59,9 @@ pub const CA_COMMON_NAME: &str = "kubernetes-ca";
 pub const APISERVER_COMMON_NAME: &str = "kube-apiserver";
 /// User name carried by the admin client certificate.
 pub const ADMIN_USER: &str = "kubernetes-admin";
+/// User name carried by the API server's kubelet client certificate (in [`ADMIN_GROUP`], as
+/// kubeadm issues it, so a kubelet's authorizer lets the API server in).
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 /// Group carried by the admin client certificate; upstream's default RBAC binds it to
 /// `cluster-admin` and the authorizer short-circuits it.
 pub const ADMIN_GROUP: &str = "system:masters";
@@ -135,6 +143,8 @@ pub struct Pki {
     apiserver_key_pem: String,
     admin_cert_pem: String,
     admin_key_pem: String,
+    kubelet_client_cert_pem: String,
+    kubelet_client_key_pem: String,
     sa_key_pem: String,
     sa_public_key_pem: String,
 }
@@ -182,6 +192,8 @@ impl Pki {
             apiserver_key_pem: String::new(),
             admin_cert_pem: String::new(),
             admin_key_pem: String::new(),
+            kubelet_client_cert_pem: String::new(),
+            kubelet_client_key_pem: String::new(),
             sa_key_pem: String::new(),
             sa_public_key_pem: String::new(),
         };
@@ -207,6 +219,20 @@ impl Pki {
         )?;
         pki.admin_cert_pem = cert;
         pki.admin_key_pem = key;
+
+        let (cert, key) = pki.load_or_issue_leaf(
+            KUBELET_CLIENT_CERT_FILE,
+            KUBELET_CLIENT_KEY_FILE,
+            |leaf| match subject_common_name(leaf) {
+                Some(cn) if cn == KUBELET_CLIENT_USER => None,
+                other => Some(format!(
+                    "common name is {other:?}, want {KUBELET_CLIENT_USER:?}"
+                )),
+            },
+            || pki.issue_client_cert(KUBELET_CLIENT_USER, &[ADMIN_GROUP]),
+        )?;
+        pki.kubelet_client_cert_pem = cert;
+        pki.kubelet_client_key_pem = key;
 
         let (sa_key_pem, sa_public_key_pem) = load_or_create_sa_key(dir)?;
         pki.sa_key_pem = sa_key_pem;
@@ -272,6 +298,17 @@ impl Pki {
     /// The admin client key (PKCS#8 PEM).
     pub fn admin_key_pem(&self) -> &str {
         &self.admin_key_pem
+    }
+
+    /// The client certificate the API server presents to kubelets (PEM): user
+    /// [`KUBELET_CLIENT_USER`] in group [`ADMIN_GROUP`].
+    pub fn kubelet_client_cert_pem(&self) -> &str {
+        &self.kubelet_client_cert_pem
+    }
+
+    /// The key of [`Pki::kubelet_client_cert_pem`] (PKCS#8 PEM).
+    pub fn kubelet_client_key_pem(&self) -> &str {
+        &self.kubelet_client_key_pem
     }
 
     /// The service-account token signing key: ECDSA P-256, PKCS#8 PEM (for ES256 tokens).
@@ -792,6 +829,30 @@ mod tests {
         let pem = pem_encode("CERTIFICATE", &der);
         assert!(pem.lines().all(|l| l.len() <= 64));
         assert_eq!(pem_to_cert_der(&pem).unwrap().as_ref(), der.as_slice());
+    }
+
+    #[test]
+    fn kubelet_client_cert_names_the_apiserver_in_system_masters() {
+        let dir = std::env::temp_dir().join(format!("pki-kubelet-{}", std::process::id()));
+        let pki = Pki::load_or_create(&dir, &[]).unwrap();
+        let on_disk = fs::read_to_string(dir.join(KUBELET_CLIENT_CERT_FILE)).unwrap();
+        assert_eq!(on_disk, pki.kubelet_client_cert_pem());
+        let der = pem_to_cert_der(&on_disk).unwrap();
+        let user = crate::tls::client_identity(&[der]).unwrap();
+        assert_eq!(user.name, KUBELET_CLIENT_USER);
+        assert_eq!(user.groups, vec![ADMIN_GROUP.to_string()]);
+        let mode = fs::metadata(dir.join(KUBELET_CLIENT_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A second start reuses it.
+        let again = Pki::load_or_create(&dir, &[]).unwrap();
+        assert_eq!(
+            again.kubelet_client_cert_pem(),
+            pki.kubelet_client_cert_pem()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
