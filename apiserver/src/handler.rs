@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 pub struct State {
     pub registry: Arc<Registry>,
+    /// Connections to kubelets and proxy backends (logs, exec, attach, port-forward, proxy).
+    pub kubelet: crate::kubelet::KubeletClient,
     pub authn: auth::Authenticator,
     pub authz: Box<dyn auth::Authorizer>,
     pub metrics: metrics::Metrics,
@@ -108,7 +110,8 @@ where
     let resp = dispatch(&state, req, peer, &path, &mut labels).await;
     labels.code = resp.status().as_u16().to_string();
     let elapsed = started.elapsed();
-    if labels.verb != "WATCH" {
+    // Long-running requests (watches, streams, proxied connections) are not latencies.
+    if labels.verb != "WATCH" && labels.verb != "CONNECT" {
         state
             .metrics
             .latency
@@ -541,8 +544,16 @@ async fn resource(
     let include = IncludeObject::parse(q.get("includeObject"));
     let r = t.resource;
     let name = t.name.clone();
-    let watching = q.flag("watch");
+    // Subresources served by a kubelet or another backend (upstream's `Connecter`s); their
+    // query belongs to them (a proxied `?watch=true` is not a watch).
+    let connect = name.is_some()
+        && matches!(
+            t.subresource.as_deref(),
+            Some("log" | "exec" | "attach" | "portforward" | "proxy")
+        );
+    let watching = q.flag("watch") && !connect;
     let verb = match (&method, name.is_some(), watching) {
+        (&Method::HEAD | &Method::OPTIONS, _, _) if connect => "get",
         (&Method::GET, _, true) => "watch",
         (&Method::GET, false, _) => "list",
         (&Method::GET, true, _) => "get",
@@ -557,7 +568,11 @@ async fn resource(
             ))
         }
     };
-    labels.verb = verb.to_uppercase();
+    labels.verb = if connect {
+        "CONNECT".to_string()
+    } else {
+        verb.to_uppercase()
+    };
     state
         .authz
         .authorize(&Attributes {
@@ -603,13 +618,21 @@ async fn resource(
         None | Some("status") => {}
         Some("scale") => return scale(state, req, &t, &q, accept).await,
         Some("binding") if method == Method::POST => return pod_binding(state, req, &t, &q).await,
-        Some("eviction") if method == Method::POST => return pod_eviction(state, req, &t, &q).await,
+        Some("eviction") if method == Method::POST => {
+            return pod_eviction(state, req, &t, &q).await
+        }
         Some("finalize") if method == Method::PUT => {}
         Some("approval") if method != Method::DELETE => {}
+        Some("log") if connect => return Ok(crate::proxy::pod_log(state, req, &t).await),
+        Some("proxy") if connect => return Ok(crate::proxy::resource_proxy(state, req, &t).await),
+        Some(sub) if connect && crate::kubelet::Stream::parse(sub).is_some() => {
+            let stream = crate::kubelet::Stream::parse(sub).expect("checked");
+            return Ok(crate::proxy::pod_stream(state, req, &t, stream).await);
+        }
         Some(sub) => {
             return Err(ApiError::new(
                 Reason::ServiceUnavailable,
-                format!("{}/{sub} is not served by this API server yet: it needs a connection to the node's kubelet", r.plural),
+                format!("{}/{sub} is not served by this API server yet", r.plural),
             ))
         }
     }

@@ -3,13 +3,17 @@
 //!
 //! Request flow: [`server`] (TLS, HTTP/1.1+2) → [`handler`] (authn, routing, negotiation) →
 //! [`registry`] (generic REST semantics + per-kind [`registry::strategy`]) → `storage`.
+//! Logs, exec, attach, port-forward and the proxy subresources go from the handler to
+//! [`proxy`], which reaches kubelets, pods and services where [`kubelet`] says.
 
 pub mod auth;
 pub mod bootstrap;
 pub mod codec;
 pub mod discovery;
 pub mod handler;
+pub mod kubelet;
 pub mod metrics;
+pub mod proxy;
 pub mod registry;
 pub mod request;
 pub mod resources;
@@ -73,6 +77,20 @@ pub struct Args {
     /// Where to write the admin kubeconfig (default: <data-dir>/admin.kubeconfig).
     #[arg(long)]
     pub kubeconfig_out: Option<PathBuf>,
+    /// Client certificate (PEM) presented to kubelets (default:
+    /// <data-dir>/pki/apiserver-kubelet-client.crt, created at first start).
+    #[arg(long, requires = "kubelet_client_key")]
+    pub kubelet_client_certificate: Option<PathBuf>,
+    /// Key (PEM) of --kubelet-client-certificate.
+    #[arg(long, requires = "kubelet_client_certificate")]
+    pub kubelet_client_key: Option<PathBuf>,
+    /// CA bundle (PEM) kubelet serving certificates must chain to. When unset, kubelet serving
+    /// certificates are not verified.
+    #[arg(long)]
+    pub kubelet_certificate_authority: Option<PathBuf>,
+    /// Node address types used to reach kubelets, in order of preference.
+    #[arg(long, value_delimiter = ',', default_value = kubelet::DEFAULT_PREFERRED_ADDRESS_TYPES)]
+    pub kubelet_preferred_address_types: Vec<String>,
 }
 
 /// Validated configuration (no I/O).
@@ -88,6 +106,10 @@ pub struct Config {
     pub token_auth_file: Option<PathBuf>,
     pub tls_sans: Vec<String>,
     pub kubeconfig_out: PathBuf,
+    /// (certificate, key) presented to kubelets; `None` uses the PKI's.
+    pub kubelet_client_cert: Option<(PathBuf, PathBuf)>,
+    pub kubelet_ca: Option<PathBuf>,
+    pub kubelet_preferred_address_types: Vec<String>,
 }
 
 impl TryFrom<Args> for Config {
@@ -111,6 +133,17 @@ impl TryFrom<Args> for Config {
                 "--service-node-port-range {:?}: LOW must be at least 1 and not above HIGH",
                 a.service_node_port_range
             );
+        }
+        for t in &a.kubelet_preferred_address_types {
+            if !kubelet::NODE_ADDRESS_TYPES.contains(&t.as_str()) {
+                bail!(
+                    "--kubelet-preferred-address-types: {t:?} is not one of {}",
+                    kubelet::NODE_ADDRESS_TYPES.join(", ")
+                );
+            }
+        }
+        if a.kubelet_preferred_address_types.is_empty() {
+            bail!("--kubelet-preferred-address-types: at least one address type is needed");
         }
         let advertise = a
             .advertise_address
@@ -137,6 +170,9 @@ impl TryFrom<Args> for Config {
             node_ports: (lo, hi),
             token_auth_file: a.token_auth_file,
             tls_sans: a.tls_sans,
+            kubelet_client_cert: a.kubelet_client_certificate.zip(a.kubelet_client_key),
+            kubelet_ca: a.kubelet_certificate_authority,
+            kubelet_preferred_address_types: a.kubelet_preferred_address_types,
         })
     }
 }
@@ -187,6 +223,7 @@ pub async fn start(c: Config, shutdown: CancellationToken) -> anyhow::Result<Run
     let pki =
         Pki::load_or_create(&c.data_dir.join("pki"), &sans).context("preparing the cluster PKI")?;
     let tls = component_base::tls::server_config(&pki)?;
+    let kubelet = kubelet_client(&c, &pki)?;
     let tokens = match &c.token_auth_file {
         Some(p) => component_base::tokenfile::load_token_file(p)
             .with_context(|| format!("reading --token-auth-file {}", p.display()))?,
@@ -231,6 +268,7 @@ pub async fn start(c: Config, shutdown: CancellationToken) -> anyhow::Result<Run
     .with_context(|| format!("writing {}", c.kubeconfig_out.display()))?;
     let state = Arc::new(handler::State {
         registry,
+        kubelet,
         authn: auth::Authenticator::new(tokens),
         authz: Box::new(auth::AlwaysAllow),
         metrics: metrics::Metrics::new(),
@@ -257,6 +295,35 @@ pub async fn start(c: Config, shutdown: CancellationToken) -> anyhow::Result<Run
         kubeconfig: c.kubeconfig_out.clone(),
         task,
     })
+}
+
+/// The kubelet client from the `--kubelet-*` flags (or the PKI's certificate).
+fn kubelet_client(c: &Config, pki: &Pki) -> anyhow::Result<kubelet::KubeletClient> {
+    let read = |p: &PathBuf, flag: &str| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {flag} {}", p.display()))
+    };
+    let (cert_pem, key_pem) = match &c.kubelet_client_cert {
+        Some((cert, key)) => (
+            read(cert, "--kubelet-client-certificate")?,
+            read(key, "--kubelet-client-key")?,
+        ),
+        None => (
+            pki.kubelet_client_cert_pem().to_string(),
+            pki.kubelet_client_key_pem().to_string(),
+        ),
+    };
+    let ca_pem = match &c.kubelet_ca {
+        Some(p) => Some(read(p, "--kubelet-certificate-authority")?),
+        None => None,
+    };
+    kubelet::KubeletClient::new(&kubelet::KubeletClientConfig {
+        cert_pem,
+        key_pem,
+        ca_pem,
+        preferred_address_types: c.kubelet_preferred_address_types.clone(),
+        default_port: kubelet::DEFAULT_KUBELET_PORT,
+    })
+    .context("configuring the kubelet client")
 }
 
 /// Run until `shutdown` is cancelled.

@@ -1,8 +1,10 @@
 //! The HTTPS listener: TLS (rustls) with optional client certificates, HTTP/1.1 and HTTP/2 on
-//! one port (upgrades stay HTTP/1.1), the verified peer identity handed to every request, and
-//! graceful shutdown on the injected token.
+//! one port (HTTP/1.1 `Upgrade` requests — exec, attach, port-forward, proxied WebSockets — are
+//! served: the connection is handed to the handler's upgrade), the verified peer identity and
+//! the client address handed to every request, and graceful shutdown on the injected token.
 
 use crate::handler::{self, State};
+use crate::proxy::RemoteAddr;
 use component_base::tls::{client_identity, UserInfo};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
@@ -47,7 +49,8 @@ pub async fn serve(
                 Err(_) => return,
             };
             let identity: Option<UserInfo> = tls.get_ref().1.peer_certificates().and_then(client_identity);
-            let svc = hyper::service::service_fn(move |req| {
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(RemoteAddr(peer_addr));
                 let state = state.clone();
                 let identity = identity.clone();
                 async move { Ok::<_, Infallible>(handler::handle(state, req, identity).await) }
