@@ -11,6 +11,8 @@ pub struct Kill {
     pub id: String,
     pub name: String,
     pub message: String,
+    /// A failed probe's own terminationGracePeriodSeconds (else the pod's).
+    pub grace_period: Option<i64>,
 }
 
 /// The actions of one sync, applied in this order: kill single containers (each with its
@@ -146,6 +148,7 @@ pub fn compute(
                     id: s.id.clone(),
                     name: c.name.clone(),
                     message,
+                    grace_period: None,
                 });
                 if policy != "Never" {
                     a.start.push(i);

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 
-use crate::cgroups;
+use crate::volumes::downward;
 
 /// Objects the environment may refer to. `None` values are known to be missing.
 #[derive(Clone, Debug, Default)]
@@ -18,13 +18,7 @@ pub struct EnvSources {
     pub services: Vec<Service>,
 }
 
-/// Node figures for `resourceFieldRef` without a limit (upstream defaults to allocatable).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NodeAllocatable {
-    pub milli_cpu: i64,
-    pub memory: i64,
-    pub ephemeral_storage: i64,
-}
+pub use crate::volumes::downward::NodeAllocatable;
 
 /// `CreateContainerConfigError`: the message shown in the container's waiting state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -156,96 +150,16 @@ pub fn service_env(services: &[Service], namespace: &str, links: bool) -> BTreeM
 }
 
 fn field_value(pod: &Pod, path: &str, host_ip: &str, pod_ip: &str) -> Result<String, ConfigError> {
-    let m = &pod.metadata;
     let spec = pod.spec.as_ref();
-    let sub = |p: &str| -> Option<String> {
-        let key = p.strip_prefix("['")?.strip_suffix("']")?;
-        Some(key.to_string())
-    };
-    let v = match path {
-        "metadata.name" => m.name.clone().unwrap_or_default(),
-        "metadata.namespace" => m.namespace.clone().unwrap_or_default(),
-        "metadata.uid" => m.uid.clone().unwrap_or_default(),
+    Ok(match path {
         "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
         "spec.serviceAccountName" => spec
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_default(),
         "status.hostIP" | "status.hostIPs" => host_ip.to_string(),
         "status.podIP" | "status.podIPs" => pod_ip.to_string(),
-        p if p.starts_with("metadata.labels") => {
-            let k = sub(&p["metadata.labels".len()..])
-                .ok_or_else(|| ConfigError(format!("unsupported fieldRef {p:?}")))?;
-            m.labels
-                .as_ref()
-                .and_then(|l| l.get(&k).cloned())
-                .unwrap_or_default()
-        }
-        p if p.starts_with("metadata.annotations") => {
-            let k = sub(&p["metadata.annotations".len()..])
-                .ok_or_else(|| ConfigError(format!("unsupported fieldRef {p:?}")))?;
-            m.annotations
-                .as_ref()
-                .and_then(|l| l.get(&k).cloned())
-                .unwrap_or_default()
-        }
-        "metadata.labels" | "metadata.annotations" => {
-            let map = if path == "metadata.labels" {
-                &m.labels
-            } else {
-                &m.annotations
-            };
-            map.iter()
-                .flatten()
-                .map(|(k, v)| format!("{k}={v:?}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        }
-        p => return Err(ConfigError(format!("unsupported fieldRef path {p:?}"))),
-    };
-    Ok(v)
-}
-
-/// `resourceFieldRef` value (upstream `ExtractContainerResourceValue`): ceil(value/divisor),
-/// with node allocatable standing in for a missing limit.
-pub fn resource_value(
-    c: &Container,
-    resource: &str,
-    divisor: Option<&str>,
-    node: NodeAllocatable,
-) -> Result<String, ConfigError> {
-    let (kind, name) = resource
-        .split_once('.')
-        .ok_or_else(|| ConfigError(format!("unsupported container resource : {resource:?}")))?;
-    let milli = |v: i64, is_cpu: bool| if is_cpu { v } else { v.saturating_mul(1000) };
-    let is_cpu = name == "cpu";
-    let value_milli = match (kind, name) {
-        ("limits", "cpu") => cgroups::limit(c, "cpu").unwrap_or(node.milli_cpu),
-        ("requests", "cpu") => cgroups::request(c, "cpu").unwrap_or(0),
-        ("limits", "memory") => milli(cgroups::limit(c, "memory").unwrap_or(node.memory), false),
-        ("requests", "memory") => milli(cgroups::request(c, "memory").unwrap_or(0), false),
-        ("limits", "ephemeral-storage") => milli(
-            cgroups::limit(c, "ephemeral-storage").unwrap_or(node.ephemeral_storage),
-            false,
-        ),
-        ("requests", "ephemeral-storage") => {
-            milli(cgroups::request(c, "ephemeral-storage").unwrap_or(0), false)
-        }
-        _ => {
-            return Err(ConfigError(format!(
-                "unsupported container resource : {resource:?}"
-            )))
-        }
-    };
-    let divisor_milli = match divisor.filter(|d| !d.is_empty() && *d != "0") {
-        Some(d) => apimachinery::quantity::parse_milli(d)
-            .map(|v| v as i64)
-            .filter(|v| *v > 0)
-            .ok_or_else(|| ConfigError(format!("invalid divisor {d:?}")))?,
-        None => 1000,
-    };
-    let _ = is_cpu;
-    let v = (value_milli + divisor_milli - 1) / divisor_milli;
-    Ok(v.max(if value_milli > 0 { 1 } else { 0 }).to_string())
+        p => downward::field_ref_value(pod, p).map_err(ConfigError)?,
+    })
 }
 
 fn key_of(
@@ -326,24 +240,11 @@ pub fn container_env(
                 field_value(pod, &f.field_path, host_ip, pod_ip)?
             } else if let Some(r) = &vf.resource_field_ref {
                 let target = match r.container_name.as_deref().filter(|s| !s.is_empty()) {
-                    Some(name) => pod
-                        .spec
-                        .iter()
-                        .flat_map(|s| {
-                            s.containers
-                                .iter()
-                                .chain(s.init_containers.iter().flatten())
-                        })
-                        .find(|x| x.name == name)
+                    Some(name) => downward::find_container(pod, name)
                         .ok_or_else(|| ConfigError(format!("container {name:?} not found")))?,
                     None => c,
                 };
-                resource_value(
-                    target,
-                    &r.resource,
-                    r.divisor.as_ref().map(|d| d.0.as_str()),
-                    node,
-                )?
+                downward::resource_field_value(target, r, &node).map_err(ConfigError)?
             } else if let Some(r) = &vf.config_map_key_ref {
                 match src.config_maps.get(&r.name).cloned().flatten() {
                     Some(cm) => match key_of(cm.data.as_ref(), cm.binary_data.as_ref(), &r.key) {
@@ -569,7 +470,7 @@ mod tests {
             ..Default::default()
         };
         let node = NodeAllocatable {
-            milli_cpu: 2000,
+            cpu_milli: 2000,
             memory: 1 << 30,
             ephemeral_storage: 0,
         };

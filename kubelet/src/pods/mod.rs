@@ -119,25 +119,30 @@ impl Dispatcher {
     }
 }
 
-/// Node figures pods see through `resourceFieldRef` defaults.
-fn node_allocatable() -> env::NodeAllocatable {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get() as i64)
-        .unwrap_or(1);
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<i64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024;
+/// The node's allocatable resources, which `resourceFieldRef` falls back to for containers
+/// without limits (as upstream).
+fn node_allocatable(cfg: &Config, node: &NodeAgent) -> env::NodeAllocatable {
+    let (_, alloc) = crate::node::resources(
+        cfg,
+        node.machine(),
+        crate::node::fs_stats(&cfg.root_dir).as_ref(),
+    );
+    let get = |k: &str, milli: bool| {
+        alloc
+            .get(k)
+            .and_then(|q| {
+                if milli {
+                    apimachinery::quantity::milli_value(&q.0)
+                } else {
+                    apimachinery::quantity::value(&q.0)
+                }
+            })
+            .unwrap_or(0)
+    };
     env::NodeAllocatable {
-        milli_cpu: cpus * 1000,
-        memory: mem,
-        ephemeral_storage: 0,
+        cpu_milli: get("cpu", true),
+        memory: get("memory", false),
+        ephemeral_storage: get("ephemeral-storage", false),
     }
 }
 
@@ -174,14 +179,27 @@ impl Kubelet {
 
         let events = EventSink::start(client.clone(), cfg.node_name.clone(), shutdown.clone());
         let recorder = events.recorder("kubelet");
-
         let node = Arc::new(NodeAgent::new(cfg.clone(), client.clone(), runtime.clone()));
+        node.set_event_recorder(recorder.clone());
+        // Upstream's PLEG health check: a relist older than 3 minutes makes the node NotReady.
+        let last_relist = Arc::new(std::sync::Mutex::new(Instant::now()));
+        let lr = last_relist.clone();
+        node.add_health_check("PLEG", move || {
+            let age = lr.lock().unwrap().elapsed();
+            if age > Duration::from_secs(180) {
+                Err(format!(
+                    "pleg was last seen active {age:?} ago; threshold is 3m0s"
+                ))
+            } else {
+                Ok(())
+            }
+        });
         let mut delay = Duration::from_millis(200);
         loop {
             match node.register().await {
                 Ok(_) => break,
                 Err(e) => {
-                    warn!(error = %e, "node registration failed, retrying");
+                    tracing::debug!(error = %e, "node registration failed, retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = shutdown.cancelled() => return Ok(()),
@@ -198,19 +216,22 @@ impl Kubelet {
         let host_dns = crate::pods::spec::ResolvConf::parse(
             &std::fs::read_to_string(&cfg.resolv_conf).unwrap_or_default(),
         );
+        let allocatable = node_allocatable(&cfg, &node);
+        let volumes = VolumeManager::new(client.clone(), cfg.root_dir.clone());
+        volumes.set_node_allocatable(allocatable);
         let ctx = Arc::new(Ctx {
             cfg: cfg.clone(),
             client: client.clone(),
             runtime: runtime.clone(),
             recorder,
-            volumes: VolumeManager::new(client.clone(), cfg.root_dir.clone()),
+            volumes,
             probes,
             store: store.clone(),
             restart_backoff: Default::default(),
             pull_backoff: Default::default(),
             host_dns,
             node_ip: node.node_ip().to_string(),
-            node: node_allocatable(),
+            node: allocatable,
             runtime_name: version.runtime_name.clone(),
         });
         let dispatcher = Arc::new(Dispatcher {
@@ -260,7 +281,6 @@ impl Kubelet {
             }
         });
 
-        let last_relist = Arc::new(std::sync::Mutex::new(Instant::now()));
         tokio::spawn({
             let d = dispatcher.clone();
             crate::pleg::run(
@@ -272,12 +292,15 @@ impl Kubelet {
             )
         });
 
-        let server = tokio::spawn(crate::server::serve(
+        let metrics = crate::server::MetricsRegistry::default();
+        register_metrics(&metrics, &dispatcher, &store);
+        let server = tokio::spawn(crate::server::serve_with_metrics(
             crate::server::ServerState {
                 config: cfg.clone(),
                 runtime: runtime.clone(),
                 pods: store.clone(),
             },
+            metrics,
             shutdown.clone(),
         ));
 
@@ -299,6 +322,51 @@ impl Kubelet {
             _ => Ok(()),
         }
     }
+}
+
+/// Gauges read at scrape time: pods with a worker on this node, and pods in the cache.
+fn register_metrics(
+    metrics: &crate::server::MetricsRegistry,
+    d: &Arc<Dispatcher>,
+    store: &crate::PodStore,
+) {
+    use prometheus_client::collector::Collector;
+    use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+    use prometheus_client::metrics::gauge::ConstGauge;
+
+    #[derive(Debug)]
+    struct Pods {
+        d: std::sync::Weak<Dispatcher>,
+        store: crate::PodStore,
+    }
+    impl Collector for Pods {
+        fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            let workers = self
+                .d
+                .upgrade()
+                .map(|d| d.workers.lock().unwrap().len())
+                .unwrap_or(0);
+            let g = ConstGauge::new(workers as i64);
+            g.encode(enc.encode_descriptor(
+                "kubelet_running_pods",
+                "Pods the kubelet has a worker for",
+                None,
+                g.metric_type(),
+            )?)?;
+            let g = ConstGauge::new(self.store.state().len() as i64);
+            g.encode(enc.encode_descriptor(
+                "kubelet_desired_pods",
+                "Pods bound to this node in the kubelet's cache",
+                None,
+                g.metric_type(),
+            )?)?;
+            Ok(())
+        }
+    }
+    metrics.lock().unwrap().register_collector(Box::new(Pods {
+        d: Arc::downgrade(d),
+        store: store.clone(),
+    }));
 }
 
 async fn housekeeping(d: &Arc<Dispatcher>) {

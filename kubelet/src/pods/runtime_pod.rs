@@ -120,7 +120,7 @@ pub async fn get(rt: &dyn Runtime, uid: &str) -> CriResult<RuntimePod> {
         });
     }
     out.sandboxes
-        .sort_by(|a, b| (b.created_at, b.attempt).cmp(&(a.created_at, a.attempt)));
+        .sort_by_key(|s| std::cmp::Reverse((s.created_at, s.attempt)));
     let containers = rt
         .list_containers(Some(v1::ContainerFilter {
             label_selector: sel,
@@ -136,7 +136,7 @@ pub async fn get(rt: &dyn Runtime, uid: &str) -> CriResult<RuntimePod> {
         out.containers.push(from_status(&c.pod_sandbox_id, st));
     }
     out.containers
-        .sort_by(|a, b| (b.restart_count, b.created_at).cmp(&(a.restart_count, a.created_at)));
+        .sort_by_key(|c| std::cmp::Reverse((c.restart_count, c.created_at)));
     Ok(out)
 }
 

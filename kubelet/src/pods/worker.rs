@@ -148,9 +148,16 @@ impl Ctx {
         };
 
         let mut rp = runtime_pod::get(&*self.runtime, &uid).await?;
-        let acts = actions::compute(pod, &rp, spec::container_hash, |id| {
-            self.probes.take_restart_request(&uid, id)
+        let graces = std::cell::RefCell::new(HashMap::new());
+        let mut acts = actions::compute(pod, &rp, spec::container_hash, |id| {
+            self.probes.take_restart(&uid, id).map(|r| {
+                graces.borrow_mut().insert(id.to_string(), r.grace_period);
+                r.message
+            })
         });
+        for k in &mut acts.kill {
+            k.grace_period = graces.borrow().get(&k.id).copied().flatten();
+        }
         debug!(pod = %pod_full_name(pod), ?acts, "sync");
         if acts.init_failed {
             st.init_failed = true;
@@ -205,7 +212,8 @@ impl Ctx {
                 "Killing",
                 &k.message,
             );
-            self.stop_container(pod, &k.name, &k.id, grace).await;
+            self.stop_container(pod, &k.name, &k.id, k.grace_period.unwrap_or(grace))
+                .await;
         }
         if a.kill_pod {
             self.kill_pod(pod, rp, grace).await;
@@ -619,7 +627,7 @@ impl Ctx {
                     init,
                     EventType::Warning,
                     "FailedPostStartHook",
-                    format!("PostStartHook failed: {msg}"),
+                    msg.clone(),
                 );
                 self.cevent(
                     pod,
@@ -627,7 +635,7 @@ impl Ctx {
                     init,
                     EventType::Normal,
                     "Killing",
-                    format!("FailedPostStartHook"),
+                    "FailedPostStartHook",
                 );
                 let _ = self.runtime.stop_container(id, 0).await;
                 return Err(Waiting {
@@ -679,19 +687,19 @@ impl Ctx {
         {
             let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
             let budget = Duration::from_secs(grace.max(0) as u64);
-            match tokio::time::timeout(
-                budget,
-                crate::probes::run_handler(&*self.runtime, h, id, ip.as_deref(), budget),
-            )
-            .await
-            {
-                Ok(Err(msg)) => self.cevent(
+            let c = spec_c.as_ref().expect("handler came from the container");
+            let run = async {
+                let h = crate::probes::resolve_handler_ports(h, c)?;
+                crate::probes::run_handler(&*self.runtime, &h, id, ip.as_deref(), budget).await
+            };
+            match tokio::time::timeout(budget, run).await {
+                Ok(Err(err)) => self.cevent(
                     pod,
                     name,
                     false,
                     EventType::Warning,
                     "FailedPreStopHook",
-                    format!("PreStopHook failed: {msg}"),
+                    crate::probes::handler_failure_message(h, name, &pod_full_name(pod), &err),
                 ),
                 Err(_) => {
                     warn!(container = %name, "preStop hook did not finish within the grace period")
