@@ -745,8 +745,13 @@ impl Ctx {
             let n = seen.entry(c.name.as_str()).or_default();
             *n += 1;
             if *n > 2 && c.state != State::Running {
-                if let Err(e) = self.runtime.remove_container(c.id.clone()).await {
-                    debug!(container = %c.id, error = %e, "remove container");
+                match self.runtime.remove_container(c.id.clone()).await {
+                    // The runtime keeps the log file of a removed container; it goes with it.
+                    Ok(()) if !c.log_path.is_empty() => {
+                        let _ = std::fs::remove_file(&c.log_path);
+                    }
+                    Ok(()) => {}
+                    Err(e) => debug!(container = %c.id, error = %e, "remove container"),
                 }
             }
         }

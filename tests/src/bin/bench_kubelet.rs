@@ -1,0 +1,400 @@
+//! Pod start-up benchmark for the kubelet on a real containerd (issue 5), printing in one run:
+//!
+//! - the floor: raw CRI RunPodSandbox + CreateContainer + StartContainer for the same image,
+//!   straight to containerd;
+//! - pod start-up latency p50/p99, one pod at a time: creation through the API to all containers
+//!   started, observed by a watch (image present);
+//! - a burst of 30 pods: creation to all 30 Running;
+//! - RSS of the kubelet idle with 30 pods, and of the whole single-node cluster (apiserver,
+//!   controller-manager, scheduler, kubelet, proxy if built) idle, containerd excluded.
+//!
+//! Every component runs as its own release process, as `deploy/cluster.sh up` starts them:
+//! `cargo build --release --workspace --bins && target/release/bench-kubelet` (as root).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
+use kube::{Api, Client};
+use kubelet::cri::remote::RemoteRuntime;
+use kubelet::cri::{v1, Runtime};
+use serde_json::json;
+use tests::containerd::{image_bundle, ContainerdProcess};
+
+const NODE: &str = "bench-node";
+const IMAGE: &str = "docker.io/library/busybox:latest";
+
+struct Proc {
+    name: &'static str,
+    child: tokio::process::Child,
+}
+
+impl Proc {
+    fn rss_kib(&self) -> u64 {
+        let Some(pid) = self.child.id() else { return 0 };
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+}
+
+fn bin_dir() -> PathBuf {
+    std::env::current_exe()
+        .expect("current exe")
+        .parent()
+        .expect("bin dir")
+        .to_path_buf()
+}
+
+fn spawn(name: &'static str, args: &[String], log: &Path) -> Result<Proc> {
+    let bin = bin_dir().join(name);
+    if !bin.is_file() {
+        bail!("{} is missing: cargo build --release --workspace --bins", bin.display());
+    }
+    let child = tokio::process::Command::new(&bin)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(log.with_extension("out"))?)
+        .stderr(std::fs::File::create(log)?)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    Ok(Proc { name, child })
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+fn all_started(p: &Pod) -> bool {
+    let spec_n = p.spec.as_ref().map(|s| s.containers.len()).unwrap_or(0);
+    let st = p
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .cloned()
+        .unwrap_or_default();
+    st.len() == spec_n
+        && st
+            .iter()
+            .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+}
+
+fn pod(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"bench": "kubelet"}},
+        "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 0,
+                 "automountServiceAccountToken": false,
+                 "containers": [{"name": "c", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+                                 "command": ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]}]}
+    }))
+    .expect("pod json")
+}
+
+/// Create the pods and wait (by watch) until each has all containers running; returns each
+/// pod's latency from its create request.
+async fn start_pods(api: &Api<Pod>, names: &[String]) -> Result<Vec<Duration>> {
+    let rv = api.list(&ListParams::default().limit(1)).await?.metadata.resource_version.unwrap_or_default();
+    let mut stream = api
+        .watch(&WatchParams::default().labels("bench=kubelet").timeout(120), &rv)
+        .await?
+        .boxed();
+    let mut sent: BTreeMap<String, Instant> = BTreeMap::new();
+    let creates = names.iter().map(|n| {
+        let api = api.clone();
+        let n = n.clone();
+        async move {
+            let t = Instant::now();
+            api.create(&PostParams::default(), &pod(&n)).await.map(|_| (n, t))
+        }
+    });
+    for r in futures::future::join_all(creates).await {
+        let (n, t) = r?;
+        sent.insert(n, t);
+    }
+    let mut done: BTreeMap<String, Duration> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while done.len() < names.len() {
+        let ev = tokio::time::timeout_at(deadline.into(), stream.next())
+            .await
+            .context("pods did not start within 120 s")?;
+        match ev {
+            Some(Ok(WatchEvent::Added(p) | WatchEvent::Modified(p))) => {
+                let n = p.metadata.name.clone().unwrap_or_default();
+                if let Some(t) = sent.get(&n) {
+                    if all_started(&p) && !done.contains_key(&n) {
+                        done.insert(n, t.elapsed());
+                    }
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => bail!("watch: {e}"),
+            None => bail!("watch ended"),
+        }
+    }
+    Ok(done.into_values().collect())
+}
+
+async fn delete_all(api: &Api<Pod>) -> Result<()> {
+    api.delete_collection(
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+        &ListParams::default().labels("bench=kubelet"),
+    )
+    .await?;
+    for _ in 0..600 {
+        if api.list(&ListParams::default().labels("bench=kubelet")).await?.items.is_empty() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("pods were not deleted within 60 s")
+}
+
+async fn raw_cri(rt: &RemoteRuntime, runs: usize, log_dir: &Path) -> Result<Vec<f64>> {
+    let mut out = Vec::new();
+    for i in 0..runs {
+        let uid = format!("raw-{}-{i}", std::process::id());
+        let dir = log_dir.join(&uid);
+        std::fs::create_dir_all(&dir)?;
+        let sb = v1::PodSandboxConfig {
+            metadata: Some(v1::PodSandboxMetadata {
+                name: format!("raw-{i}"),
+                uid: uid.clone(),
+                namespace: "bench".into(),
+                attempt: 0,
+            }),
+            hostname: format!("raw-{i}"),
+            log_directory: dir.display().to_string(),
+            linux: Some(v1::LinuxPodSandboxConfig {
+                cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let id = rt.run_pod_sandbox(sb.clone(), String::new()).await?;
+        let cc = v1::ContainerConfig {
+            metadata: Some(v1::ContainerMetadata {
+                name: "c".into(),
+                attempt: 0,
+            }),
+            image: Some(v1::ImageSpec {
+                image: IMAGE.into(),
+                ..Default::default()
+            }),
+            command: vec!["sh".into(), "-c".into(), "trap 'exit 0' TERM; while :; do sleep 1; done".into()],
+            log_path: "c/0.log".into(),
+            ..Default::default()
+        };
+        std::fs::create_dir_all(dir.join("c"))?;
+        let cid = rt.create_container(id.clone(), cc, sb).await?;
+        rt.start_container(cid.clone()).await?;
+        out.push(t.elapsed().as_secs_f64() * 1000.0);
+        rt.stop_container(cid.clone(), 0).await?;
+        rt.remove_container(cid).await?;
+        rt.stop_pod_sandbox(id.clone()).await?;
+        rt.remove_pod_sandbox(id).await?;
+        for ctrl in ["cpu", "memory", "pids", "cpuset", "blkio", "devices", "freezer", "cpuacct"] {
+            let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{ctrl}/kubepods/besteffort/pod{uid}"));
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let d = tmp.path();
+    let bundle = tokio::task::spawn_blocking(image_bundle).await?;
+    let containerd = ContainerdProcess::start(&d.join("containerd"))?;
+    containerd.import_dir(&bundle)?;
+
+    let mut procs: Vec<Proc> = Vec::new();
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    procs.push(spawn(
+        "apiserver",
+        &[
+            "--data-dir".into(),
+            d.join("apiserver").display().to_string(),
+            "--bind-address".into(),
+            "127.0.0.1".into(),
+            "--secure-port".into(),
+            port.to_string(),
+        ],
+        &d.join("apiserver.log"),
+    )?);
+    let kc = d.join("apiserver/admin.kubeconfig");
+    for _ in 0..300 {
+        if kc.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = {
+        let k = kube::config::Kubeconfig::read_from(&kc)?;
+        Client::try_from(kube::Config::from_custom_kubeconfig(k, &Default::default()).await?)?
+    };
+    for _ in 0..300 {
+        if client.apiserver_version().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kcs = kc.display().to_string();
+    procs.push(spawn(
+        "controller-manager",
+        &["--kubeconfig".into(), kcs.clone(), "--secure-port".into(), "0".into()],
+        &d.join("controller-manager.log"),
+    )?);
+    procs.push(spawn(
+        "scheduler",
+        &["--kubeconfig".into(), kcs.clone(), "--bind-address".into(), "127.0.0.1:0".into()],
+        &d.join("scheduler.log"),
+    )?);
+    procs.push(spawn(
+        "kubelet",
+        &[
+            "--kubeconfig".into(),
+            kcs.clone(),
+            "--hostname-override".into(),
+            NODE.into(),
+            "--container-runtime-endpoint".into(),
+            containerd.endpoint(),
+            "--root-dir".into(),
+            d.join("kubelet").display().to_string(),
+            "--pod-log-dir".into(),
+            d.join("logs").display().to_string(),
+            "--cni-conf-dir".into(),
+            containerd.cni_conf_dir.display().to_string(),
+            "--pod-cidr".into(),
+            "10.244.99.0/24".into(),
+            "--node-ip".into(),
+            "127.0.0.1".into(),
+            "--address".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            (port + 1).to_string(),
+            "--healthz-port".into(),
+            "0".into(),
+            "--client-ca-file".into(),
+            d.join("apiserver/pki/ca.crt").display().to_string(),
+        ],
+        &d.join("kubelet.log"),
+    )?);
+    if bin_dir().join("proxy").is_file() {
+        procs.push(spawn(
+            "proxy",
+            &["--kubeconfig".into(), kcs.clone(), "--hostname-override".into(), NODE.into()],
+            &d.join("proxy.log"),
+        )?);
+    }
+
+    // Wait for the node to be Ready.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let mut ready = false;
+    for _ in 0..600 {
+        if let Ok(n) = nodes.get(NODE).await {
+            ready = n
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            if ready {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !ready {
+        bail!("node never became Ready; see {}", d.join("kubelet.log").display());
+    }
+
+    // Idle, no pods yet.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_total: u64 = procs.iter().map(Proc::rss_kib).sum();
+
+    let rt: Arc<RemoteRuntime> = Arc::new(RemoteRuntime::connect(&containerd.endpoint()).await?);
+    let mut floor = raw_cri(&rt, 10, &d.join("raw-logs")).await?;
+
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    // Warm-up (first sandbox pays one-time costs).
+    start_pods(&api, &["warmup".to_string()]).await?;
+    delete_all(&api).await?;
+    let mut single = Vec::new();
+    for i in 0..20 {
+        let l = start_pods(&api, &[format!("single-{i}")]).await?;
+        single.push(l[0].as_secs_f64() * 1000.0);
+        delete_all(&api).await?;
+    }
+    let names: Vec<String> = (0..30).map(|i| format!("burst-{i}")).collect();
+    let t = Instant::now();
+    let burst = start_pods(&api, &names).await?;
+    let burst_all = t.elapsed();
+    let mut burst_ms: Vec<f64> = burst.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+
+    // Idle with 30 pods: let status writes settle, then sample RSS.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let rss: Vec<(&str, u64)> = procs.iter().map(|p| (p.name, p.rss_kib())).collect();
+    let kubelet_rss = rss.iter().find(|(n, _)| *n == "kubelet").map(|r| r.1).unwrap_or(0);
+
+    println!("kubelet pod start-up (busybox, image present, containerd {}):", rt.version().await?.runtime_version);
+    println!(
+        "  floor: raw CRI RunPodSandbox+Create+Start  p50 {:.0} ms  p99 {:.0} ms  (n={})",
+        percentile(&mut floor.clone(), 0.5),
+        percentile(&mut floor, 0.99),
+        10
+    );
+    println!(
+        "  single pods, create -> all containers started (watch)  p50 {:.0} ms  p99 {:.0} ms  (n=20; targets p50 <= 400 ms, p99 <= 1000 ms)",
+        percentile(&mut single.clone(), 0.5),
+        percentile(&mut single, 0.99)
+    );
+    println!(
+        "  burst of 30 pods: all Running in {:.2} s (target <= 5 s); per pod p50 {:.0} ms p99 {:.0} ms",
+        burst_all.as_secs_f64(),
+        percentile(&mut burst_ms.clone(), 0.5),
+        percentile(&mut burst_ms, 0.99)
+    );
+    println!("RSS idle with 30 pods (containerd excluded):");
+    let mut total = 0;
+    for (n, kib) in &rss {
+        println!("  {n:<20} {:>7.1} MiB", *kib as f64 / 1024.0);
+        total += kib;
+    }
+    println!(
+        "  kubelet {:.1} MiB with 30 pods (target <= 32 MiB); whole cluster {:.1} MiB with 30 pods",
+        kubelet_rss as f64 / 1024.0,
+        total as f64 / 1024.0
+    );
+    println!(
+        "  whole cluster idle without pods: {:.1} MiB (target <= 64 MiB; k3s ~550 MB)",
+        idle_total as f64 / 1024.0
+    );
+
+    delete_all(&api).await?;
+    drop(procs);
+    drop(containerd);
+    Ok(())
+}
