@@ -1,0 +1,839 @@
+//! The proxy against a real API server and real iptables, inside network namespaces of the
+//! test's own (the root namespace is never touched): a "node" namespace, where the proxy's
+//! iptables-restore, conntrack and ip commands run (`--netns`), linked by a veth pair to an
+//! "endpoints" namespace holding two pod addresses (10.244.1.2 and .3) with a busybox httpd on
+//! each answering with its name. Connections are made with busybox wget from inside the
+//! namespaces: ClusterIP balancing over both endpoints, NodePort on the node's addresses,
+//! hairpin (a pod reaching itself through its service), REJECT of services without endpoints
+//! (refused, not a timeout), LoadBalancer IPs published by the controller-manager's servicelb,
+//! host-gw routes following Nodes, warnings as events, stale chains removed on start and on
+//! service deletion, and `proxy --cleanup` (the binary, when built) removing everything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Event, Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use tests::{Backend, TestCluster};
+use tokio_util::sync::CancellationToken;
+
+// ---------------------------------------------------------------------------------------------
+// Network namespaces.
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn must(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Two namespaces (node, endpoints), their links, and the servers in them; all removed on
+/// drop, also when the test fails.
+struct Net {
+    node: String,
+    ep: String,
+    servers: Vec<Child>,
+    dir: tempfile::TempDir,
+}
+
+/// The node's own address (a dummy "eth0"), and the pod addresses.
+const NODE_IP: &str = "192.168.77.11";
+const POD_GW: &str = "10.244.1.1";
+const EP_A: &str = "10.244.1.2";
+const EP_B: &str = "10.244.1.3";
+
+impl Net {
+    fn new(tag: &str) -> Net {
+        let pid = std::process::id();
+        let net = Net {
+            node: format!("kubrs-px-{pid}-{tag}"),
+            ep: format!("kubrs-px-{pid}-{tag}-ep"),
+            servers: Vec::new(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let (n, e) = (net.node.as_str(), net.ep.as_str());
+        must(&["ip", "netns", "add", n]);
+        must(&["ip", "netns", "add", e]);
+        for ns in [n, e] {
+            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        must(&[
+            "ip", "-n", n, "link", "add", "vn0", "type", "veth", "peer", "name", "ve0", "netns", e,
+        ]);
+        must(&[
+            "ip",
+            "-n",
+            n,
+            "addr",
+            "add",
+            &format!("{POD_GW}/24"),
+            "dev",
+            "vn0",
+        ]);
+        must(&["ip", "-n", n, "link", "set", "vn0", "up"]);
+        // The node's "uplink": a veth pair inside the node (the kernel may lack `dummy`).
+        must(&[
+            "ip",
+            "-n",
+            n,
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0-peer",
+        ]);
+        must(&["ip", "-n", n, "link", "set", "eth0-peer", "up"]);
+        must(&[
+            "ip",
+            "-n",
+            n,
+            "addr",
+            "add",
+            &format!("{NODE_IP}/24"),
+            "dev",
+            "eth0",
+        ]);
+        must(&["ip", "-n", n, "link", "set", "eth0", "up"]);
+        must(&[
+            "ip",
+            "-n",
+            n,
+            "route",
+            "add",
+            "default",
+            "via",
+            "192.168.77.1",
+        ]);
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            n,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
+        must(&[
+            "ip",
+            "-n",
+            e,
+            "addr",
+            "add",
+            &format!("{EP_A}/24"),
+            "dev",
+            "ve0",
+        ]);
+        must(&[
+            "ip",
+            "-n",
+            e,
+            "addr",
+            "add",
+            &format!("{EP_B}/24"),
+            "dev",
+            "ve0",
+        ]);
+        must(&["ip", "-n", e, "link", "set", "ve0", "up"]);
+        must(&["ip", "-n", e, "route", "add", "default", "via", POD_GW]);
+        net
+    }
+
+    /// A busybox httpd on `addr:8080` in the endpoints namespace answering `name`.
+    fn serve(&mut self, addr: &str, name: &str) {
+        let root = self.dir.path().join(name);
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("index.html"), format!("{name}\n")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ep, "busybox", "httpd", "-f"])
+            .arg("-p")
+            .arg(format!("{addr}:8080"))
+            .arg("-h")
+            .arg(&root)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("busybox httpd");
+        self.servers.push(child);
+    }
+
+    fn nat_rules(&self) -> String {
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.node,
+            "iptables-save",
+            "-t",
+            "nat",
+        ])
+    }
+
+    fn filter_rules(&self) -> String {
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.node,
+            "iptables-save",
+            "-t",
+            "filter",
+        ])
+    }
+
+    fn our_routes(&self) -> String {
+        must(&["ip", "-n", &self.node, "-4", "route", "show", "proto", "17"])
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for c in &mut self.servers {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in [&self.ep, &self.node] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// `busybox wget` of `url` from inside `netns`: the body, or the error text, and how long it
+/// took.
+async fn fetch(netns: &str, url: &str) -> (Result<String, String>, Duration) {
+    let start = Instant::now();
+    let out = tokio::process::Command::new("timeout")
+        .args([
+            "10", "ip", "netns", "exec", netns, "busybox", "wget", "-q", "-O", "-", url,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("wget runs");
+    let took = start.elapsed();
+    if out.status.success() {
+        (
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+            took,
+        )
+    } else {
+        (
+            Err(format!(
+                "{} (status {})",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                out.status
+            )),
+            took,
+        )
+    }
+}
+
+/// The set of answers of `n` fetches.
+async fn answers(netns: &str, url: &str, n: usize) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for _ in 0..n {
+        match fetch(netns, url).await.0 {
+            Ok(body) => {
+                seen.insert(body);
+            }
+            Err(e) => panic!("{url} from {netns}: {e}"),
+        }
+    }
+    seen
+}
+
+/// Poll `check` until it returns Ok, for up to 30 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// API objects.
+
+fn service(name: &str, cluster_ip: &str, type_: &str, node_port: Option<i32>) -> Service {
+    let mut port = json!({"name": "http", "port": 80, "protocol": "TCP", "targetPort": "web-port"});
+    if let Some(np) = node_port {
+        port["nodePort"] = json!(np);
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"type": type_, "clusterIP": cluster_ip, "ports": [port]},
+    }))
+    .unwrap()
+}
+
+fn slice(service: &str, ips: &[&str]) -> EndpointSlice {
+    serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": format!("{service}-1"),
+            "namespace": "default",
+            "labels": {"kubernetes.io/service-name": service},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": ips.iter().map(|ip| json!({
+            "addresses": [ip],
+            "nodeName": "node-a",
+            "conditions": {"ready": true, "serving": true, "terminating": false},
+        })).collect::<Vec<_>>(),
+    }))
+    .unwrap()
+}
+
+fn node(name: &str, ip: &str, pod_cidr: &str) -> Node {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name},
+        "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ready"}],
+        },
+    }))
+    .unwrap()
+}
+
+async fn create_node(client: &Client, n: &Node) {
+    let api: Api<Node> = Api::all(client.clone());
+    api.create(&PostParams::default(), n).await.unwrap();
+    // Make sure the status is there (some servers drop it on create).
+    let status = json!({"status": n.status});
+    api.patch_status(
+        n.metadata.name.as_deref().unwrap(),
+        &PatchParams::default(),
+        &Patch::Merge(&status),
+    )
+    .await
+    .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The proxy.
+
+struct RunningProxy {
+    token: CancellationToken,
+    running: proxy::Running,
+}
+
+impl RunningProxy {
+    async fn start(c: &TestCluster, netns: &str) -> RunningProxy {
+        let args = [
+            "proxy".to_string(),
+            format!("--kubeconfig={}", c.kubeconfig.display()),
+            format!("--netns={netns}"),
+            "--hostname-override=node-a".into(),
+            "--cluster-cidr=10.244.0.0/16".into(),
+            "--healthz-bind-address=127.0.0.1:0".into(),
+            "--metrics-bind-address=127.0.0.1:0".into(),
+            "--min-sync-period=100ms".into(),
+        ];
+        let args = <proxy::Args as clap::Parser>::try_parse_from(args).expect("proxy flags");
+        let config = proxy::Config::try_from(args).expect("proxy config");
+        let token = CancellationToken::new();
+        let running = proxy::start(config, c.client().await, token.clone())
+            .await
+            .expect("proxy starts");
+        RunningProxy { token, running }
+    }
+
+    async fn get(&self, addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.unwrap();
+        let status = buf
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (status, buf)
+    }
+
+    async fn stop(mut self) {
+        self.token.cancel();
+        let _ = (&mut self.running.task).await;
+    }
+}
+
+impl Drop for RunningProxy {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+fn proxy_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PROXY_BIN") {
+        return Some(p.into());
+    }
+    // <target>/debug/deps/proxy-<hash> → <target>/debug/proxy
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.parent()?.join("proxy");
+    p.is_file().then_some(p)
+}
+
+fn has_chain(save: &str, chain: &str) -> bool {
+    save.lines().any(|l| l.starts_with(&format!(":{chain} ")))
+}
+
+fn svc_chain(name: &str) -> String {
+    proxy::rules::svc_chain(&proxy::model::PortKey {
+        namespace: "default".into(),
+        name: name.into(),
+        port_name: "http".into(),
+        protocol: proxy::model::Protocol::Tcp,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_ip_node_port_hairpin_and_reject_work_through_real_iptables() {
+    component_base::logging::init("warn");
+    let mut net = Net::new("dp");
+    net.serve(EP_A, "ep-a");
+    net.serve(EP_B, "ep-b");
+    let cluster = TestCluster::start(Backend::Embedded).await.unwrap();
+    let client = cluster.client().await;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+    svcs.create(
+        &pp,
+        &service("web", "10.96.100.10", "NodePort", Some(30080)),
+    )
+    .await
+    .unwrap();
+    slices
+        .create(&pp, &slice("web", &[EP_A, EP_B]))
+        .await
+        .unwrap();
+    svcs.create(&pp, &service("empty", "10.96.100.11", "ClusterIP", None))
+        .await
+        .unwrap();
+    svcs.create(&pp, &service("solo", "10.96.100.12", "ClusterIP", None))
+        .await
+        .unwrap();
+    slices.create(&pp, &slice("solo", &[EP_A])).await.unwrap();
+
+    let px = RunningProxy::start(&cluster, &net.node).await;
+    let node = net.node.clone();
+    eventually("cluster IP answers", || {
+        let node = node.clone();
+        async move { fetch(&node, "http://10.96.100.10/").await.0.map(|_| ()) }
+    })
+    .await;
+
+    // ClusterIP from the node itself (OUTPUT): both endpoints over several connections.
+    let seen = answers(&net.node, "http://10.96.100.10/", 24).await;
+    assert_eq!(
+        seen,
+        BTreeSet::from(["ep-a".to_string(), "ep-b".to_string()])
+    );
+
+    // NodePort on every node address.
+    for addr in [NODE_IP, POD_GW] {
+        let seen = answers(&net.node, &format!("http://{addr}:30080/"), 24).await;
+        assert_eq!(seen.len(), 2, "node port on {addr}: {seen:?}");
+    }
+
+    // Hairpin: the pod behind "solo" reaches itself through the service (from the endpoints
+    // namespace, source 10.244.1.2, through the node's PREROUTING); needs the masquerade.
+    let seen = answers(&net.ep, "http://10.96.100.12/", 3).await;
+    assert_eq!(seen, BTreeSet::from(["ep-a".to_string()]));
+
+    // No endpoints: refused at once, not a timeout.
+    let (res, took) = fetch(&net.node, "http://10.96.100.11/").await;
+    let err = res.expect_err("a service without endpoints must not answer");
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(net
+        .filter_rules()
+        .contains("\"default/empty:http has no endpoints\""));
+
+    // An endpoint goes: only the other one answers.
+    slices
+        .replace("web-1", &pp, &{
+            let mut s = slice("web", &[EP_B]);
+            s.metadata.resource_version =
+                slices.get("web-1").await.unwrap().metadata.resource_version;
+            s
+        })
+        .await
+        .unwrap();
+    let node = net.node.clone();
+    eventually("removed endpoint no longer used", || {
+        let node = node.clone();
+        async move {
+            let seen = answers(&node, "http://10.96.100.10/", 12).await;
+            if seen == BTreeSet::from(["ep-b".to_string()]) {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        }
+    })
+    .await;
+
+    // Health and metrics.
+    let (status, _) = px.get(px.running.healthz_addr, "/healthz").await;
+    assert_eq!(status, 200);
+    let (_, metrics) = px.get(px.running.metrics_addr, "/metrics").await;
+    for m in [
+        "kubeproxy_sync_proxy_rules_duration_seconds_count",
+        "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+        "kubeproxy_sync_proxy_rules_iptables_restore_failures_total 0",
+    ] {
+        assert!(metrics.contains(m), "{m} missing:\n{metrics}");
+    }
+
+    // Deleting the service removes its chains.
+    let chain = svc_chain("web");
+    assert!(has_chain(&net.nat_rules(), &chain));
+    svcs.delete("web", &DeleteParams::default()).await.unwrap();
+    let n = &net;
+    eventually("deleted service's chains removed", || async {
+        let save = n.nat_rules();
+        if has_chain(&save, &chain) || save.contains("default/web:http") {
+            Err(save)
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    // The other services are intact.
+    assert!(has_chain(&net.nat_rules(), &svc_chain("solo")));
+    px.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balancer_ips_from_servicelb_answer_and_routes_follow_nodes() {
+    component_base::logging::init("warn");
+    let mut net = Net::new("lb");
+    net.serve(EP_A, "ep-a");
+    let cluster = TestCluster::start(Backend::Embedded).await.unwrap();
+    let client = cluster.client().await;
+    create_node(&client, &node("node-a", NODE_IP, "10.244.1.0/24")).await;
+    create_node(&client, &node("node-b", "192.168.77.12", "10.244.2.0/24")).await;
+
+    // The controller-manager with only the service load balancer.
+    let cm_args = [
+        "controller-manager".to_string(),
+        format!("--kubeconfig={}", cluster.kubeconfig.display()),
+        "--secure-port=0".into(),
+        "--leader-elect=false".into(),
+        "--controllers=servicelb".into(),
+    ];
+    let cm_config = controller_manager::Config::try_from(
+        <controller_manager::Args as clap::Parser>::try_parse_from(cm_args).unwrap(),
+    )
+    .unwrap();
+    let cm_token = CancellationToken::new();
+    let cm = controller_manager::start(cm_config, cm_token.clone())
+        .await
+        .unwrap();
+
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+    svcs.create(
+        &pp,
+        &service("lb", "10.96.100.20", "LoadBalancer", Some(30090)),
+    )
+    .await
+    .unwrap();
+    slices.create(&pp, &slice("lb", &[EP_A])).await.unwrap();
+    let s2 = svcs.clone();
+    eventually("servicelb publishes both nodes", || {
+        let s2 = s2.clone();
+        async move {
+            let s = s2.get("lb").await.map_err(|e| e.to_string())?;
+            let ips: Vec<String> = s
+                .status
+                .and_then(|s| s.load_balancer)
+                .and_then(|l| l.ingress)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|i| i.ip)
+                .collect();
+            if ips == [NODE_IP, "192.168.77.12"] {
+                Ok(())
+            } else {
+                Err(format!("{ips:?}"))
+            }
+        }
+    })
+    .await;
+
+    let px = RunningProxy::start(&cluster, &net.node).await;
+    // The LB IP that is this node's address answers on the service port.
+    let node_ns = net.node.clone();
+    eventually("load-balancer IP answers", || {
+        let n = node_ns.clone();
+        async move {
+            match fetch(&n, &format!("http://{NODE_IP}/")).await.0 {
+                Ok(b) if b == "ep-a" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    let nat = net.nat_rules();
+    assert!(nat.contains("\"default/lb:http loadbalancer IP\""), "{nat}");
+
+    // Host-gw: a route to node-b's pod CIDR, none to our own.
+    let n = &net;
+    eventually("route to node-b", || async {
+        let r = n.our_routes();
+        if r.contains("10.244.2.0/24 via 192.168.77.12") && !r.contains("10.244.1.0/24") {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    })
+    .await;
+
+    // Two services claiming the same external IP:port: the younger one is reported and
+    // skipped, the older one keeps working.
+    let mut a = service("ext-a", "10.96.100.21", "ClusterIP", None);
+    a.spec.as_mut().unwrap().external_ips = Some(vec!["192.168.77.50".into()]);
+    svcs.create(&pp, &a).await.unwrap();
+    slices.create(&pp, &slice("ext-a", &[EP_A])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // distinct creation timestamps
+    let mut b = service("ext-b", "10.96.100.22", "ClusterIP", None);
+    b.spec.as_mut().unwrap().external_ips = Some(vec!["192.168.77.50".into()]);
+    svcs.create(&pp, &b).await.unwrap();
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    eventually("PortConflict event on ext-b", || {
+        let events = events.clone();
+        async move {
+            let list = events
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let found = list.items.iter().any(|e| {
+                e.reason.as_deref() == Some("PortConflict")
+                    && e.involved_object.name.as_deref() == Some("ext-b")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.source.as_ref().and_then(|s| s.component.as_deref()) == Some("kube-proxy")
+            });
+            if found {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{:?}",
+                    list.items
+                        .iter()
+                        .map(|e| (e.reason.clone(), e.message.clone()))
+                        .collect::<Vec<_>>()
+                ))
+            }
+        }
+    })
+    .await;
+    let nat = net.nat_rules();
+    assert!(nat.contains("\"default/ext-a:http external IP\""), "{nat}");
+    assert!(!nat.contains("\"default/ext-b:http external IP\""), "{nat}");
+    // ext-b has no endpoints: its cluster IP is rejected, its lost external IP is not touched.
+    let filter = net.filter_rules();
+    assert!(
+        filter.contains("-d 10.96.100.22/32") && !filter.contains("-d 192.168.77.50/32"),
+        "{filter}"
+    );
+
+    // node-b leaves: its route goes, and servicelb drops its address.
+    Api::<Node>::all(client.clone())
+        .delete("node-b", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("route to node-b removed", || async {
+        let r = n.our_routes();
+        if r.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    })
+    .await;
+    let s2 = svcs.clone();
+    eventually("servicelb follows the node", || {
+        let s2 = s2.clone();
+        async move {
+            let s = s2.get("lb").await.map_err(|e| e.to_string())?;
+            let ips: Vec<String> = s
+                .status
+                .and_then(|s| s.load_balancer)
+                .and_then(|l| l.ingress)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|i| i.ip)
+                .collect();
+            (ips == [NODE_IP]).then_some(()).ok_or(format!("{ips:?}"))
+        }
+    })
+    .await;
+    // Type changed away from LoadBalancer: the ingress is cleared.
+    svcs.patch(
+        "lb",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"type": "NodePort"}})),
+    )
+    .await
+    .unwrap();
+    eventually("ingress cleared", || {
+        let s2 = svcs.clone();
+        async move {
+            let s = s2.get("lb").await.map_err(|e| e.to_string())?;
+            let n = s
+                .status
+                .and_then(|s| s.load_balancer)
+                .and_then(|l| l.ingress)
+                .map_or(0, |i| i.len());
+            (n == 0).then_some(()).ok_or(format!("{n} ingress entries"))
+        }
+    })
+    .await;
+    px.stop().await;
+    cm_token.cancel();
+    let _ = cm.task.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_rebuilds_from_scratch_and_cleanup_removes_everything() {
+    component_base::logging::init("warn");
+    let mut net = Net::new("rs");
+    net.serve(EP_A, "ep-a");
+    let cluster = TestCluster::start(Backend::Embedded).await.unwrap();
+    let client = cluster.client().await;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+    svcs.create(&pp, &service("web", "10.96.100.30", "ClusterIP", None))
+        .await
+        .unwrap();
+    slices.create(&pp, &slice("web", &[EP_A])).await.unwrap();
+    create_node(&client, &node("node-b", "192.168.77.12", "10.244.2.0/24")).await;
+    // Leftovers of an earlier run: a service chain nobody wants any more.
+    must(&[
+        "ip",
+        "netns",
+        "exec",
+        &net.node,
+        "iptables",
+        "-t",
+        "nat",
+        "-N",
+        "KUBE-SVC-LEFTOVER0000000",
+    ]);
+
+    let px = RunningProxy::start(&cluster, &net.node).await;
+    let n = &net;
+    eventually("first sync", || async {
+        match fetch(&n.node, "http://10.96.100.30/").await.0 {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
+    })
+    .await;
+    assert!(!has_chain(&net.nat_rules(), "KUBE-SVC-LEFTOVER0000000"));
+    px.stop().await;
+
+    // Stopped: the rules stay (no gap while the proxy restarts).
+    assert_eq!(
+        fetch(&net.node, "http://10.96.100.30/").await.0.as_deref(),
+        Ok("ep-a")
+    );
+    let before = net.nat_rules();
+
+    // A restart rebuilds the same rules, and the service keeps answering throughout.
+    let px = RunningProxy::start(&cluster, &net.node).await;
+    let (pn, hz) = (&px, px.running.healthz_addr);
+    eventually("restarted proxy synced", || async {
+        let (status, body) = pn.get(hz, "/healthz").await;
+        (status == 200).then_some(()).ok_or(body)
+    })
+    .await;
+    assert_eq!(
+        fetch(&net.node, "http://10.96.100.30/").await.0.as_deref(),
+        Ok("ep-a")
+    );
+    let rules = |s: &str| -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for l in s.lines().filter(|l| l.starts_with("-A ")) {
+            *m.entry(l.to_string()).or_insert(0) += 1;
+        }
+        m
+    };
+    assert_eq!(
+        rules(&net.nat_rules()),
+        rules(&before),
+        "jumps must not be duplicated"
+    );
+    px.stop().await;
+
+    // --cleanup removes every KUBE-* chain, the jumps and our routes.
+    assert!(!net.our_routes().trim().is_empty());
+    match proxy_binary() {
+        Some(bin) => {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &net.node])
+                .arg(&bin)
+                .arg("--cleanup")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "proxy --cleanup: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        None => {
+            eprintln!("proxy binary not built (cargo build -p proxy); cleaning up in-process");
+            let mut dp = proxy::dataplane::System::new(Some(net.node.clone()));
+            proxy::cleanup(&mut dp).unwrap();
+        }
+    }
+    for save in [net.nat_rules(), net.filter_rules()] {
+        assert!(!save.contains("KUBE-"), "{save}");
+    }
+    assert!(net.our_routes().trim().is_empty());
+    let (res, _) = fetch(&net.node, "http://10.96.100.30/").await;
+    assert!(res.is_err(), "no rules, no service: {res:?}");
+}
