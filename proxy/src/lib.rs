@@ -430,7 +430,7 @@ pub async fn start(
         notify,
         health,
         metrics: metrics.clone(),
-        recorder,
+        recorder: Some(recorder),
     };
     let (healthz_addr, metrics_addr) = (healthz.addr, metrics_srv.addr);
     let task = tokio::spawn(async move {
@@ -457,7 +457,8 @@ struct Loop {
     notify: Arc<Notify>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
-    recorder: EventRecorder,
+    /// Where Warning events go (none in unit tests).
+    recorder: Option<EventRecorder>,
 }
 
 impl Loop {
@@ -473,7 +474,8 @@ impl Loop {
         }
         tracing::info!("caches synced; programming rules");
         let (min, period) = (self.config.min_sync_period, self.config.sync_period);
-        let first_backoff = Duration::from_secs(1).min(period);
+        // Retries start at --min-sync-period (at least 100 ms) and double up to --sync-period.
+        let first_backoff = min.max(Duration::from_millis(100)).min(period);
         let mut backoff = first_backoff;
         let mut retry_at: Option<Instant> = None;
         let mut next_full = Instant::now() + period;
@@ -564,18 +566,20 @@ impl Loop {
                         self.metrics.restore_failures.inc();
                     }
                     tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "sync failed");
-                    self.recorder.event_ref(
-                        ObjectReference {
-                            api_version: Some("v1".into()),
-                            kind: Some("Node".into()),
-                            name: Some(self.node.clone()),
-                            uid: Some(self.node.clone()),
-                            ..Default::default()
-                        },
-                        EventType::Warning,
-                        "SyncProxyRulesFailed",
-                        e.to_string(),
-                    );
+                    if let Some(r) = &self.recorder {
+                        r.event_ref(
+                            ObjectReference {
+                                api_version: Some("v1".into()),
+                                kind: Some("Node".into()),
+                                name: Some(self.node.clone()),
+                                uid: Some(self.node.clone()),
+                                ..Default::default()
+                            },
+                            EventType::Warning,
+                            "SyncProxyRulesFailed",
+                            e.to_string(),
+                        );
+                    }
                     retry_at = Some(Instant::now() + backoff);
                     backoff = (backoff * 2).min(period);
                 }
@@ -591,10 +595,130 @@ impl Loop {
                 s.metadata.namespace.as_deref() == Some(w.namespace.as_str())
                     && s.metadata.name.as_deref() == Some(w.name.as_str())
             });
-            if let Some(svc) = svc {
-                self.recorder
-                    .event(&**svc, EventType::Warning, w.reason, w.message.clone());
+            if let (Some(svc), Some(r)) = (svc, &self.recorder) {
+                r.event(&**svc, EventType::Warning, w.reason, w.message.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dataplane::{Call, Recording};
+    use kube::runtime::reflector::store::Writer;
+
+    fn ready_store<K>() -> (Store<K>, Writer<K>)
+    where
+        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        let mut w: Writer<K> = Writer::default();
+        let r = w.as_reader();
+        w.apply_watcher_event(&watcher::Event::Init);
+        w.apply_watcher_event(&watcher::Event::InitDone);
+        (r, w)
+    }
+
+    fn config(args: &[&str]) -> Config {
+        let mut all = vec!["proxy"];
+        all.extend_from_slice(args);
+        Config::try_from(<Args as clap::Parser>::try_parse_from(all).unwrap()).unwrap()
+    }
+
+    fn restores(calls: &[Call]) -> usize {
+        calls
+            .iter()
+            .filter(|c| matches!(c, Call::Restore(_)))
+            .count()
+    }
+
+    #[test]
+    fn flags_are_validated() {
+        let c = config(&[
+            "--cluster-cidr=fd00::/48,10.244.0.0/16",
+            "--min-sync-period=250ms",
+        ]);
+        assert_eq!(c.cluster_cidr.unwrap().to_string(), "10.244.0.0/16");
+        assert_eq!(c.min_sync_period, Duration::from_millis(250));
+        assert_eq!(c.sync_period, Duration::from_secs(30));
+        assert!(c.pod_routes);
+        let bad = |args: &[&str]| {
+            let mut all = vec!["proxy"];
+            all.extend_from_slice(args);
+            Config::try_from(<Args as clap::Parser>::try_parse_from(all).unwrap()).is_err()
+        };
+        assert!(bad(&["--cluster-cidr=10.244.0.0"]));
+        assert!(bad(&["--min-sync-period=1m", "--sync-period=30s"]));
+        assert!(bad(&["--iptables-masquerade-bit=32"]));
+        assert!(bad(&["--healthz-bind-address=localhost"]));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("5").is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn loop_retries_failures_with_backoff_batches_changes_and_resyncs_periodically() {
+        let (services, _ws) = ready_store::<Service>();
+        let (slices, _wsl) = ready_store::<EndpointSlice>();
+        let (nodes, _wn) = ready_store::<Node>();
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::new(Duration::from_secs(60)));
+        let notify = Arc::new(Notify::new());
+        let lp = Loop {
+            config: config(&[
+                "--min-sync-period=200ms",
+                "--sync-period=3s",
+                "--pod-routes=false",
+            ]),
+            node: "node-a".into(),
+            services,
+            slices,
+            nodes,
+            notify: notify.clone(),
+            health: health.clone(),
+            metrics: metrics.clone(),
+            recorder: None,
+        };
+        let dp = Recording::new();
+        dp.fail_next_restores(2);
+        let proxier = Proxier::new(
+            dp.clone(),
+            SyncConfig {
+                render: rules::RenderConfig::default(),
+                pod_routes: false,
+            },
+        );
+        let token = CancellationToken::new();
+        let started = Instant::now();
+        let task = tokio::spawn(lp.run(proxier, token.clone()));
+        // Two failures, retried after 200 ms and 400 ms, then success: three restores, and
+        // no more once it succeeded.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = 0;
+        while seen < 3 && Instant::now() < deadline {
+            seen += restores(&dp.take_calls());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(seen, 3);
+        assert!(
+            started.elapsed() >= Duration::from_millis(600),
+            "back-off: {:?}",
+            started.elapsed()
+        );
+        assert!(health.is_healthy());
+        assert!(metrics
+            .encode()
+            .contains("kubeproxy_sync_proxy_rules_iptables_restore_failures_total 2"));
+        // A burst of changes with nothing really changed: no restore.
+        for _ in 0..20 {
+            notify.notify_one();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(restores(&dp.take_calls()), 0);
+        // The periodic full resync rewrites everything, once per period.
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        assert_eq!(restores(&dp.take_calls()), 1);
+        token.cancel();
+        task.await.unwrap();
     }
 }
