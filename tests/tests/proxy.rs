@@ -837,3 +837,106 @@ async fn restart_rebuilds_from_scratch_and_cleanup_removes_everything() {
     let (res, _) = fetch(&net.node, "http://10.96.100.30/").await;
     assert!(res.is_err(), "no rules, no service: {res:?}");
 }
+
+fn conntrack_installed() -> bool {
+    Command::new("conntrack")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The endpoint addresses UDP conntrack entries to `dst` were DNATed to (reply sources).
+fn udp_flows_to(netns: &str, dst: &str) -> BTreeSet<String> {
+    let out = run(&["ip", "netns", "exec", netns, "conntrack", "-L", "-p", "udp"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("dst={dst} ")))
+        .filter_map(|l| {
+            // The second src= is the reply direction's source: the endpoint.
+            l.match_indices("src=")
+                .nth(1)
+                .and_then(|(i, _)| l[i + 4..].split_whitespace().next())
+                .map(String::from)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_udp_conntrack_entries_are_deleted_when_endpoints_go() {
+    component_base::logging::init("warn");
+    if !conntrack_installed() {
+        eprintln!("conntrack is not installed (deploy/setup.sh installs it); skipping");
+        return;
+    }
+    let net = Net::new("ct");
+    let cluster = TestCluster::start(Backend::Embedded).await.unwrap();
+    let client = cluster.client().await;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+    let svc: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "dns", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.100.40", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]},
+    }))
+    .unwrap();
+    svcs.create(&pp, &svc).await.unwrap();
+    let udp_slice = |ips: &[&str]| -> EndpointSlice {
+        let mut s = slice("dns", ips);
+        s.ports = Some(vec![k8s_openapi::api::discovery::v1::EndpointPort {
+            name: Some("dns".into()),
+            port: Some(5353),
+            protocol: Some("UDP".into()),
+            app_protocol: None,
+        }]);
+        s
+    };
+    slices.create(&pp, &udp_slice(&[EP_A, EP_B])).await.unwrap();
+    let px = RunningProxy::start(&cluster, &net.node).await;
+    let n = &net;
+    eventually("UDP service programmed", || async {
+        let nat = n.nat_rules();
+        if nat.contains("default/dns:dns -> 10.244.1.3:5353") {
+            Ok(())
+        } else {
+            Err(nat)
+        }
+    })
+    .await;
+    // Datagrams from new source ports until both endpoints have entries.
+    eventually("conntrack entries to both endpoints", || async {
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            &n.node,
+            "bash",
+            "-c",
+            "echo hi > /dev/udp/10.96.100.40/53",
+        ]);
+        let eps = udp_flows_to(&n.node, "10.96.100.40");
+        if eps.contains(EP_A) && eps.contains(EP_B) {
+            Ok(())
+        } else {
+            Err(format!("{eps:?}"))
+        }
+    })
+    .await;
+    // EP_A goes: its entries are deleted, EP_B's stay.
+    let current = slices.get("dns-1").await.unwrap();
+    let mut next = udp_slice(&[EP_B]);
+    next.metadata.resource_version = current.metadata.resource_version;
+    slices.replace("dns-1", &pp, &next).await.unwrap();
+    eventually("stale entries deleted", || async {
+        let eps = udp_flows_to(&n.node, "10.96.100.40");
+        if !eps.contains(EP_A) && eps.contains(EP_B) {
+            Ok(())
+        } else {
+            Err(format!("{eps:?}"))
+        }
+    })
+    .await;
+    px.stop().await;
+}
