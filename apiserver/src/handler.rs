@@ -29,6 +29,8 @@ pub struct State {
     /// Connections to kubelets and proxy backends (logs, exec, attach, port-forward, proxy).
     pub kubelet: crate::kubelet::KubeletClient,
     pub authn: auth::Authenticator,
+    /// Issues and publishes service-account tokens (`serviceaccounts/token`, OIDC discovery).
+    pub sa_tokens: Arc<crate::serviceaccount::ServiceAccountTokens>,
     pub authz: Box<dyn auth::Authorizer>,
     pub metrics: metrics::Metrics,
     /// `host:port` clients should use (legacy `/api` serverAddressByClientCIDRs).
@@ -150,16 +152,16 @@ async fn dispatch(
         "/version" | "/version/" => return value_response(StatusCode::OK, &state.version),
         _ => {}
     }
-    let user = match state.authn.authenticate(
-        peer.as_ref(),
-        header_str(req.headers(), header::AUTHORIZATION),
-    ) {
+    let user = match state
+        .authn
+        .authenticate(
+            peer.as_ref(),
+            header_str(req.headers(), header::AUTHORIZATION),
+        )
+        .await
+    {
         Some(u) => u,
-        None if auth::is_public(path) => UserInfo {
-            name: "system:anonymous".into(),
-            uid: String::new(),
-            groups: vec!["system:unauthenticated".into()],
-        },
+        None if auth::is_public(path) => auth::User::anonymous(),
         None => return error_response(&ApiError::unauthorized()),
     };
     let accept = header_str(req.headers(), header::ACCEPT).map(String::from);
@@ -171,6 +173,10 @@ async fn dispatch(
             )
             .body(Body::from(state.metrics.encode()))
             .expect("valid response");
+    }
+    if path == crate::serviceaccount::OPENID_CONFIG_PATH || path == crate::serviceaccount::JWKS_PATH
+    {
+        return issuer_discovery(state, req.method(), path);
     }
     if path == "/openapi/v2" || path.starts_with("/openapi/") {
         return openapi(path, req.uri().query(), accept.as_deref());
@@ -220,6 +226,30 @@ async fn dispatch(
             }
         }
     }
+}
+
+/// Service-account issuer discovery, as upstream's `serviceaccount.OpenIDMetadataServer`.
+fn issuer_discovery(state: &State, method: &Method, path: &str) -> Resp {
+    if method != Method::GET {
+        return error_response(&ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        ));
+    }
+    let (body, content_type) = if path == crate::serviceaccount::JWKS_PATH {
+        (state.sa_tokens.jwks(), "application/jwk-set+json")
+    } else {
+        (state.sa_tokens.openid_configuration(), "application/json")
+    };
+    let mut r = value_response(StatusCode::OK, &body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("public, max-age=3600"),
+    );
+    r
 }
 
 fn discovery_response(version: &str, v: &Value) -> Resp {
@@ -533,7 +563,7 @@ async fn resource(
     state: &Arc<State>,
     req: Request<Body>,
     t: Target,
-    user: &UserInfo,
+    user: &auth::User,
     accept: Option<&str>,
     labels: &mut metrics::RequestLabels,
 ) -> Result<Resp, ApiError> {
@@ -576,7 +606,7 @@ async fn resource(
     state
         .authz
         .authorize(&Attributes {
-            user,
+            user: &user.info,
             verb,
             namespace: t.namespace.as_deref(),
             group: r.group,
@@ -590,7 +620,7 @@ async fn resource(
                 name.as_deref().unwrap_or(""),
                 &format!(
                     "User \"{}\" cannot {verb} resource \"{}\" in API group \"{}\": {why}",
-                    user.name, r.plural, r.group
+                    user.info.name, r.plural, r.group
                 ),
             )
         })?;
@@ -605,7 +635,7 @@ async fn resource(
         let obj = decode_request(&headers, &body)?;
         return Ok(value_response(
             StatusCode::CREATED,
-            &crate::review::answer(r, &t, obj, user, &state.authn, state.authz.as_ref()),
+            &crate::review::answer(r, &t, obj, user, &state.authn, state.authz.as_ref()).await,
         ));
     }
     if r.namespaced && t.namespace.is_none() && !matches!(verb, "list" | "watch") {
@@ -620,6 +650,9 @@ async fn resource(
         Some("binding") if method == Method::POST => return pod_binding(state, req, &t, &q).await,
         Some("eviction") if method == Method::POST => {
             return pod_eviction(state, req, &t, &q).await
+        }
+        Some("token") if r.kind == "ServiceAccount" && method == Method::POST => {
+            return service_account_token(state, req, &t).await
         }
         Some("finalize") if method == Method::PUT => {}
         Some("approval") if method != Method::DELETE => {}
@@ -936,6 +969,29 @@ async fn scale(
             "the server does not allow this method on the requested resource",
         )),
     }
+}
+
+/// `POST .../serviceaccounts/{name}/token`: a TokenRequest answered with a fresh token.
+async fn service_account_token(
+    state: &Arc<State>,
+    req: Request<Body>,
+    t: &Target,
+) -> Result<Resp, ApiError> {
+    let name = t.name.clone().ok_or_else(request::not_found_path)?;
+    let namespace = t.namespace.clone().ok_or_else(request::not_found_path)?;
+    let (headers, body) = read_body(req).await?;
+    let token_request = decode_request(&headers, &body)?;
+    let answered = state
+        .sa_tokens
+        .create_token(
+            state.registry.as_ref(),
+            &namespace,
+            &name,
+            token_request,
+            crate::serviceaccount::unix_now(),
+        )
+        .await?;
+    Ok(value_response(StatusCode::CREATED, &answered))
 }
 
 async fn pod_binding(

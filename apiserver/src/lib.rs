@@ -19,6 +19,7 @@ pub mod request;
 pub mod resources;
 pub mod review;
 pub mod server;
+pub mod serviceaccount;
 pub mod table;
 
 use anyhow::{bail, Context};
@@ -91,6 +92,24 @@ pub struct Args {
     /// Node address types used to reach kubelets, in order of preference.
     #[arg(long, value_delimiter = ',', default_value = kubelet::DEFAULT_PREFERRED_ADDRESS_TYPES)]
     pub kubelet_preferred_address_types: Vec<String>,
+    /// Identifier of the service account token issuer (the `iss` claim). Repeat the flag to
+    /// rotate issuers: the first one issues tokens, tokens of every one are accepted.
+    #[arg(long = "service-account-issuer", default_value = serviceaccount::DEFAULT_ISSUER)]
+    pub service_account_issuers: Vec<String>,
+    /// Identifiers of the API (comma-separated): service account tokens must be issued for at
+    /// least one of them to authenticate, and new tokens are for them unless a TokenRequest
+    /// names audiences. Default: the first --service-account-issuer.
+    #[arg(long, value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
+    /// The `jwks_uri` of the discovery document at /.well-known/openid-configuration.
+    /// Default: https://<advertise-address>:<port>/openid/v1/jwks.
+    #[arg(long)]
+    pub service_account_jwks_uri: Option<String>,
+    /// Extend pod-bound tokens requested for 3607 seconds (the kubelet's default projected
+    /// token) to one year, recording a warning time in the token instead, as upstream does to
+    /// keep clients that never reload their token working.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub service_account_extend_token_expiration: bool,
 }
 
 /// Validated configuration (no I/O).
@@ -110,6 +129,13 @@ pub struct Config {
     pub kubelet_client_cert: Option<(PathBuf, PathBuf)>,
     pub kubelet_ca: Option<PathBuf>,
     pub kubelet_preferred_address_types: Vec<String>,
+    /// Issuers, first one signing (`--service-account-issuer`).
+    pub service_account_issuers: Vec<String>,
+    /// `--api-audiences`, defaulted to the first issuer.
+    pub api_audiences: Vec<String>,
+    /// `--service-account-jwks-uri`; `None` derives it from the advertised address.
+    pub service_account_jwks_uri: Option<String>,
+    pub service_account_extend_token_expiration: bool,
 }
 
 impl TryFrom<Args> for Config {
@@ -145,6 +171,34 @@ impl TryFrom<Args> for Config {
         if a.kubelet_preferred_address_types.is_empty() {
             bail!("--kubelet-preferred-address-types: at least one address type is needed");
         }
+        let issuers: Vec<String> = a
+            .service_account_issuers
+            .iter()
+            .map(|s| s.trim().to_string())
+            .collect();
+        if issuers.is_empty() || issuers.iter().any(String::is_empty) {
+            bail!("--service-account-issuer: an issuer may not be empty");
+        }
+        // Upstream: an issuer containing ':' must be a URL (the OIDC discovery issuer).
+        for i in &issuers {
+            if i.contains(':') && !(i.starts_with("https://") || i.starts_with("http://")) {
+                bail!("--service-account-issuer {i:?} contained a ':' but was not a valid URL");
+            }
+        }
+        if let Some(u) = &a.service_account_jwks_uri {
+            if !u.starts_with("https://") {
+                bail!("--service-account-jwks-uri {u:?}: must be an https URL");
+            }
+        }
+        let mut api_audiences: Vec<String> = a
+            .api_audiences
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if api_audiences.is_empty() {
+            api_audiences.push(issuers[0].clone());
+        }
         let advertise = a
             .advertise_address
             .unwrap_or(if a.bind_address.is_unspecified() {
@@ -173,6 +227,10 @@ impl TryFrom<Args> for Config {
             kubelet_client_cert: a.kubelet_client_certificate.zip(a.kubelet_client_key),
             kubelet_ca: a.kubelet_certificate_authority,
             kubelet_preferred_address_types: a.kubelet_preferred_address_types,
+            service_account_issuers: issuers,
+            api_audiences,
+            service_account_jwks_uri: a.service_account_jwks_uri,
+            service_account_extend_token_expiration: a.service_account_extend_token_expiration,
         })
     }
 }
@@ -266,10 +324,32 @@ pub async fn start(c: Config, shutdown: CancellationToken) -> anyhow::Result<Run
         None,
     )
     .with_context(|| format!("writing {}", c.kubeconfig_out.display()))?;
+    let sa_tokens = Arc::new(
+        serviceaccount::ServiceAccountTokens::new(
+            pki.service_account_key_pem(),
+            pki.service_account_public_key_pem(),
+            serviceaccount::TokenSettings {
+                issuers: c.service_account_issuers.clone(),
+                api_audiences: c.api_audiences.clone(),
+                jwks_uri: c.service_account_jwks_uri.clone().unwrap_or_else(|| {
+                    format!(
+                        "https://{}{}",
+                        SocketAddr::new(c.advertise, addr.port()),
+                        serviceaccount::JWKS_PATH
+                    )
+                }),
+                extend_expiration: c.service_account_extend_token_expiration,
+            },
+        )
+        .context("loading the service-account signing key")?,
+    );
+    let authn =
+        auth::Authenticator::new(tokens).with_service_accounts(sa_tokens.clone(), registry.clone());
     let state = Arc::new(handler::State {
         registry,
         kubelet,
-        authn: auth::Authenticator::new(tokens),
+        authn,
+        sa_tokens,
         authz: Box::new(auth::AlwaysAllow),
         metrics: metrics::Metrics::new(),
         server_address: SocketAddr::new(c.advertise, addr.port()).to_string(),

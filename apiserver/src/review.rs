@@ -1,9 +1,10 @@
 //! Create-only review resources answered on the spot and never stored: who am I
 //! (SelfSubjectReview), may I (Self/Local/SubjectAccessReview, SelfSubjectRulesReview) and
-//! token checks (TokenReview). Authorization answers come from the same seam the request
-//! path uses, so they stay truthful when RBAC arrives.
+//! token checks (TokenReview, which accepts every token the request path does, service-account
+//! tokens included). Authorization answers come from the same seam the request path uses, so
+//! they stay truthful when RBAC arrives.
 
-use crate::auth::{Attributes, Authenticator, Authorizer};
+use crate::auth::{Attributes, Authenticator, Authorizer, TokenAuth, User};
 use crate::request::Target;
 use crate::resources::Resource;
 use component_base::tls::UserInfo;
@@ -14,11 +15,11 @@ fn str_at<'a>(v: &'a Value, p: &str) -> &'a str {
 }
 
 /// The answered review object (status filled in).
-pub fn answer(
+pub async fn answer(
     r: &Resource,
     t: &Target,
     mut obj: Value,
-    user: &UserInfo,
+    user: &User,
     authn: &Authenticator,
     authz: &dyn Authorizer,
 ) -> Value {
@@ -28,17 +29,43 @@ pub fn answer(
         obj["metadata"] = json!({});
     }
     obj["metadata"]["creationTimestamp"] = Value::Null;
-    let user_json = |u: &UserInfo| json!({"username": u.name, "uid": u.uid, "groups": u.groups});
+    let user_json = |u: &User| {
+        let mut v = json!({"username": u.info.name, "uid": u.info.uid, "groups": u.info.groups});
+        if !u.extra.is_empty() {
+            v["extra"] = json!(u.extra);
+        }
+        v
+    };
     match r.kind {
         "SelfSubjectReview" => obj["status"] = json!({"userInfo": user_json(user)}),
         "TokenReview" => {
             let token = str_at(&obj, "/spec/token").to_string();
-            obj["status"] = match authn.authenticate(None, Some(&format!("Bearer {token}"))) {
-                Some(u) => {
-                    json!({"authenticated": true, "user": user_json(&u), "audiences": obj.pointer("/spec/audiences").cloned().unwrap_or(json!([]))})
+            let audiences: Vec<String> = obj
+                .pointer("/spec/audiences")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            obj["status"] = match authn.authenticate_token(&token, &audiences).await {
+                TokenAuth::Ok {
+                    mut user,
+                    audiences,
+                } => {
+                    // As on the request path (upstream's AuthenticatedGroupAdder).
+                    if !user.info.groups.iter().any(|g| g == "system:authenticated") {
+                        user.info.groups.push("system:authenticated".into());
+                    }
+                    json!({"authenticated": true, "user": user_json(&user), "audiences": audiences})
                 }
-                None => {
+                TokenAuth::Unknown => {
                     json!({"authenticated": false, "user": {}, "error": "invalid bearer token"})
+                }
+                TokenAuth::Rejected(why) => {
+                    json!({"authenticated": false, "user": {}, "error": why})
                 }
             };
         }
@@ -52,7 +79,7 @@ pub fn answer(
         _ => {
             // Self/Local/SubjectAccessReview.
             let subject = if r.kind == "SelfSubjectAccessReview" {
-                user.clone()
+                user.info.clone()
             } else {
                 UserInfo {
                     name: str_at(&obj, "/spec/user").to_string(),
