@@ -20,6 +20,7 @@ pub mod pleg;
 pub mod pods;
 pub mod probes;
 pub mod server;
+pub mod streaming;
 pub mod volumes;
 
 pub use config::{Args, Config, ConfigError};

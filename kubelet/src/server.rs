@@ -11,9 +11,10 @@
 //! `/pods` (the pods bound here, as a PodList), `/containerLogs/{ns}/{pod}/{container}` (the
 //! query kubectl sends: follow, previous, timestamps, tailLines, sinceSeconds, sinceTime,
 //! limitBytes; streamed chunk by chunk), `/stats/summary` (the Summary API) and
-//! `/metrics/resource` (what metrics-server scrapes). `/exec`, `/attach`, `/portForward` and
-//! `/run` are routed and answer 501 until streaming lands. Shutdown is graceful: accepting
-//! stops, followed logs end, in-flight requests get a few seconds.
+//! `/metrics/resource` (what metrics-server scrapes), and the streaming API of
+//! [`crate::streaming`]: `/exec`, `/attach`, `/portForward` (upgrades) and `/run`. Shutdown is
+//! graceful: accepting stops, followed logs and streaming sessions end, in-flight requests get
+//! a few seconds.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -42,7 +43,7 @@ use tower::ServiceExt;
 
 use crate::cri::{labels, v1, Runtime};
 use crate::logs::{self, LogOptions};
-use crate::{node, Config, Error, PodStore};
+use crate::{node, streaming, Config, Error, PodStore};
 
 /// File names of the self-signed serving certificate under `<root-dir>/pki`.
 pub const SELF_SIGNED_CERT_FILE: &str = "kubelet.crt";
@@ -73,6 +74,8 @@ struct App {
     shutdown: CancellationToken,
     /// Previous node CPU sample (time, cumulative core-nanoseconds) for usageNanoCores.
     node_cpu: Mutex<Option<(std::time::Instant, u64)>>,
+    /// Exec, attach, port-forward and run.
+    streaming: streaming::Streaming,
 }
 
 /// Serve until shutdown: HTTPS on `config.server_address`, plain `/healthz` on
@@ -110,11 +113,15 @@ pub async fn serve_listeners(
 ) -> Result<(), Error> {
     let tls = tls_config(&state.config)?;
     tracing::info!(addr = %listener.local_addr()?, "kubelet server listening");
+    let streaming =
+        streaming::Streaming::new(state.runtime.clone(), state.pods.clone(), shutdown.clone());
+    streaming.register(&mut metrics.lock().unwrap());
     let app = Arc::new(App {
         state,
         metrics,
         shutdown: shutdown.clone(),
         node_cpu: Mutex::new(None),
+        streaming,
     });
     let router = router(app);
     let health = healthz.map(|l| {
@@ -230,38 +237,20 @@ fn router(app: Arc<App>) -> Router {
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
-        .route(
-            "/exec/{namespace}/{pod}/{container}",
-            any(|| not_implemented("exec")),
-        )
-        .route(
-            "/exec/{namespace}/{pod}/{uid}/{container}",
-            any(|| not_implemented("exec")),
-        )
-        .route(
-            "/attach/{namespace}/{pod}/{container}",
-            any(|| not_implemented("attach")),
-        )
+        .route("/exec/{namespace}/{pod}/{container}", any(exec))
+        .route("/exec/{namespace}/{pod}/{uid}/{container}", any(exec_uid))
+        .route("/attach/{namespace}/{pod}/{container}", any(attach))
         .route(
             "/attach/{namespace}/{pod}/{uid}/{container}",
-            any(|| not_implemented("attach")),
+            any(attach_uid),
         )
-        .route(
-            "/portForward/{namespace}/{pod}",
-            any(|| not_implemented("port forwarding")),
-        )
+        .route("/portForward/{namespace}/{pod}", any(port_forward))
         .route(
             "/portForward/{namespace}/{pod}/{uid}",
-            any(|| not_implemented("port forwarding")),
+            any(port_forward_uid),
         )
-        .route(
-            "/run/{namespace}/{pod}/{container}",
-            any(|| not_implemented("run")),
-        )
-        .route(
-            "/run/{namespace}/{pod}/{uid}/{container}",
-            any(|| not_implemented("run")),
-        )
+        .route("/run/{namespace}/{pod}/{container}", any(run))
+        .route("/run/{namespace}/{pod}/{uid}/{container}", any(run_uid))
         .fallback(|| async { text(StatusCode::NOT_FOUND, "404 page not found") })
         .with_state(app)
 }
@@ -289,11 +278,102 @@ async fn healthz_ok() -> Response<Body> {
     text(StatusCode::OK, "ok")
 }
 
-async fn not_implemented(what: &'static str) -> Response<Body> {
-    text(
-        StatusCode::NOT_IMPLEMENTED,
-        format!("{what} is not implemented by this kubelet yet"),
-    )
+fn target(
+    namespace: String,
+    pod: String,
+    uid: Option<String>,
+    container: String,
+) -> streaming::Target {
+    streaming::Target {
+        namespace,
+        pod,
+        uid,
+        container,
+    }
+}
+
+async fn exec(
+    State(app): State<Arc<App>>,
+    UrlPath((ns, pod, container)): UrlPath<(String, String, String)>,
+    req: Request<Body>,
+) -> Response<Body> {
+    let t = target(ns, pod, None, container);
+    app.streaming
+        .container_stream(streaming::Kind::Exec, t, req)
+        .await
+}
+
+async fn exec_uid(
+    State(app): State<Arc<App>>,
+    UrlPath((ns, pod, uid, container)): UrlPath<(String, String, String, String)>,
+    req: Request<Body>,
+) -> Response<Body> {
+    let t = target(ns, pod, Some(uid), container);
+    app.streaming
+        .container_stream(streaming::Kind::Exec, t, req)
+        .await
+}
+
+async fn attach(
+    State(app): State<Arc<App>>,
+    UrlPath((ns, pod, container)): UrlPath<(String, String, String)>,
+    req: Request<Body>,
+) -> Response<Body> {
+    let t = target(ns, pod, None, container);
+    app.streaming
+        .container_stream(streaming::Kind::Attach, t, req)
+        .await
+}
+
+async fn attach_uid(
+    State(app): State<Arc<App>>,
+    UrlPath((ns, pod, uid, container)): UrlPath<(String, String, String, String)>,
+    req: Request<Body>,
+) -> Response<Body> {
+    let t = target(ns, pod, Some(uid), container);
+    app.streaming
+        .container_stream(streaming::Kind::Attach, t, req)
+        .await
+}
+
+async fn port_forward(
+    State(app): State<Arc<App>>,
+    UrlPath((ns, pod)): UrlPath<(String, String)>,
+    req: Request<Body>,
+) -> Response<Body> {
+    app.streaming
+        .port_forward(target(ns, pod, None, String::new()), req)
+        .await
+}
+
+async fn port_forward_uid(
+    State(app): State<Arc<App>>,
+    UrlPath((ns, pod, uid)): UrlPath<(String, String, String)>,
+    req: Request<Body>,
+) -> Response<Body> {
+    app.streaming
+        .port_forward(target(ns, pod, Some(uid), String::new()), req)
+        .await
+}
+
+async fn run(
+    State(app): State<Arc<App>>,
+    UrlPath((ns, pod, container)): UrlPath<(String, String, String)>,
+    req: Request<Body>,
+) -> Response<Body> {
+    app.streaming
+        .run(target(ns, pod, None, container), req)
+        .await
+}
+
+async fn run_uid(
+    State(app): State<Arc<App>>,
+    UrlPath((ns, pod, uid, container)): UrlPath<(String, String, String, String)>,
+    req: Request<Body>,
+) -> Response<Body> {
+    app.streaming
+        .run(target(ns, pod, Some(uid), container), req)
+        .await
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response<Body> {
@@ -1169,14 +1249,17 @@ mod tests {
     }
 
     fn app(root: &Path, runtime: Arc<dyn Runtime>) -> Arc<App> {
+        let pods = store(&[pod_json()]);
+        let shutdown = CancellationToken::new();
         Arc::new(App {
+            streaming: streaming::Streaming::new(runtime.clone(), pods.clone(), shutdown.clone()),
             state: ServerState {
                 config: Arc::new(config(root, &[])),
                 runtime,
-                pods: store(&[pod_json()]),
+                pods,
             },
             metrics: MetricsRegistry::default(),
-            shutdown: CancellationToken::new(),
+            shutdown,
             node_cpu: Mutex::new(None),
         })
     }
@@ -1258,16 +1341,40 @@ mod tests {
             ),
             (
                 "/exec/ns/web/app?command=ls",
-                StatusCode::NOT_IMPLEMENTED,
-                "exec is not implemented",
+                StatusCode::BAD_REQUEST,
+                "you must specify at least 1 of stdin, stdout, stderr",
             ),
-            ("/attach/ns/web/app", StatusCode::NOT_IMPLEMENTED, "attach"),
             (
-                "/portForward/ns/web",
-                StatusCode::NOT_IMPLEMENTED,
-                "port forwarding",
+                "/exec/ns/web/app?command=ls&output=1",
+                StatusCode::BAD_REQUEST,
+                "unable to upgrade: X-Stream-Protocol-Version is required",
             ),
-            ("/run/ns/web/app", StatusCode::NOT_IMPLEMENTED, "run"),
+            (
+                "/attach/ns/web/u1/app?output=1",
+                StatusCode::BAD_REQUEST,
+                "unable to upgrade: X-Stream-Protocol-Version is required",
+            ),
+            (
+                "/portForward/ns/gone",
+                StatusCode::NOT_FOUND,
+                "pod does not exist",
+            ),
+            (
+                "/portForward/ns/web/u2",
+                StatusCode::NOT_FOUND,
+                "pod does not exist",
+            ),
+            (
+                "/portForward/ns/web?port=80",
+                StatusCode::BAD_REQUEST,
+                "unable to upgrade: X-Stream-Protocol-Version is required",
+            ),
+            ("/run/ns/web/app", StatusCode::BAD_REQUEST, "missing cmd"),
+            (
+                "/run/ns/web/app?cmd=ls+-l",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "container not found (\"app\")",
+            ),
             ("/nothing", StatusCode::NOT_FOUND, "404 page not found"),
         ];
         for (uri, code, want) in cases {
