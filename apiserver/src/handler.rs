@@ -662,12 +662,18 @@ async fn resource(
             let stream = crate::kubelet::Stream::parse(sub).expect("checked");
             return Ok(crate::proxy::pod_stream(state, req, &t, stream).await);
         }
-        Some(sub) => {
+        // A subresource the resource has but not with this verb: 405, as upstream; one it does
+        // not have: 404. (Never 503: clients retry those with back-off.)
+        Some(sub) if r.has_subresource(sub) => {
             return Err(ApiError::new(
-                Reason::ServiceUnavailable,
-                format!("{}/{sub} is not served by this API server yet", r.plural),
+                Reason::MethodNotAllowed,
+                format!(
+                    "the server does not allow this method on the requested resource ({}/{sub})",
+                    r.plural
+                ),
             ))
         }
+        Some(_) => return Err(request::not_found_path()),
     }
     if t.subresource.is_some() && name.is_none() {
         return Err(request::not_found_path());
