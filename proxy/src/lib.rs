@@ -417,6 +417,7 @@ pub async fn start(
                 cluster_cidr: config.cluster_cidr,
                 masquerade_all: config.masquerade_all,
                 masquerade_bit: config.masquerade_bit,
+                sctp: true,
             },
             pod_routes: config.pod_routes,
         },

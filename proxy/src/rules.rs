@@ -92,6 +92,8 @@ pub struct RenderConfig {
     pub masquerade_all: bool,
     /// The bit of the packet mark meaning "masquerade this" (14: 0x4000).
     pub masquerade_bit: u8,
+    /// Whether SCTP service ports are programmed (off after the kernel refused them).
+    pub sctp: bool,
 }
 
 impl Default for RenderConfig {
@@ -101,6 +103,7 @@ impl Default for RenderConfig {
             cluster_cidr: None,
             masquerade_all: false,
             masquerade_bit: 14,
+            sctp: true,
         }
     }
 }
@@ -293,7 +296,24 @@ pub fn render(
     config: &RenderConfig,
 ) -> Rendered {
     let mut warnings = Vec::new();
-    let ports = model::all_service_ports(services, &mut warnings);
+    let mut ports = model::all_service_ports(services, &mut warnings);
+    if !config.sctp {
+        ports.retain(|sp| {
+            let keep = sp.key.protocol != Protocol::Sctp;
+            if !keep {
+                warnings.push(Warning {
+                    namespace: sp.key.namespace.clone(),
+                    name: sp.key.name.clone(),
+                    reason: "UnsupportedProtocol",
+                    message: format!(
+                        "port {:?} is SCTP, which this node's kernel does not support; ignored",
+                        sp.key.port_name
+                    ),
+                });
+            }
+            keep
+        });
+    }
     let endpoints = model::endpoints_by_port(slices, &config.node_name);
     let mut r = render_ports(&ports, &endpoints, config);
     warnings.sort();

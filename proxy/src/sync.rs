@@ -220,7 +220,7 @@ impl<D: Dataplane> Proxier<D> {
         };
         let current: BTreeSet<Warning> = rendered.warnings.iter().cloned().collect();
         report.new_warnings = current.difference(&self.reported).cloned().collect();
-        self.reported = current;
+        let reported_before = std::mem::replace(&mut self.reported, current);
 
         let apply_start = Instant::now();
         let mut existing: Vec<(String, String)> = Vec::new();
@@ -248,6 +248,19 @@ impl<D: Dataplane> Proxier<D> {
             report.restore_time = t.elapsed();
             if let Err(e) = result {
                 self.applied = None;
+                // A kernel without SCTP refuses the whole restore: drop SCTP ports (each
+                // reported on its Service) so every other service keeps working.
+                if self.config.render.sctp && text.contains("-p sctp") {
+                    tracing::warn!(error = %e, "iptables-restore failed with SCTP rules; retrying without SCTP service ports");
+                    self.config.render.sctp = false;
+                    self.reported = reported_before;
+                    let retried = self.sync(snap, true);
+                    if retried.is_err() {
+                        // Not SCTP's fault after all.
+                        self.config.render.sctp = true;
+                    }
+                    return retried;
+                }
                 return Err(SyncError::Restore(e));
             }
             report.restored = true;
@@ -508,6 +521,34 @@ mod tests {
         let calls = dp.take_calls();
         assert_eq!(calls[0], Call::Save);
         assert!(!p.needs_full_sync());
+    }
+
+    #[test]
+    fn a_kernel_refusing_sctp_loses_only_the_sctp_ports() {
+        let dp = Recording::new();
+        let mut p = proxier(&dp);
+        let snap = Snapshot {
+            services: vec![
+                service("web", "10.96.0.20", "TCP"),
+                service("sig", "10.96.0.21", "SCTP"),
+            ],
+            slices: vec![
+                slice("web", "TCP", &["10.244.1.5"]),
+                slice("sig", "SCTP", &["10.244.1.6"]),
+            ],
+            nodes: vec![],
+        };
+        dp.fail_next_restores(1);
+        let r = p.sync(&snap, false).unwrap();
+        assert!(r.restored);
+        let calls = dp.take_calls();
+        let texts = restores(&calls);
+        assert_eq!(texts.len(), 2);
+        assert!(texts[0].contains("-p sctp") && !texts[1].contains("-p sctp"));
+        assert!(texts[1].contains("default/web:p cluster IP"));
+        assert_eq!(r.new_warnings.len(), 1);
+        assert_eq!(r.new_warnings[0].name, "sig");
+        assert_eq!(r.new_warnings[0].reason, "UnsupportedProtocol");
     }
 
     #[test]

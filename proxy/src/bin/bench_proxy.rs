@@ -112,7 +112,14 @@ fn slice(i: usize, endpoints: usize, generation: usize) -> EndpointSlice {
             (0..endpoints)
                 .map(|e| Endpoint {
                     addresses: vec![ip(i * endpoints + e + 1 + generation * 7, [10, 244])],
-                    node_name: Some(if e.is_multiple_of(3) { "bench" } else { "other" }.into()),
+                    node_name: Some(
+                        if e.is_multiple_of(3) {
+                            "bench"
+                        } else {
+                            "other"
+                        }
+                        .into(),
+                    ),
                     conditions: Some(EndpointConditions {
                         ready: Some(true),
                         serving: Some(true),
