@@ -66,6 +66,8 @@ fn spawn(name: &'static str, args: &[String], log: &Path) -> Result<Proc> {
     let child = tokio::process::Command::new(&bin)
         .args(args)
         .env("RUST_LOG", "warn")
+        // As deploy/cluster.sh runs them: two glibc malloc arenas instead of eight per core.
+        .env("MALLOC_ARENA_MAX", "2")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(log.with_extension("out"))?)
         .stderr(std::fs::File::create(log)?)
@@ -224,6 +226,13 @@ async fn raw_cri(rt: &RemoteRuntime, runs: usize, log_dir: &Path) -> Result<Vec<
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // The bundle's demo app and cache next to this binary (target/release), unless given.
+    if std::env::var_os("DEMO_WEB_BIN").is_none() {
+        std::env::set_var("DEMO_WEB_BIN", bin_dir().join("demo-web"));
+    }
+    if std::env::var_os("KUBRS_TEST_IMAGES").is_none() {
+        std::env::set_var("KUBRS_TEST_IMAGES", bin_dir().join("bench-images"));
+    }
     let tmp = tempfile::tempdir()?;
     let d = tmp.path();
     let bundle = tokio::task::spawn_blocking(image_bundle).await?;
