@@ -17,6 +17,7 @@ have runc || need_pkgs+=(runc)
 have iptables || need_pkgs+=(iptables)
 have ip || need_pkgs+=(iproute2)
 have conntrack || need_pkgs+=(conntrack)         # proxy: drops stale UDP conntrack entries
+have dig || need_pkgs+=(bind9-dnsutils)          # dns tests query the cluster DNS with dig
 have cc || need_pkgs+=(build-essential)
 have curl || need_pkgs+=(curl)
 have pkg-config || need_pkgs+=(pkg-config)
