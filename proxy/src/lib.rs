@@ -63,7 +63,8 @@ pub struct Args {
     /// Shortest time between two syncs (changes arriving faster are batched).
     #[arg(long, alias = "iptables-min-sync-period", default_value = "1s", value_parser = parse_duration)]
     pub min_sync_period: Duration,
-    /// Time between forced full syncs, which rewrite every rule.
+    /// Time between forced full syncs, which rewrite every rule (stretched to ten times the
+    /// last full sync's duration when that is longer, so big rulesets never resync non-stop).
     #[arg(long, alias = "iptables-sync-period", default_value = "30s", value_parser = parse_duration)]
     pub sync_period: Duration,
     /// Address of /healthz (port 0 picks a free port).
@@ -531,7 +532,17 @@ impl Loop {
                     retry_at = None;
                     backoff = first_backoff;
                     if report.full {
-                        next_full = started + period;
+                        // A full rewrite of a big ruleset is slow (iptables-nft: ~30 s for
+                        // 10,000 services); never let resyncs take over 10% of the time.
+                        let interval = period.max(took * 10);
+                        if interval > period {
+                            tracing::info!(
+                                full_sync_ms = took.as_millis() as u64,
+                                next_in_s = interval.as_secs(),
+                                "full resync is slow; stretching the interval between full resyncs"
+                            );
+                        }
+                        next_full = started + interval;
                     }
                     let now = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
