@@ -314,7 +314,7 @@ impl Dataplane for System {
     }
 }
 
-/// Whether `path` names an existing network namespace file (`/run/netns/<name>`).
+/// Whether `/run/netns/<name>` (a named network namespace) exists.
 pub fn netns_exists(name: &str) -> bool {
     Path::new("/run/netns").join(name).exists()
 }
