@@ -25,7 +25,16 @@ SUDO=""
 # Small daemons with a few threads: two glibc malloc arenas instead of eight per core keep
 # their resident memory low at no measurable cost.
 export MALLOC_ARENA_MAX=2
-components=(kubelet scheduler controller-manager apiserver)
+components=(proxy kubelet scheduler controller-manager apiserver)
+cluster_dns=10.96.0.10
+
+# The node's primary IPv4 address (the source of the default route), else the first global one.
+node_ip() {
+  local ip
+  ip=$(ip -4 route get 1.1.1.1 2>/dev/null | awk '{for (i=1;i<NF;i++) if ($i=="src") print $(i+1)}' | head -1)
+  [ -n "$ip" ] || ip=$(ip -4 -o addr show scope global 2>/dev/null | awk '{print $4}' | cut -d/ -f1 | grep -v '^10\.244\.' | head -1)
+  echo "${ip:-127.0.0.1}"
+}
 
 stop_one() {
   local pf=$data/$1.pid
@@ -40,6 +49,7 @@ stop_one() {
 cleanup_host() {
   # Everything pods left: the runtime (tasks, shims, mounts), the CNI bridge, the iptables
   # chains CNI plugins and the proxy added, and pod cgroups.
+  [ -x "$bin/proxy" ] && $SUDO "$bin/proxy" --cleanup >/dev/null 2>&1 || true
   [ -d "$data/containerd" ] && $SUDO "$here/deploy/containerd.sh" down "$data/containerd" || true
   if ip link show cni0 >/dev/null 2>&1; then $SUDO ip link del cni0 || true; fi
   if command -v iptables-save >/dev/null; then
@@ -73,13 +83,14 @@ case "${1:-up}" in
     "$here/deploy/setup.sh"
     [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
     if [ -z "${KUBRS_NO_BUILD:-}" ]; then
-      (cd "$here" && cargo build --release -q -p apiserver -p controller-manager -p scheduler -p kubelet -p demo-web)
+      (cd "$here" && cargo build --release -q -p apiserver -p controller-manager -p scheduler -p kubelet -p proxy -p dns -p demo-web)
     fi
     mkdir -p "$data"
     stop >/dev/null
-    DEMO_WEB_BIN=$bin/demo-web "$here/deploy/images.sh" "$data/images" >/dev/null
+    DEMO_WEB_BIN=$bin/demo-web DNS_BIN=$bin/dns "$here/deploy/images.sh" "$data/images" >/dev/null
+    ip=$(node_ip)
 
-    args=(--data-dir "$data/apiserver" --secure-port "$port")
+    args=(--data-dir "$data/apiserver" --secure-port "$port" --advertise-address "$ip")
     [ -n "${KUBRS_ETCD:-}" ] && args+=(--etcd-servers "$KUBRS_ETCD")
     nohup "$bin/apiserver" "${args[@]}" >"$data/apiserver.log" 2>&1 &
     echo $! >"$data/apiserver.pid"
@@ -103,13 +114,22 @@ case "${1:-up}" in
       --container-runtime-endpoint 'unix://$data/containerd/containerd.sock' \
       --root-dir '$data/kubelet' --pod-log-dir '$data/pods' --image-dir '$data/images' \
       --cni-conf-dir '$data/containerd/cni' --client-ca-file '$data/apiserver/pki/ca.crt' \
-      --node-labels 'node-role.kubernetes.io/control-plane=' \
+      --node-labels 'node-role.kubernetes.io/control-plane=' --node-ip '$ip' \
+      --cluster-dns '$cluster_dns' \
       >'$data/kubelet.log' 2>&1 & echo \$! >'$data/kubelet.pid'"
-    echo "containerd and kubelet running (node $node), logs: $data/{containerd/containerd,kubelet}.log"
+    $SUDO env MALLOC_ARENA_MAX=2 sh -c "nohup '$bin/proxy' --kubeconfig '$kc' --hostname-override '$node' \
+      --cluster-cidr '$cluster_cidr' >'$data/proxy.log' 2>&1 & echo \$! >'$data/proxy.pid'"
+    echo "containerd, kubelet and proxy running (node $node, $ip), logs: $data/{containerd/containerd,kubelet,proxy}.log"
     for _ in $(seq 300); do
       KUBECONFIG=$kc kubectl get node "$node" 2>/dev/null | grep -q ' Ready' && break
       sleep 0.2
     done
+    # Cluster DNS as an addon (a Deployment and the kube-dns Service at $cluster_dns).
+    if [ -f "$here/deploy/addons/dns.yaml" ]; then
+      KUBECONFIG=$kc kubectl apply -f "$here/deploy/addons/dns.yaml" >/dev/null
+      KUBECONFIG=$kc kubectl -n kube-system rollout status deployment/kube-dns --timeout=60s >/dev/null 2>&1 \
+        || echo "warning: cluster DNS is not ready yet (kubectl -n kube-system get pods)" >&2
+    fi
     echo "export KUBECONFIG=$kc"
     ;;
   down) stop ;;
