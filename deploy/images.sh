@@ -4,8 +4,8 @@
 #
 #   deploy/images.sh [OUTDIR]     (default ${KUBRS_DATA:-$HOME/.local/share/kubrs}/images)
 #
-# Writes OUTDIR/{pause,busybox,kuard,nginx,redis,curl}.oci.tar and OUTDIR/images.txt (every
-# image name, one per line). Load an archive with
+# Writes OUTDIR/{pause,busybox,kuard,nginx,redis,curl}.oci.tar (and dns.oci.tar when DNS_BIN is
+# set) and OUTDIR/images.txt (every image name, one per line). Load an archive with
 #   ctr -a SOCKET -n k8s.io images import OUTDIR/nginx.oci.tar
 # Each archive's manifests carry io.containerd.image.name (the full reference, so ctr needs no
 # --base-name) and org.opencontainers.image.ref.name (the tag).
@@ -22,11 +22,15 @@
 #   docker.io/library/nginx               Debian's nginx, official image's layout and default page
 #   docker.io/library/redis               Debian's redis-server and redis-cli, protected mode off
 #   docker.io/tutum/curl (and others)     busybox plus Debian's curl
+#   docker.io/kubrs/dns:v0.1.0            the workspace's cluster DNS server (only with DNS_BIN;
+#                                         deploy/addons/dns.yaml runs it)
 # Every image but pause has the busybox layer at the bottom, so `kubectl exec … sh` works in it.
 #
 # Environment:
 #   DEMO_WEB_BIN  the demo-web binary to package (default: the release build, which is built
 #                 with `cargo build --release -p demo-web` when missing)
+#   DNS_BIN       the dns binary to package as docker.io/kubrs/dns:v0.1.0 (the release build,
+#                 `cargo build --release -p dns`); without it the dns image is not built
 #   BUSYBOX       a static busybox (default /bin/busybox)
 #   PAUSE_IMPL    c | busybox (default: c when gcc and a static libc are available)
 #   SOURCE_DATE_EPOCH  the timestamp recorded in tars and image configs (default 0)
@@ -85,6 +89,8 @@ if [ -z "${DEMO_WEB_BIN:-}" ]; then
   fi
 fi
 [ -x "$DEMO_WEB_BIN" ] || die "demo-web binary $DEMO_WEB_BIN is missing"
+DNS_BIN=${DNS_BIN:-}
+[ -z "$DNS_BIN" ] || [ -x "$DNS_BIN" ] || die "dns binary $DNS_BIN is missing (cargo build --release -p dns)"
 
 if [ -z "${PAUSE_IMPL:-}" ]; then
   if command -v gcc >/dev/null && [ -e "$(gcc -print-file-name=libc.a)" ]; then PAUSE_IMPL=c; else PAUSE_IMPL=busybox; fi
@@ -508,6 +514,23 @@ EOF
   archive_end "$key"
 fi
 
+# ---------- dns (the cluster DNS server of deploy/addons/dns.yaml) ----------
+archives="pause busybox kuard nginx redis curl"
+if [ -n "$DNS_BIN" ]; then
+  archives+=" dns"
+  key=$(inputs_key "$BUSYBOX" "$DNS_BIN")
+  if up_to_date dns "$key"; then skip dns; else
+    base_layer
+    archive_begin dns
+    r="$WORK/rootfs-dns"; mkdir -p "$r"
+    install_bin "$r" "$DNS_BIN" /dns
+    archive_image "docker.io/kubrs/dns:v0.1.0" \
+      "{\"Env\":[\"$PATH_ENV\"],\"Entrypoint\":[\"/dns\"],\"ExposedPorts\":{\"53/tcp\":{},\"53/udp\":{},\"8080/tcp\":{},\"9153/tcp\":{}},\"WorkingDir\":\"/\"}" \
+      "$busybox_layer" "$(build_layer "$r")"
+    archive_end "$key"
+  fi
+fi
+
 # Every image name in the bundle, for importers and tests.
-cat "$OUT"/.{pause,busybox,kuard,nginx,redis,curl}.refs >"$OUT/images.txt.tmp"
+for a in $archives; do cat "$OUT/.$a.refs"; done >"$OUT/images.txt.tmp"
 mv "$OUT/images.txt.tmp" "$OUT/images.txt"
