@@ -9,8 +9,8 @@
 //! have their TTLs counted down.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
@@ -69,6 +69,8 @@ pub enum Source {
 /// The upstream resolvers and the answer cache.
 pub struct Forwarder {
     upstreams: Vec<SocketAddr>,
+    /// Addresses that are this server (the kube-dns Service): never asked, which would loop.
+    self_ips: RwLock<Vec<IpAddr>>,
     timeout: Duration,
     cache_config: CacheConfig,
     cache: Mutex<HashMap<Key, Entry>>,
@@ -108,6 +110,7 @@ impl Forwarder {
     ) -> Self {
         Forwarder {
             upstreams,
+            self_ips: RwLock::new(Vec::new()),
             timeout,
             cache_config,
             cache: Mutex::new(HashMap::new()),
@@ -118,6 +121,31 @@ impl Forwarder {
 
     pub fn upstreams(&self) -> &[SocketAddr] {
         &self.upstreams
+    }
+
+    /// Declare the addresses of this server's own Service; upstreams among them are skipped
+    /// (a node whose resolv.conf names the cluster DNS would otherwise forward in a loop).
+    /// Returns the upstreams skipped from now on when the addresses changed (else nothing).
+    pub fn set_self_ips(&self, ips: &[IpAddr]) -> Vec<SocketAddr> {
+        let mut own = self.self_ips.write().unwrap_or_else(|e| e.into_inner());
+        if own.as_slice() == ips {
+            return Vec::new();
+        }
+        *own = ips.to_vec();
+        self.upstreams
+            .iter()
+            .filter(|u| u.port() == 53 && ips.contains(&u.ip()))
+            .copied()
+            .collect()
+    }
+
+    fn live_upstreams(&self) -> Vec<SocketAddr> {
+        let own = self.self_ips.read().unwrap_or_else(|e| e.into_inner());
+        self.upstreams
+            .iter()
+            .filter(|u| !(u.port() == 53 && own.contains(&u.ip())))
+            .copied()
+            .collect()
     }
 
     fn key(query: &Query, dnssec_ok: bool, checking_disabled: bool) -> Key {
@@ -194,7 +222,8 @@ impl Forwarder {
             return Ok((m, Source::Cache));
         }
         self.metrics.cache_miss();
-        if self.upstreams.is_empty() {
+        let upstreams = self.live_upstreams();
+        if upstreams.is_empty() {
             return Err(ForwardError::NoUpstreams);
         }
         let _permit = self
@@ -202,7 +231,7 @@ impl Forwarder {
             .try_acquire()
             .map_err(|_| ForwardError::Overloaded)?;
         let mut errors = Vec::new();
-        for upstream in &self.upstreams {
+        for upstream in &upstreams {
             let mut request = Message::new(rand::random(), MessageType::Query, OpCode::Query);
             request.metadata.recursion_desired = recursion_desired;
             request.metadata.checking_disabled = checking_disabled;
@@ -226,7 +255,7 @@ impl Forwarder {
                     // SERVFAIL, REFUSED…: try the next one, but keep this answer as the last
                     // resort.
                     errors.push(format!("{upstream}: {}", m.metadata.response_code));
-                    if upstream == self.upstreams.last().expect("not empty") {
+                    if upstream == upstreams.last().expect("not empty") {
                         return Ok((m, Source::Upstream));
                     }
                 }
@@ -468,6 +497,23 @@ mod tests {
             forwarder(vec![])
                 .resolve(&q("a.test."), true, false, false)
                 .await,
+            Err(ForwardError::NoUpstreams)
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_own_service_address_is_never_asked() {
+        let (addr, count) = upstream(60, false).await;
+        let own: SocketAddr = "10.96.0.10:53".parse().unwrap();
+        let f = forwarder(vec![own, addr]);
+        assert_eq!(f.set_self_ips(&[own.ip()]), vec![own]);
+        let (m, _) = f.resolve(&q("a.test."), true, false, false).await.unwrap();
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        let f = forwarder(vec![own]);
+        f.set_self_ips(&[own.ip()]);
+        assert!(matches!(
+            f.resolve(&q("a.test."), true, false, false).await,
             Err(ForwardError::NoUpstreams)
         ));
     }

@@ -83,6 +83,10 @@ impl Handler {
 
     /// Serve `zone` from now on.
     pub fn set_zone(&self, zone: Arc<Zone>) {
+        let looping = self.forwarder.set_self_ips(zone.dns_ips());
+        if !looping.is_empty() {
+            tracing::warn!(upstreams = ?looping, "upstreams are this server's own Service; skipping them");
+        }
         *self.zone.write().unwrap_or_else(|e| e.into_inner()) = Some(zone);
     }
 

@@ -395,6 +395,11 @@ impl Zone {
         &self.settings
     }
 
+    /// The cluster IPs of kube-system/kube-dns (this server, seen through its Service).
+    pub fn dns_ips(&self) -> &[IpAddr] {
+        &self.dns_ips
+    }
+
     /// Number of indexed Services.
     pub fn service_count(&self) -> usize {
         self.services.len()
@@ -736,12 +741,14 @@ impl Zone {
 
 /// Whether `name` is under in-addr.arpa or ip6.arpa.
 pub fn is_reverse(name: &Name) -> bool {
-    let text = name.to_ascii().to_ascii_lowercase();
-    let text = text.trim_end_matches('.');
-    text == "in-addr.arpa"
-        || text.ends_with(".in-addr.arpa")
-        || text == "ip6.arpa"
-        || text.ends_with(".ip6.arpa")
+    // Checked on every query: compare the last labels without building a string.
+    let mut labels = name.iter().rev();
+    labels
+        .next()
+        .is_some_and(|l| l.eq_ignore_ascii_case(b"arpa"))
+        && labels
+            .next()
+            .is_some_and(|l| l.eq_ignore_ascii_case(b"in-addr") || l.eq_ignore_ascii_case(b"ip6"))
 }
 
 fn wants(qtype: RecordType, rtype: RecordType) -> bool {

@@ -498,6 +498,8 @@ fn names_outside_the_zone_are_forwarded() {
         ("1.1.168.192.in-addr.arpa.", RecordType::PTR),
         ("20.0.96.10.in-addr.arpa.", RecordType::A),
         ("96.10.in-addr.arpa.", RecordType::PTR),
+        ("in-addr.arpa.", RecordType::PTR),
+        ("x.ARPA.", RecordType::PTR),
     ] {
         assert_eq!(
             zone.lookup(&Name::from_ascii(name).unwrap(), qtype),
@@ -548,4 +550,18 @@ fn custom_domain_and_settings_validation() {
     );
     assert_eq!("verified".parse::<PodMode>(), Ok(PodMode::Verified));
     assert!("sometimes".parse::<PodMode>().is_err());
+}
+
+#[test]
+fn reverse_names_are_recognised_by_their_last_labels() {
+    for (name, want) in [
+        ("1.0.0.10.in-addr.arpa.", true),
+        ("1.0.0.10.IN-ADDR.ARPA.", true),
+        ("ip6.arpa.", true),
+        ("arpa.", false),
+        ("in-addr.arpa.example.", false),
+        ("web.default.svc.cluster.local.", false),
+    ] {
+        assert_eq!(is_reverse(&Name::from_ascii(name).unwrap()), want, "{name}");
+    }
 }
