@@ -77,7 +77,9 @@ pub async fn run(reg: &Registry, advertise_ip: &str, port: u16) -> Result<(), Ap
     let ept = target("", "Endpoints", Some("default"));
     reg.update(&ept, "kubernetes", eps, &opts()).await?;
     let slice = json!({
-        "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "endpointslicemirroring-controller.k8s.io"}},
+        // No managed-by label, as upstream: the API server owns this slice, and the mirroring
+        // controller deletes slices it believes it manages for Endpoints marked skip-mirror.
+        "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
         "addressType": "IPv4",
         "endpoints": [{"addresses": [advertise_ip], "conditions": {"ready": true}}],
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],

@@ -403,6 +403,14 @@ async fn main() -> Result<()> {
     );
 
     delete_all(&api).await?;
+    // Let the kubelet tear the sandboxes down through CRI (CNI DEL frees IPs and iptables
+    // rules) before its process goes.
+    for _ in 0..300 {
+        if rt.list_pod_sandbox(None).await.map(|v| v.is_empty()).unwrap_or(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(procs);
     drop(containerd);
     Ok(())
