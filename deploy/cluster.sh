@@ -54,8 +54,10 @@ cleanup_host() {
   if ip link show cni0 >/dev/null 2>&1; then $SUDO ip link del cni0 || true; fi
   if command -v iptables-save >/dev/null; then
     for t in nat filter; do
-      if $SUDO iptables-save -t "$t" 2>/dev/null | grep -qE 'CNI-|KUBE-'; then
-        $SUDO iptables-save -t "$t" | grep -vE -- '(-j|-A|^:)[ ]?(CNI-|KUBE-)' | $SUDO iptables-restore -T "$t" || true
+      # (Read it whole first: `grep -q` on a pipe would SIGPIPE iptables-save under pipefail.)
+      rules=$($SUDO iptables-save -t "$t" 2>/dev/null || true)
+      if grep -qE 'CNI-|KUBE-' <<<"$rules"; then
+        grep -vE -- '(-j|-A|^:)[ ]?(CNI-|KUBE-)' <<<"$rules" | $SUDO iptables-restore -T "$t" || true
       fi
     done
   fi
