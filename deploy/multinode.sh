@@ -59,6 +59,7 @@ export MALLOC_ARENA_MAX=2
 log() { echo "multinode: $*" >&2; }
 die() { echo "multinode: $*" >&2; exit 1; }
 now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1fs", b - a }'; }
 kc=$data/apiserver/admin.kubeconfig
 k() { kubectl --kubeconfig "$kc" --request-timeout=10s "$@"; }
 node_ip() { echo "10.200.0.$((10 + $1))"; }
@@ -153,7 +154,11 @@ wait_until() { # wait_until SECONDS WHAT CMD... (CMD is quiet itself)
   local secs=$1 what=$2; shift 2
   local end=$(( $(date +%s) + secs ))
   until "$@"; do
-    [ "$(date +%s)" -lt "$end" ] || die "timed out after ${secs}s waiting for $what (logs in $data)"
+    if [ "$(date +%s)" -ge "$end" ]; then
+      local f
+      for f in "$data"/*.log; do echo "--- $f"; tail -n 8 "$f"; done >&2
+      die "timed out after ${secs}s waiting for $what (logs in $data)"
+    fi
     sleep 0.2
   done
 }
@@ -208,7 +213,7 @@ start_node() { # start_node I: containerd, kubelet and proxy in the node's names
 up() {
   n=${1:-3}
   [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 50 ] || die "N must be 1..50, got $n"
-  local b i ip ns t0 t_net cidr
+  local b i ip ns t0 t_img t_net t_nodes cidr
   for b in apiserver controller-manager scheduler kubelet proxy dns demo-web; do
     [ -x "$bin/$b" ] || die "$bin/$b is missing (cargo build --release, or set KUBRS_BIN_DIR)"
   done
@@ -225,6 +230,7 @@ up() {
   DEMO_WEB_BIN=$bin/demo-web DNS_BIN=$bin/dns "$here/deploy/images.sh" "$images" >"$data/images.log" 2>&1 \
     || { cat "$data/images.log" >&2; die "building the image bundle failed"; }
   seq "$n" >"$data/nodes"
+  t_img=$(now)
 
   # The underlay: one L2 segment (the bridge) that the host and every node sit on.
   cat /proc/sys/net/ipv4/ip_forward >"$data/ip_forward.orig"
@@ -277,6 +283,7 @@ up() {
     echo "$cidr $(node_ip "$i")" >>"$data/routes"
   done
   wait_until "$timeout" "every node to be Ready" nodes_ready
+  t_nodes=$(now)
 
   if [ -f "$here/deploy/addons/dns.yaml" ]; then
     k apply -f "$here/deploy/addons/dns.yaml" >/dev/null
@@ -284,7 +291,7 @@ up() {
   else
     log "deploy/addons/dns.yaml is missing: no cluster DNS"
   fi
-  log "$n nodes up in $(awk "BEGIN{printf \"%.1f\", $(now)-$t0}")s (network $(awk "BEGIN{printf \"%.2f\", $t_net-$t0}")s); logs in $data"
+  log "$n nodes up in $(secs "$t0" "$(now)") (teardown and image bundle $(secs "$t0" "$t_img"), network $(secs "$t_img" "$t_net"), nodes Ready $(secs "$t_net" "$t_nodes"), DNS $(secs "$t_nodes" "$(now)")); logs in $data"
   for i in $(seq "$n"); do
     log "  kubrs-n$i $(node_ip "$i") pods $(k get node "kubrs-n$i" -o jsonpath='{.spec.podCIDR}')"
   done
