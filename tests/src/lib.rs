@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub mod containerd;
+pub mod node_env;
 
 pub use storage::testing::EtcdProcess;
 

@@ -216,7 +216,8 @@ impl Forwarder {
             }
             Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 // Perhaps bound to the pod's loopback: the runtime dials inside its netns.
-                match self.via_runtime(port).await {
+                let via = tokio::time::timeout(DIAL_TIMEOUT, self.via_runtime(port));
+                match via.await.unwrap_or_else(|_| Err("timed out".into())) {
                     Ok(c) => Ok(c),
                     Err(e2) => {
                         tracing::debug!(port, error = %e2, "runtime port-forward fallback failed");
@@ -258,17 +259,22 @@ impl Forwarder {
         let (error, _) = streams.error.split();
         self.tasks.spawn(async move {
             let (rd, wr) = tokio::io::split(far);
-            pump(rd, wr, data_rd, data_wr).await;
+            pump(rd, wr, data_rd, data_wr, None).await;
         });
         Ok(Conn::Runtime { io, error })
     }
 }
 
 /// Copy between a connection and a SPDY data stream: the peer's FIN half-closes the
-/// connection, the connection's EOF half-closes the stream; a reset or a lost session stops
-/// both directions.
-async fn pump<R, W>(mut rd: R, mut wr: W, mut data_rd: StreamReader, data_wr: StreamWriter)
-where
+/// connection, the connection's EOF half-closes the stream (and then closes `error`); a reset
+/// or a lost session stops both directions.
+async fn pump<R, W>(
+    mut rd: R,
+    mut wr: W,
+    mut data_rd: StreamReader,
+    data_wr: StreamWriter,
+    error: Option<StreamWriter>,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
@@ -289,13 +295,18 @@ where
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 },
-                _ = reset.cancelled() => return,
+                _ = reset.cancelled() => break,
             };
             if data_wr.send(&buf[..n]).await.is_err() {
-                return;
+                break;
             }
         }
         let _ = data_wr.close().await;
+        // The pod side is done: end the error stream now, as the runtimes do. kubectl < 1.29
+        // waits for it before closing its local connection (and so before half-closing).
+        if let Some(e) = error {
+            let _ = e.close().await;
+        }
     };
     tokio::join!(up, down);
 }
@@ -374,28 +385,30 @@ async fn forward(fwd: Arc<Forwarder>, port: u16, error: Stream, data: Stream) {
     match fwd.connect(port).await {
         Ok(Conn::Tcp(tcp)) => {
             let (rd, wr) = tcp.into_split();
-            pump(rd, wr, data_rd, data_wr).await;
+            pump(rd, wr, data_rd, data_wr, Some(error)).await;
         }
         Ok(Conn::Runtime {
             io,
             error: mut runtime_error,
         }) => {
             let (rd, wr) = tokio::io::split(io);
-            let (_, msg) = tokio::join!(
-                pump(rd, wr, data_rd, data_wr),
-                runtime_error.read_to_end(64 * 1024)
-            );
-            if !msg.is_empty() {
-                let _ = error.send(&msg).await;
-            }
+            // The runtime ends its error stream when its side is done, with any message.
+            let relay_error = async {
+                let msg = runtime_error.read_to_end(64 * 1024).await;
+                if !msg.is_empty() {
+                    let _ = error.send(&msg).await;
+                }
+                let _ = error.close().await;
+            };
+            tokio::join!(pump(rd, wr, data_rd, data_wr, None), relay_error);
         }
         Err(msg) => {
             tracing::debug!(error = %msg, "port-forward failed");
             let _ = error.send(msg.as_bytes()).await;
+            let _ = error.close().await;
             let _ = data_wr.close().await;
         }
     }
-    let _ = error.close().await;
 }
 
 /// WebSocket channels: one connection per query port, opened at once.
