@@ -529,5 +529,71 @@ async fn services_dns_and_pod_network_span_nodes() {
         assert!(page.contains("demo-web"), "{addr}: {page}");
     }
 
+    // ---- a rolling update to a new image and back, seen through the Service from a pod that
+    // stays (the web pods are replaced)
+    c.kubectl(&[
+        "run",
+        "client",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "sleep",
+        "3600",
+    ])
+    .await
+    .ok();
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/client",
+        "--timeout=60s",
+    ])
+    .await
+    .ok();
+    c.kubectl(&[
+        "set",
+        "image",
+        "deployment/web",
+        "kuard=gcr.io/kuar-demo/kuard-amd64:green",
+    ])
+    .await
+    .ok();
+    c.kubectl(&["rollout", "status", "deployment/web", "--timeout=90s"])
+        .await
+        .ok();
+    let versions = |want: &'static str| {
+        let c = &c;
+        let cluster_ip = &cluster_ip;
+        async move {
+            let out = c
+                .sh(
+                    "client",
+                    &format!(
+                        "for i in $(seq 8); do timeout 5 wget -qO- http://{cluster_ip}/ | head -1; done; true"
+                    ),
+                )
+                .await;
+            let seen: BTreeSet<&str> = out.lines().filter(|l| l.contains("version")).collect();
+            (seen.len() == 1 && seen.iter().all(|l| l.ends_with(want))).then_some(())
+        }
+    };
+    eventually("only green pods behind the Service", 30, || {
+        versions("green")
+    })
+    .await;
+    let history = c
+        .kubectl(&["rollout", "history", "deployment/web"])
+        .await
+        .ok();
+    assert!(
+        history.contains("REVISION") && history.contains('2'),
+        "{history}"
+    );
+    c.kubectl(&["rollout", "undo", "deployment/web"]).await.ok();
+    c.kubectl(&["rollout", "status", "deployment/web", "--timeout=90s"])
+        .await
+        .ok();
+    eventually("only blue pods behind the Service", 30, || versions("blue")).await;
+
     drop(c);
 }
