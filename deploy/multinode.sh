@@ -35,7 +35,7 @@
 # the bridge, namespace names and addresses are fixed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-data=${KUBRS_MN_DATA:-/tmp/kubrs-multinode}
+data=$(realpath -m "${KUBRS_MN_DATA:-/tmp/kubrs-multinode}")
 port=${KUBRS_MN_PORT:-6443}
 cluster_cidr=${KUBRS_MN_POD_CIDR:-10.244.0.0/16}
 timeout=${KUBRS_MN_TIMEOUT:-120}
