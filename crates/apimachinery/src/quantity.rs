@@ -61,7 +61,8 @@ pub fn parse_milli(s: &str) -> Option<i128> {
 
 /// Whole units, rounded up (`"1.5"` → 2, `"100Mi"` → 104857600); `None` if not a quantity.
 pub fn value(s: &str) -> Option<i64> {
-    parse_milli(s).map(|v| ((v + 999).div_euclid(1000)).clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+    parse_milli(s)
+        .map(|v| ((v + 999).div_euclid(1000)).clamp(i64::MIN as i128, i64::MAX as i128) as i64)
 }
 
 /// Thousandths of the unit, rounded up (`"100m"` → 100); `None` if not a quantity.

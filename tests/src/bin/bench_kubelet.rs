@@ -61,7 +61,10 @@ fn bin_dir() -> PathBuf {
 fn spawn(name: &'static str, args: &[String], log: &Path) -> Result<Proc> {
     let bin = bin_dir().join(name);
     if !bin.is_file() {
-        bail!("{} is missing: cargo build --release --workspace --bins", bin.display());
+        bail!(
+            "{} is missing: cargo build --release --workspace --bins",
+            bin.display()
+        );
     }
     let child = tokio::process::Command::new(&bin)
         .args(args)
@@ -114,9 +117,17 @@ fn pod(name: &str) -> Pod {
 /// Create the pods and wait (by watch) until each has all containers running; returns each
 /// pod's latency from its create request.
 async fn start_pods(api: &Api<Pod>, names: &[String]) -> Result<Vec<Duration>> {
-    let rv = api.list(&ListParams::default().limit(1)).await?.metadata.resource_version.unwrap_or_default();
+    let rv = api
+        .list(&ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
     let mut stream = api
-        .watch(&WatchParams::default().labels("bench=kubelet").timeout(120), &rv)
+        .watch(
+            &WatchParams::default().labels("bench=kubelet").timeout(120),
+            &rv,
+        )
         .await?
         .boxed();
     let mut sent: BTreeMap<String, Instant> = BTreeMap::new();
@@ -125,7 +136,9 @@ async fn start_pods(api: &Api<Pod>, names: &[String]) -> Result<Vec<Duration>> {
         let n = n.clone();
         async move {
             let t = Instant::now();
-            api.create(&PostParams::default(), &pod(&n)).await.map(|_| (n, t))
+            api.create(&PostParams::default(), &pod(&n))
+                .await
+                .map(|_| (n, t))
         }
     });
     for r in futures::future::join_all(creates).await {
@@ -165,7 +178,12 @@ async fn delete_all(api: &Api<Pod>) -> Result<()> {
     )
     .await?;
     for _ in 0..600 {
-        if api.list(&ListParams::default().labels("bench=kubelet")).await?.items.is_empty() {
+        if api
+            .list(&ListParams::default().labels("bench=kubelet"))
+            .await?
+            .items
+            .is_empty()
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -205,7 +223,11 @@ async fn raw_cri(rt: &RemoteRuntime, runs: usize, log_dir: &Path) -> Result<Vec<
                 image: IMAGE.into(),
                 ..Default::default()
             }),
-            command: vec!["sh".into(), "-c".into(), "trap 'exit 0' TERM; while :; do sleep 1; done".into()],
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                "trap 'exit 0' TERM; while :; do sleep 1; done".into(),
+            ],
             log_path: "c/0.log".into(),
             ..Default::default()
         };
@@ -217,8 +239,12 @@ async fn raw_cri(rt: &RemoteRuntime, runs: usize, log_dir: &Path) -> Result<Vec<
         rt.remove_container(cid).await?;
         rt.stop_pod_sandbox(id.clone()).await?;
         rt.remove_pod_sandbox(id).await?;
-        for ctrl in ["cpu", "memory", "pids", "cpuset", "blkio", "devices", "freezer", "cpuacct"] {
-            let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{ctrl}/kubepods/besteffort/pod{uid}"));
+        for ctrl in [
+            "cpu", "memory", "pids", "cpuset", "blkio", "devices", "freezer", "cpuacct",
+        ] {
+            let _ = std::fs::remove_dir(format!(
+                "/sys/fs/cgroup/{ctrl}/kubepods/besteffort/pod{uid}"
+            ));
         }
     }
     Ok(out)
@@ -273,12 +299,22 @@ async fn main() -> Result<()> {
     let kcs = kc.display().to_string();
     procs.push(spawn(
         "controller-manager",
-        &["--kubeconfig".into(), kcs.clone(), "--secure-port".into(), "0".into()],
+        &[
+            "--kubeconfig".into(),
+            kcs.clone(),
+            "--secure-port".into(),
+            "0".into(),
+        ],
         &d.join("controller-manager.log"),
     )?);
     procs.push(spawn(
         "scheduler",
-        &["--kubeconfig".into(), kcs.clone(), "--bind-address".into(), "127.0.0.1:0".into()],
+        &[
+            "--kubeconfig".into(),
+            kcs.clone(),
+            "--bind-address".into(),
+            "127.0.0.1:0".into(),
+        ],
         &d.join("scheduler.log"),
     )?);
     procs.push(spawn(
@@ -314,7 +350,12 @@ async fn main() -> Result<()> {
     if bin_dir().join("proxy").is_file() {
         procs.push(spawn(
             "proxy",
-            &["--kubeconfig".into(), kcs.clone(), "--hostname-override".into(), NODE.into()],
+            &[
+                "--kubeconfig".into(),
+                kcs.clone(),
+                "--hostname-override".into(),
+                NODE.into(),
+            ],
             &d.join("proxy.log"),
         )?);
     }
@@ -337,7 +378,10 @@ async fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     if !ready {
-        bail!("node never became Ready; see {}", d.join("kubelet.log").display());
+        bail!(
+            "node never became Ready; see {}",
+            d.join("kubelet.log").display()
+        );
     }
 
     // Idle, no pods yet.
@@ -366,9 +410,16 @@ async fn main() -> Result<()> {
     // Idle with 30 pods: let status writes settle, then sample RSS.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let rss: Vec<(&str, u64)> = procs.iter().map(|p| (p.name, p.rss_kib())).collect();
-    let kubelet_rss = rss.iter().find(|(n, _)| *n == "kubelet").map(|r| r.1).unwrap_or(0);
+    let kubelet_rss = rss
+        .iter()
+        .find(|(n, _)| *n == "kubelet")
+        .map(|r| r.1)
+        .unwrap_or(0);
 
-    println!("kubelet pod start-up (busybox, image present, containerd {}):", rt.version().await?.runtime_version);
+    println!(
+        "kubelet pod start-up (busybox, image present, containerd {}):",
+        rt.version().await?.runtime_version
+    );
     println!(
         "  floor: raw CRI RunPodSandbox+Create+Start  p50 {:.0} ms  p99 {:.0} ms  (n={})",
         percentile(&mut floor.clone(), 0.5),
@@ -406,7 +457,12 @@ async fn main() -> Result<()> {
     // Let the kubelet tear the sandboxes down through CRI (CNI DEL frees IPs and iptables
     // rules) before its process goes.
     for _ in 0..300 {
-        if rt.list_pod_sandbox(None).await.map(|v| v.is_empty()).unwrap_or(true) {
+        if rt
+            .list_pod_sandbox(None)
+            .await
+            .map(|v| v.is_empty())
+            .unwrap_or(true)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
