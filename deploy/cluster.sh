@@ -51,6 +51,10 @@ cleanup_host() {
   # chains CNI plugins and the proxy added, and pod cgroups.
   [ -x "$bin/proxy" ] && $SUDO "$bin/proxy" --cleanup >/dev/null 2>&1 || true
   [ -d "$data/containerd" ] && $SUDO "$here/deploy/containerd.sh" down "$data/containerd" || true
+  # The kubelet's volume mounts (tmpfs for secrets, projected tokens, emptyDir Memory).
+  awk -v d="$data/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r | while read -r m; do
+    $SUDO umount -l "$m" 2>/dev/null || true
+  done
   if ip link show cni0 >/dev/null 2>&1; then $SUDO ip link del cni0 || true; fi
   if command -v iptables-save >/dev/null; then
     for t in nat filter; do
