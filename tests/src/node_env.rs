@@ -271,6 +271,12 @@ impl Env {
                 }
             }
         }
+        // The CNI bridge plugin created `cni0`; with every sandbox gone nothing uses it, and
+        // the tests leave no bridge behind.
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", "cni0"])
+            .stderr(std::process::Stdio::null())
+            .status();
         self.cluster.stop().await;
     }
 }
