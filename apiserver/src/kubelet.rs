@@ -28,10 +28,7 @@ use crate::resources;
 use apimachinery::errors::{ApiError, FieldError, Reason};
 use apimachinery::selectors::LabelSelector;
 use component_base::tls::{parse_certs, parse_key, TlsError};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::ClientConfig;
 use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -1023,7 +1020,9 @@ fn unverified_client_config(identity: Option<(&str, &str)>) -> Result<Arc<Client
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)));
+        .with_custom_certificate_verifier(Arc::new(component_base::tls::SkipServerVerification(
+            provider,
+        )));
     let config = match identity {
         Some((cert, key)) => builder.with_client_auth_cert(
             parse_certs(cert, "kubelet client certificate")?,
@@ -1032,55 +1031,6 @@ fn unverified_client_config(identity: Option<(&str, &str)>) -> Result<Arc<Client
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
-}
-
-/// Accepts any server certificate (the kubelet's is self-signed unless a CA is configured).
-#[derive(Debug)]
-struct AnyServerCert(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]

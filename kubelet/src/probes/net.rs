@@ -10,9 +10,8 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -83,53 +82,6 @@ pub async fn tcp_probe(host: &str, port: u16, timeout: Duration) -> Outcome {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// Accepts any server certificate (Go's `InsecureSkipVerify`); handshake signatures are still
-/// checked against the presented key.
-#[derive(Debug)]
-struct SkipVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for SkipVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 fn insecure_tls(h2: bool) -> Arc<ClientConfig> {
     static HTTP1: OnceLock<Arc<ClientConfig>> = OnceLock::new();
     static H2: OnceLock<Arc<ClientConfig>> = OnceLock::new();
@@ -140,7 +92,9 @@ fn insecure_tls(h2: bool) -> Arc<ClientConfig> {
             .with_safe_default_protocol_versions()
             .expect("the ring provider supports the default protocol versions")
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SkipVerify(provider)))
+            .with_custom_certificate_verifier(Arc::new(
+                component_base::tls::SkipServerVerification(provider),
+            ))
             .with_no_client_auth();
         if h2 {
             config.alpn_protocols = vec![b"h2".to_vec()];
