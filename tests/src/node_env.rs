@@ -79,17 +79,50 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let containerd = ContainerdProcess::start(&dir.path().join("containerd")).unwrap();
         let client = cluster.client().await;
-        // No controller-manager here: create the `default` service account its controller
-        // would, so pods get their projected token volume as in a real cluster.
-        let sas: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
-            kube::Api::namespaced(client.clone(), "default");
-        let sa = serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}}))
-            .expect("service account");
-        if let Err(e) = sas.create(&kube::api::PostParams::default(), &sa).await {
-            assert!(
-                matches!(&e, kube::Error::Api(s) if s.code == 409),
-                "creating the default service account: {e}"
-            );
+        // No controller-manager here: create what its serviceaccount and root-ca-publisher
+        // controllers would (the `default` service account and the `kube-root-ca.crt`
+        // ConfigMap), so pods get their projected token volume as in a real cluster.
+        let ca =
+            std::fs::read_to_string(cluster.data_dir().join("pki/ca.crt")).expect("cluster CA");
+        for (kind, obj) in [
+            (
+                "ServiceAccount",
+                serde_json::json!({"metadata": {"name": "default"}}),
+            ),
+            (
+                "ConfigMap",
+                serde_json::json!({"metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": ca}}),
+            ),
+        ] {
+            let res = if kind == "ServiceAccount" {
+                kube::Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(
+                    client.clone(),
+                    "default",
+                )
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(obj).unwrap(),
+                )
+                .await
+                .map(drop)
+            } else {
+                kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+                    client.clone(),
+                    "default",
+                )
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(obj).unwrap(),
+                )
+                .await
+                .map(drop)
+            };
+            if let Err(e) = res {
+                assert!(
+                    matches!(&e, kube::Error::Api(s) if s.code == 409),
+                    "creating the default {kind}: {e}"
+                );
+            }
         }
         let mut env = Env {
             node: format!("node-{}", std::process::id()),
@@ -188,19 +221,6 @@ impl Env {
     pub async fn create(&self, ns: &str, pod: serde_json::Value) -> Pod {
         let mut pod: Pod = serde_json::from_value(pod).unwrap();
         pod.spec.as_mut().unwrap().node_name = Some(self.node.clone());
-        // The projected service-account token volume stalls the pod worker when the API
-        // server and kubelet share this test process's runtime (it works in cluster.sh and the
-        // multi-node tests, which run them as separate processes); until that is understood,
-        // these single-node tests run pods without it.
-        if pod
-            .spec
-            .as_ref()
-            .unwrap()
-            .automount_service_account_token
-            .is_none()
-        {
-            pod.spec.as_mut().unwrap().automount_service_account_token = Some(false);
-        }
         self.pods(ns)
             .create(&PostParams::default(), &pod)
             .await
