@@ -328,14 +328,23 @@ fn busy_ticks() -> Option<u64> {
     Some(total - fields.get(3)? - fields.get(4)?)
 }
 
-/// The pid of this process's child whose command name is `comm` (e.g. the etcd that
-/// `EtcdProcess` started), found through `/proc`.
+/// The pid of a descendant of this process whose command name is `comm` (see [`child_pids`]).
 pub fn child_pid(comm: &str) -> Option<u32> {
+    child_pids(comm).into_iter().next()
+}
+
+/// The pids of this process's descendants whose command name is `comm`, found through
+/// `/proc`: children, or children's children (`EtcdProcess` runs etcd under a `sh` that kills
+/// it when the test process dies).
+pub fn child_pids(comm: &str) -> Vec<u32> {
     let me = std::process::id();
-    std::fs::read_dir("/proc")
-        .ok()?
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    // (pid, parent pid, command name) of every process.
+    let procs: Vec<(u32, u32, String)> = dir
         .flatten()
-        .find_map(|entry| {
+        .filter_map(|entry| {
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let (open, close) = (stat.find('(')?, stat.rfind(')')?);
@@ -345,6 +354,13 @@ pub fn child_pid(comm: &str) -> Option<u32> {
                 .nth(1)?
                 .parse()
                 .ok()?;
-            (ppid == me && stat.get(open + 1..close)? == comm).then_some(pid)
+            Some((pid, ppid, stat.get(open + 1..close)?.to_string()))
         })
+        .collect();
+    let children: Vec<u32> = procs.iter().filter(|p| p.1 == me).map(|p| p.0).collect();
+    procs
+        .iter()
+        .filter(|p| p.2 == comm && (p.1 == me || children.contains(&p.1)))
+        .map(|p| p.0)
+        .collect()
 }
