@@ -14,6 +14,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// kube-apiserver's default `--http2-max-streams-per-connection`.
+const HTTP2_MAX_STREAMS_PER_CONNECTION: u32 = 1000;
+
 /// Accept connections until `shutdown`, then let in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
@@ -55,7 +58,10 @@ pub async fn serve(
                 let identity = identity.clone();
                 async move { Ok::<_, Infallible>(handler::handle(state, req, identity).await) }
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // Clients multiplex every watch of a process over one HTTP/2 connection; allow
+            // as many concurrent streams as kube-apiserver does (--http2-max-streams-per-connection).
+            builder.http2().max_concurrent_streams(HTTP2_MAX_STREAMS_PER_CONNECTION);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
             tokio::pin!(conn);
             tokio::select! {

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 
 use crate::framework::leader::LeaderElectionConfig;
 
@@ -175,15 +175,7 @@ impl TryFrom<Args> for Config {
 impl Config {
     /// A client from --kubeconfig (or the inferred environment).
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
-        let cfg = match &self.kubeconfig {
-            Some(p) => {
-                let kc = kube::config::Kubeconfig::read_from(p)
-                    .with_context(|| format!("reading {}", p.display()))?;
-                kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
-            }
-            None => kube::Config::infer().await?,
-        };
-        Ok(kube::Client::try_from(cfg)?)
+        Ok(component_base::client::from_kubeconfig(self.kubeconfig.as_deref()).await?)
     }
 
     pub fn leader_election(&self) -> LeaderElectionConfig {

@@ -164,19 +164,9 @@ pub enum Error {
 /// Build a client from the configured kubeconfig, else the usual inference (in a pod: the
 /// service account token and KUBERNETES_SERVICE_HOST).
 pub async fn client(config: &Config) -> Result<Client, Error> {
-    let kc = match &config.kubeconfig {
-        Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .map_err(|e| Error::Kubeconfig(e.to_string()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .map_err(|e| Error::Kubeconfig(e.to_string()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| Error::Kubeconfig(e.to_string()))?,
-    };
-    Client::try_from(kc).map_err(|e| Error::Kubeconfig(e.to_string()))
+    component_base::client::from_kubeconfig(config.kubeconfig.as_deref())
+        .await
+        .map_err(|e| Error::Kubeconfig(e.to_string()))
 }
 
 /// A started server.

@@ -208,19 +208,9 @@ pub enum Error {
 
 /// Build a client from the configured kubeconfig (or the usual inference).
 pub async fn client(config: &Config) -> Result<Client, Error> {
-    let kc = match &config.kubeconfig {
-        Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .map_err(|e| Error::Kubeconfig(e.to_string()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .map_err(|e| Error::Kubeconfig(e.to_string()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| Error::Kubeconfig(e.to_string()))?,
-    };
-    Client::try_from(kc).map_err(|e| Error::Kubeconfig(e.to_string()))
+    component_base::client::from_kubeconfig(config.kubeconfig.as_deref())
+        .await
+        .map_err(|e| Error::Kubeconfig(e.to_string()))
 }
 
 /// This node's name: `--hostname-override`, else the kernel's host name, lowercased.

@@ -155,19 +155,9 @@ pub enum Error {
 
 /// Build a client from the configured kubeconfig (or the usual inference).
 pub async fn client(config: &Config) -> Result<kube::Client, Error> {
-    let kc = match &config.kubeconfig {
-        Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .map_err(|e| Error::Kubeconfig(e.to_string()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .map_err(|e| Error::Kubeconfig(e.to_string()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| Error::Kubeconfig(e.to_string()))?,
-    };
-    kube::Client::try_from(kc).map_err(|e| Error::Kubeconfig(e.to_string()))
+    component_base::client::from_kubeconfig(config.kubeconfig.as_deref())
+        .await
+        .map_err(|e| Error::Kubeconfig(e.to_string()))
 }
 
 /// Run the scheduler until `shutdown` is cancelled (Ok) or leadership is lost (Err).

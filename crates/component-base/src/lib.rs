@@ -7,6 +7,7 @@
 //! another one. Libraries never install a tracing subscriber: only binaries call
 //! [`logging::init`].
 
+pub mod client;
 pub mod events;
 pub mod kubeconfig;
 pub mod logging;
