@@ -298,6 +298,25 @@ impl CpuMeter {
         }
         format!("cpu (cores): {}", parts.join(", "))
     }
+
+    /// "cpu per request: apiserver 0.21 ms, etcd 0.23 ms" for `requests` served since
+    /// [`CpuMeter::start`]: where each request's CPU goes, independent of how busy the
+    /// machine was (only the measured processes, not "others").
+    pub fn per_request(&self, requests: u64) -> String {
+        let n = requests.max(1) as f64;
+        let parts: Vec<String> = self
+            .procs
+            .iter()
+            .filter_map(|&(name, pid, start)| {
+                let used = cpu_ticks(pid)?.saturating_sub(start);
+                Some(format!(
+                    "{name} {:.3} ms",
+                    used as f64 / CLOCK_TICKS_PER_SEC * 1000.0 / n
+                ))
+            })
+            .collect();
+        format!("cpu per request: {}", parts.join(", "))
+    }
 }
 
 /// Linux's USER_HZ, the unit of `/proc/PID/stat` times, is 100 on every architecture we run on.

@@ -500,87 +500,128 @@ pub async fn paced_mutations(
     Ok(paced)
 }
 
-/// Raw etcd throughput with `workers` concurrent etcd-client requests for `duration` each:
-/// first puts of `value_len`-byte values under `prefix`, then linearizable gets of the keys
-/// just written (for comparison with API server GETs).
+/// Raw etcd-client load on one connection, the yardstick for the API server's etcd figures.
 ///
-/// The keys are left in place: run this against an etcd of its own and throw that etcd away.
+/// Run it against an etcd of its own and throw that etcd away; its keys are left in place.
 /// Removing them with one range delete writes that many tombstones in one batch, which grows
 /// etcd 3.4's buffer of uncommitted writes for good (it is never shrunk while its bucket keeps
 /// being written), and etcd 3.4 copies that whole buffer for every read: on the same etcd,
 /// linearizable gets fell from 5,961/s to 2,473/s right after such a delete, and the API
 /// server's GETs and creates measured after it ran at 40% of their figures on a fresh etcd.
-pub async fn raw_etcd(
-    endpoint: &str,
-    prefix: &str,
-    value_len: usize,
-    workers: usize,
-    duration: Duration,
-) -> Result<(Throughput, Throughput)> {
-    let client = etcd_client::Client::connect([endpoint], None)
-        .await
-        .with_context(|| format!("connecting to etcd at {endpoint}"))?;
-    let value = vec![b'v'; value_len];
-    let (put_prefix, get_prefix) = (prefix.to_string(), prefix.to_string());
-    let puts = raw_phase(&client, workers, duration, move |kv, w, i| {
-        let (mut kv, value, key) = (kv, value.clone(), format!("{put_prefix}{w}/{i}"));
-        async move { kv.put(key, value, None).await.map(drop) }
-    })
-    .await?;
-    // Every worker wrote at least keys 0..per_worker.
-    let per_worker = (puts.ok / workers as u64).max(1);
-    let gets = raw_phase(&client, workers, duration, move |kv, w, i| {
-        let key = format!("{get_prefix}{w}/{}", mix(i as usize) % per_worker);
-        let mut kv = kv;
-        async move { kv.get(key, None).await.map(drop) }
-    })
-    .await?;
-    Ok((puts, gets))
+pub struct RawEtcd {
+    client: etcd_client::Client,
 }
 
-/// Raw etcd puts of `value_len`-byte values sent at a fixed `rate` for `duration`, each at its
-/// scheduled time whatever the previous ones are doing, with latency measured as for
-/// [`paced_mutations`]: the floor under any API server mutation at that rate, since each needs
-/// at least one etcd write (one raft commit, one WAL fsync).
-pub async fn raw_etcd_paced(
-    endpoint: &str,
-    prefix: &str,
-    value_len: usize,
-    rate: f64,
-    duration: Duration,
-) -> Result<Paced> {
-    let client = etcd_client::Client::connect([endpoint], None)
-        .await
-        .with_context(|| format!("connecting to etcd at {endpoint}"))?;
-    let period = Duration::from_secs_f64(1.0 / rate);
-    let n = ((duration.as_secs_f64() * rate) as usize).max(1);
-    let value = Bytes::from(vec![b'v'; value_len]);
-    let t0 = tokio::time::Instant::now() + Duration::from_millis(50);
-    let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
-        let (mut kv, value, key) = (client.kv_client(), value.clone(), format!("{prefix}{i}"));
-        tasks.push(tokio::spawn(async move {
-            let scheduled = t0 + period * i as u32;
-            tokio::time::sleep_until(scheduled).await;
-            let result = kv.put(key, value.to_vec(), None).await;
-            result
-                .map(|_| scheduled.elapsed())
-                .map_err(|e| e.to_string())
-        }));
+impl RawEtcd {
+    pub async fn connect(endpoint: &str) -> Result<Self> {
+        let client = etcd_client::Client::connect([endpoint], None)
+            .await
+            .with_context(|| format!("connecting to etcd at {endpoint}"))?;
+        Ok(Self { client })
     }
-    let mut paced = Paced::default();
-    for t in tasks {
-        match t.await? {
-            Ok(l) => paced.latencies.push(l),
-            Err(e) => {
-                paced.errors += 1;
-                paced.first_error.get_or_insert(e);
+
+    /// `workers` closed loops of puts of `value_len`-byte values to `{prefix}{worker}/{i}`.
+    pub async fn puts(
+        &self,
+        prefix: &str,
+        value_len: usize,
+        workers: usize,
+        duration: Duration,
+    ) -> Result<Throughput> {
+        let (value, prefix) = (vec![b'v'; value_len], prefix.to_string());
+        raw_phase(&self.client, workers, duration, move |kv, w, i| {
+            let (mut kv, value, key) = (kv, value.clone(), format!("{prefix}{w}/{i}"));
+            async move { kv.put(key, value, None).await.map(drop) }
+        })
+        .await
+    }
+
+    /// Like [`RawEtcd::puts`], but each write is the transaction the API server's etcd store
+    /// sends for a create: put only if the key does not exist (`create_revision == 0`).
+    pub async fn create_txns(
+        &self,
+        prefix: &str,
+        value_len: usize,
+        workers: usize,
+        duration: Duration,
+    ) -> Result<Throughput> {
+        use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+        let (value, prefix) = (vec![b'v'; value_len], prefix.to_string());
+        raw_phase(&self.client, workers, duration, move |kv, w, i| {
+            let (mut kv, key) = (kv, format!("{prefix}{w}/{i}"));
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key, value.clone(), None)]);
+            async move {
+                match kv.txn(txn).await {
+                    Ok(r) if r.succeeded() => Ok(()),
+                    Ok(_) => Err(etcd_client::Error::Internal("key exists".into())),
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .await
+    }
+
+    /// `workers` closed loops of linearizable gets of `{prefix}{worker}/{0..keys_per_worker}`.
+    pub async fn gets(
+        &self,
+        prefix: &str,
+        keys_per_worker: u64,
+        workers: usize,
+        duration: Duration,
+    ) -> Result<Throughput> {
+        let (prefix, n) = (prefix.to_string(), keys_per_worker.max(1));
+        raw_phase(&self.client, workers, duration, move |kv, w, i| {
+            let key = format!("{prefix}{w}/{}", mix(i as usize) % n);
+            let mut kv = kv;
+            async move { kv.get(key, None).await.map(drop) }
+        })
+        .await
+    }
+
+    /// Puts sent at a fixed `rate` for `duration`, each at its scheduled time whatever the
+    /// previous ones are doing, with latency measured as for [`paced_mutations`]: the floor
+    /// under any API server mutation at that rate, since each needs at least one etcd write
+    /// (one raft commit, one WAL fsync).
+    pub async fn paced_puts(
+        &self,
+        prefix: &str,
+        value_len: usize,
+        rate: f64,
+        duration: Duration,
+    ) -> Result<Paced> {
+        let period = Duration::from_secs_f64(1.0 / rate);
+        let n = ((duration.as_secs_f64() * rate) as usize).max(1);
+        let value = Bytes::from(vec![b'v'; value_len]);
+        let t0 = tokio::time::Instant::now() + Duration::from_millis(50);
+        let mut tasks = Vec::with_capacity(n);
+        for i in 0..n {
+            let (mut kv, value) = (self.client.kv_client(), value.clone());
+            let key = format!("{prefix}{i}");
+            tasks.push(tokio::spawn(async move {
+                let scheduled = t0 + period * i as u32;
+                tokio::time::sleep_until(scheduled).await;
+                let result = kv.put(key, value.to_vec(), None).await;
+                result
+                    .map(|_| scheduled.elapsed())
+                    .map_err(|e| e.to_string())
+            }));
+        }
+        let mut paced = Paced::default();
+        for t in tasks {
+            match t.await? {
+                Ok(l) => paced.latencies.push(l),
+                Err(e) => {
+                    paced.errors += 1;
+                    paced.first_error.get_or_insert(e);
+                }
             }
         }
+        let wall = t0.elapsed().as_secs_f64();
+        paced.achieved_rate = (paced.latencies.len() as u64 + paced.errors) as f64 / wall.max(1e-9);
+        Ok(paced)
     }
-    let wall = t0.elapsed().as_secs_f64();
-    paced.achieved_rate = (paced.latencies.len() as u64 + paced.errors) as f64 / wall.max(1e-9);
-    Ok(paced)
 }
 
 /// `workers` closed loops of `op(kv, worker, i)` until `duration` has passed.

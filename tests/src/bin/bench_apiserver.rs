@@ -142,6 +142,7 @@ struct Figures {
     mutating: Option<Paced>,
     raw_puts: Option<(Throughput, usize)>,
     raw_gets: Option<Throughput>,
+    raw_txns: Option<Throughput>,
     raw_paced: Option<Paced>,
     log: Option<(usize, Vec<String>)>,
     /// Problems that did not stop the run (printed as they happen and again at the end).
@@ -337,34 +338,49 @@ async fn bench_etcd(plan: &Plan, tmp: &Path, f: &mut Figures) -> Result<()> {
             .filter(|&pid| Some(pid) != etcd_pid)
             .map(|pid| ("etcd", pid)),
     );
+    let raw_client = workloads::RawEtcd::connect(&raw_etcd.endpoint).await?;
     let cpu = CpuMeter::start(&raw_pids);
-    let (raw, raw_gets) = workloads::raw_etcd(
-        &raw_etcd.endpoint,
-        "/rawbench/",
-        value_len,
-        plan.clients,
-        plan.phase,
-    )
-    .await?;
+    let raw = raw_client
+        .puts("/rawbench/", value_len, plan.clients, plan.phase)
+        .await?;
     println!(
-        "  raw etcd puts ({value_len} B values, {} clients): {}",
+        "  raw etcd puts ({value_len} B values, {} clients): {}; {}; {}",
         plan.clients,
-        describe_rate(&raw)
+        describe_rate(&raw),
+        cpu.report(),
+        cpu.per_request(raw.ok)
     );
+    let cpu = CpuMeter::start(&raw_pids);
+    // Every worker wrote at least keys 0..per_worker.
+    let per_worker = raw.ok / plan.clients as u64;
+    let raw_gets = raw_client
+        .gets("/rawbench/", per_worker, plan.clients, plan.phase)
+        .await?;
     println!(
-        "  raw etcd gets (linearizable, same keys): {}; {} over both",
+        "  raw etcd gets (linearizable, same keys): {}; {}; {}",
         describe_rate(&raw_gets),
-        cpu.report()
+        cpu.report(),
+        cpu.per_request(raw_gets.ok)
     );
     let cpu = CpuMeter::start(&raw_pids);
-    let raw_paced = workloads::raw_etcd_paced(
-        &raw_etcd.endpoint,
-        "/rawpaced/",
-        value_len,
-        plan.mutating_rate,
-        plan.mutating_for,
-    )
-    .await?;
+    let raw_txns = raw_client
+        .create_txns("/rawtxn/", value_len, plan.clients, plan.phase)
+        .await?;
+    println!(
+        "  raw etcd create transactions (put if absent, as the API server's creates): {}; {}; {}",
+        describe_rate(&raw_txns),
+        cpu.report(),
+        cpu.per_request(raw_txns.ok)
+    );
+    let cpu = CpuMeter::start(&raw_pids);
+    let raw_paced = raw_client
+        .paced_puts(
+            "/rawpaced/",
+            value_len,
+            plan.mutating_rate,
+            plan.mutating_for,
+        )
+        .await?;
     println!(
         "  raw etcd puts paced at {:.0}/s for {} s: {}; {} errors; {}",
         raw_paced.achieved_rate,
@@ -377,6 +393,7 @@ async fn bench_etcd(plan: &Plan, tmp: &Path, f: &mut Figures) -> Result<()> {
     f.raw_paced = Some(raw_paced);
     f.raw_puts = Some((raw, value_len));
     f.raw_gets = Some(raw_gets);
+    f.raw_txns = Some(raw_txns);
 
     load_phases(plan, &s, &pids, f, Some(Instant::now() + plan.etcd_load)).await?;
     s.stop().await?;
@@ -409,9 +426,10 @@ async fn load_phases(
     let cpu = CpuMeter::start(pids);
     let gets = get_phase(plan, ep, NS_GET, "g-", 10).await?;
     println!(
-        "  GETs, 10 objects: {}; {}",
+        "  GETs, 10 objects: {}; {}; {}",
         describe_rate(&gets),
-        cpu.report()
+        cpu.report(),
+        cpu.per_request(gets.ok)
     );
     f.get_few = Some(gets);
 
@@ -440,7 +458,7 @@ async fn load_phases(
     .await?;
     f.stored = (creates.ok + creates.errors) as usize;
     println!(
-        "  creates ({} ConfigMaps{}): {}; encoded {} ({} B each); {}",
+        "  creates ({} ConfigMaps{}): {}; encoded {} ({} B each); {}; {}",
         count(f.stored as f64),
         if f.stored < target {
             ", cut short by --etcd-load-secs"
@@ -450,7 +468,8 @@ async fn load_phases(
         describe_rate(&creates),
         mib(creates.body_bytes),
         creates.body_bytes / creates.ok.max(1),
-        cpu.report()
+        cpu.report(),
+        cpu.per_request(creates.ok)
     );
     f.creates = Some(creates);
 
@@ -467,10 +486,11 @@ async fn load_phases(
     let cpu = CpuMeter::start(pids);
     let gets = get_phase(plan, ep, NS_LOAD, "cm-", f.stored).await?;
     println!(
-        "  GETs, {} objects: {}; {}",
+        "  GETs, {} objects: {}; {}; {}",
         count(f.stored as f64),
         describe_rate(&gets),
-        cpu.report()
+        cpu.report(),
+        cpu.per_request(gets.ok)
     );
     f.get_many = Some(gets);
 
@@ -665,6 +685,12 @@ fn print_summary(plan: &Plan, emb: Option<&Figures>, etcd: Option<&Figures>) {
         "≥ 40%".into(),
     ]);
     t.row([
+        "raw etcd create txns/s (same clients)".to_string(),
+        NA.into(),
+        cell(etcd, &|f| f.raw_txns.as_ref().map(|r| count(r.per_sec()))),
+        String::new(),
+    ]);
+    t.row([
         "raw etcd linearizable gets/s (same clients)".to_string(),
         NA.into(),
         cell(etcd, &|f| f.raw_gets.as_ref().map(|g| count(g.per_sec()))),
@@ -810,7 +836,7 @@ fn print_summary(plan: &Plan, emb: Option<&Figures>, etcd: Option<&Figures>) {
     if let Some(f) = etcd {
         if f.raw_puts.is_some() {
             println!(
-                "raw etcd: etcd-client puts then linearizable gets, {} clients on one connection, on an etcd of their own (same flags) discarded before the API server phases.",
+                "raw etcd: etcd-client puts, linearizable gets, then create transactions (put if absent), {} clients on one connection, on an etcd of their own (same flags) discarded before the API server phases.",
                 plan.clients
             );
         }
