@@ -15,6 +15,7 @@ have containerd || need_pkgs+=(containerd)      # node agent runtime (later issu
 have runc || need_pkgs+=(runc)
 [ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || need_pkgs+=(containernetworking-plugins)
 have iptables || need_pkgs+=(iptables)
+have nft || need_pkgs+=(nftables)               # proxy --proxy-mode=nftables (nft -f)
 have ip || need_pkgs+=(iproute2)
 have conntrack || need_pkgs+=(conntrack)         # proxy: drops stale UDP conntrack entries
 have dig || need_pkgs+=(bind9-dnsutils)          # dns tests query the cluster DNS with dig

@@ -11,6 +11,7 @@
 pub mod dataplane;
 pub mod metrics;
 pub mod model;
+pub mod nftables;
 pub mod rules;
 mod server;
 pub mod sync;

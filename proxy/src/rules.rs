@@ -836,4 +836,4 @@ pub fn cleanup_text(save: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

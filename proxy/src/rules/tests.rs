@@ -19,7 +19,7 @@ use super::*;
 // ---------------------------------------------------------------------------------------------
 // Builders.
 
-fn svc(ns: &str, name: &str, cluster_ip: &str, ports: &[(&str, i32, &str)]) -> Service {
+pub(crate) fn svc(ns: &str, name: &str, cluster_ip: &str, ports: &[(&str, i32, &str)]) -> Service {
     Service {
         metadata: ObjectMeta {
             namespace: Some(ns.into()),
@@ -48,7 +48,7 @@ fn svc(ns: &str, name: &str, cluster_ip: &str, ports: &[(&str, i32, &str)]) -> S
     }
 }
 
-fn node_port(mut s: Service, ports: &[i32]) -> Service {
+pub(crate) fn node_port(mut s: Service, ports: &[i32]) -> Service {
     let spec = s.spec.as_mut().unwrap();
     spec.type_ = Some("NodePort".into());
     for (p, np) in spec.ports.as_mut().unwrap().iter_mut().zip(ports) {
@@ -57,7 +57,7 @@ fn node_port(mut s: Service, ports: &[i32]) -> Service {
     s
 }
 
-fn load_balancer(s: Service, ports: &[i32], ips: &[&str]) -> Service {
+pub(crate) fn load_balancer(s: Service, ports: &[i32], ips: &[&str]) -> Service {
     let mut s = node_port(s, ports);
     s.spec.as_mut().unwrap().type_ = Some("LoadBalancer".into());
     s.status = Some(ServiceStatus {
@@ -76,15 +76,15 @@ fn load_balancer(s: Service, ports: &[i32], ips: &[&str]) -> Service {
     s
 }
 
-fn with_spec(mut s: Service, f: impl FnOnce(&mut ServiceSpec)) -> Service {
+pub(crate) fn with_spec(mut s: Service, f: impl FnOnce(&mut ServiceSpec)) -> Service {
     f(s.spec.as_mut().unwrap());
     s
 }
 
 /// (ip, node, ready, serving, terminating)
-type Ep<'a> = (&'a str, &'a str, bool, bool, bool);
+pub(crate) type Ep<'a> = (&'a str, &'a str, bool, bool, bool);
 
-fn slice(
+pub(crate) fn slice(
     ns: &str,
     svc: &str,
     suffix: &str,
@@ -130,15 +130,15 @@ fn slice(
     }
 }
 
-fn ready(ip: &str) -> Ep<'_> {
+pub(crate) fn ready(ip: &str) -> Ep<'_> {
     (ip, "node-b", true, true, false)
 }
 
-fn ready_on<'a>(ip: &'a str, node: &'a str) -> Ep<'a> {
+pub(crate) fn ready_on<'a>(ip: &'a str, node: &'a str) -> Ep<'a> {
     (ip, node, true, true, false)
 }
 
-fn config() -> RenderConfig {
+pub(crate) fn config() -> RenderConfig {
     RenderConfig {
         node_name: "node-a".into(),
         cluster_cidr: Cidr::parse("10.244.0.0/16"),

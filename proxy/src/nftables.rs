@@ -1,0 +1,567 @@
+//! The nftables ruleset (`--proxy-mode=nftables`, upstream KEP-3866): a pure function from
+//! Services, EndpointSlices and this node to one `table ip kube-proxy`, and the `nft -f`
+//! script that moves the kernel from what was applied last to that, in one atomic
+//! transaction.
+//!
+//! Unlike the iptables mode, the per-packet lookup does not grow with the number of services:
+//! `services` (from the nat hooks) does one verdict-map lookup in `service-ips`
+//! (`ip . proto . port → goto <chain>`) and, for local destinations, one in
+//! `service-nodeports`. Each service port has `service-<base>` (Cluster policy endpoints,
+//! `numgen random mod N vmap` balancing, ClientIP affinity via per-endpoint `affinity-` sets
+//! with timeouts), `local-<base>` (Local policy endpoints) and `external-<base>` (external
+//! destinations: masquerade, or the Local-policy short-circuits); each endpoint
+//! `endpoint-<base>__ip/port` (hairpin masquerade + DNAT). Marked packets (0x4000) are
+//! masqueraded in `masquerading`. Service ports without endpoints are rejected through the
+//! `no-endpoint-services` / `no-endpoint-external` / `no-endpoint-nodeports` verdict maps,
+//! checked from filter hooks that run before DNAT (priority -110), mirroring the iptables
+//! mode's filter `KUBE-SERVICES` (forward, output) and `KUBE-EXTERNAL-SERVICES` (input,
+//! forward).
+//!
+//! Node ports answer on every local address (`fib daddr type local`, as the iptables mode's
+//! `addrtype LOCAL`), not only on a `nodeport-ips` set as recent upstream defaults.
+//!
+//! Incremental updates ([`script`] with the last applied [`Ruleset`]) add, flush and rewrite
+//! only the chains that changed, add/delete only the map elements that changed, and flush then
+//! delete chains and sets no longer wanted; an unchanged ruleset gives an empty script.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::model::{self, Endpoint, PortKey, Protocol, ServicePort, Warning};
+use crate::rules::{port_proto_hash, RenderConfig, UdpDestination};
+
+/// The table (family `ip`).
+pub const TABLE: &str = "kube-proxy";
+
+pub const SERVICES: &str = "services";
+pub const MARK_MASQ: &str = "mark-for-masquerade";
+pub const MASQUERADING: &str = "masquerading";
+pub const REJECT_CHAIN: &str = "reject-chain";
+pub const SERVICE_ENDPOINTS_CHECK: &str = "service-endpoints-check";
+pub const EXTERNAL_ENDPOINTS_CHECK: &str = "external-endpoints-check";
+pub const NODEPORT_ENDPOINTS_CHECK: &str = "nodeport-endpoints-check";
+
+pub const SERVICE_IPS: &str = "service-ips";
+pub const SERVICE_NODEPORTS: &str = "service-nodeports";
+pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
+pub const NO_ENDPOINT_EXTERNAL: &str = "no-endpoint-external";
+pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+
+/// Base chains: name and hook declaration.
+const BASE_CHAINS: &[(&str, &str)] = &[
+    (
+        "filter-input",
+        "type filter hook input priority -110 ; policy accept ;",
+    ),
+    (
+        "filter-forward",
+        "type filter hook forward priority -110 ; policy accept ;",
+    ),
+    (
+        "filter-output",
+        "type filter hook output priority -110 ; policy accept ;",
+    ),
+    (
+        "nat-prerouting",
+        "type nat hook prerouting priority -100 ; policy accept ;",
+    ),
+    (
+        "nat-output",
+        "type nat hook output priority -100 ; policy accept ;",
+    ),
+    (
+        "nat-postrouting",
+        "type nat hook postrouting priority 100 ; policy accept ;",
+    ),
+];
+
+/// Regular chains that always exist.
+const FIXED_CHAINS: &[&str] = &[
+    SERVICES,
+    MARK_MASQ,
+    MASQUERADING,
+    REJECT_CHAIN,
+    SERVICE_ENDPOINTS_CHECK,
+    EXTERNAL_ENDPOINTS_CHECK,
+    NODEPORT_ENDPOINTS_CHECK,
+];
+
+/// The verdict maps: name and type.
+const MAPS: &[(&str, &str)] = &[
+    (
+        SERVICE_IPS,
+        "type ipv4_addr . inet_proto . inet_service : verdict ;",
+    ),
+    (
+        SERVICE_NODEPORTS,
+        "type inet_proto . inet_service : verdict ;",
+    ),
+    (
+        NO_ENDPOINT_SERVICES,
+        "type ipv4_addr . inet_proto . inet_service : verdict ;",
+    ),
+    (
+        NO_ENDPOINT_EXTERNAL,
+        "type ipv4_addr . inet_proto . inet_service : verdict ;",
+    ),
+    (
+        NO_ENDPOINT_NODEPORTS,
+        "type inet_proto . inet_service : verdict ;",
+    ),
+];
+
+/// The affinity sets' declaration (each element carries its own timeout).
+const AFFINITY_SET: &str = "type ipv4_addr ; flags dynamic,timeout ;";
+
+/// Everything in the table: chains with their rules, map elements (key → verdict) and the
+/// affinity sets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    pub chains: BTreeMap<String, Vec<String>>,
+    pub maps: BTreeMap<&'static str, BTreeMap<String, String>>,
+    pub sets: BTreeSet<String>,
+}
+
+impl Ruleset {
+    fn chain(&mut self, name: &str) -> &mut Vec<String> {
+        if !self.chains.contains_key(name) {
+            self.chains.insert(name.to_string(), Vec::new());
+        }
+        self.chains.get_mut(name).expect("just inserted")
+    }
+
+    fn element(&mut self, map: &'static str, key: String, verdict: String) {
+        self.maps.entry(map).or_default().insert(key, verdict);
+    }
+
+    /// Number of rules in all chains.
+    pub fn rule_count(&self) -> usize {
+        self.chains.values().map(Vec::len).sum()
+    }
+
+    /// Number of map elements.
+    pub fn element_count(&self) -> usize {
+        self.maps.values().map(BTreeMap::len).sum()
+    }
+}
+
+/// The output of one render.
+#[derive(Clone, Debug, Default)]
+pub struct Rendered {
+    pub rules: Ruleset,
+    pub warnings: Vec<Warning>,
+    pub udp: BTreeMap<PortKey, (Vec<UdpDestination>, BTreeSet<std::net::Ipv4Addr>)>,
+    pub service_ports: usize,
+}
+
+/// `<hash8>-<ns>/<name>/<proto>/<port name>`: unique and readable, as upstream's names.
+pub fn chain_base(key: &PortKey) -> String {
+    let h = port_proto_hash(&key.display(), key.protocol.lower());
+    format!(
+        "{}-{}/{}/{}/{}",
+        &h[..8],
+        key.namespace,
+        key.name,
+        key.protocol.lower(),
+        key.port_name
+    )
+}
+
+pub fn service_chain(key: &PortKey) -> String {
+    format!("service-{}", chain_base(key))
+}
+
+pub fn local_chain(key: &PortKey) -> String {
+    format!("local-{}", chain_base(key))
+}
+
+pub fn external_chain(key: &PortKey) -> String {
+    format!("external-{}", chain_base(key))
+}
+
+fn endpoint_base(key: &PortKey, ep: &Endpoint) -> String {
+    let h = port_proto_hash(
+        &format!("{}{}", key.display(), ep.addr()),
+        key.protocol.lower(),
+    );
+    format!(
+        "{}-{}/{}/{}/{}__{}/{}",
+        &h[..8],
+        key.namespace,
+        key.name,
+        key.protocol.lower(),
+        key.port_name,
+        ep.ip,
+        ep.port
+    )
+}
+
+/// `endpoint-<hash8>-<ns>/<name>/<proto>/<port name>__<ip>/<port>`.
+pub fn endpoint_chain(key: &PortKey, ep: &Endpoint) -> String {
+    format!("endpoint-{}", endpoint_base(key, ep))
+}
+
+/// The ClientIP affinity set of one endpoint.
+pub fn affinity_set(key: &PortKey, ep: &Endpoint) -> String {
+    format!("affinity-{}", endpoint_base(key, ep))
+}
+
+/// Render everything from the API objects (the pure entry point).
+pub fn render(
+    services: &[Arc<Service>],
+    slices: &[Arc<EndpointSlice>],
+    config: &RenderConfig,
+) -> Rendered {
+    let mut warnings = Vec::new();
+    let ports = model::all_service_ports(services, &mut warnings);
+    let endpoints = model::endpoints_by_port(slices, &config.node_name);
+    let mut r = render_ports(&ports, &endpoints, config);
+    warnings.sort();
+    warnings.dedup();
+    r.warnings = warnings;
+    r
+}
+
+/// Render from already extracted service ports and endpoints.
+pub fn render_ports(
+    ports: &[ServicePort],
+    endpoints: &HashMap<PortKey, Vec<Endpoint>>,
+    config: &RenderConfig,
+) -> Rendered {
+    let mark = 1u32 << config.masquerade_bit;
+    let mut rs = Ruleset::default();
+    for (c, _) in BASE_CHAINS {
+        rs.chain(c);
+    }
+    for c in FIXED_CHAINS {
+        rs.chain(c);
+    }
+    for (m, _) in MAPS {
+        rs.maps.insert(m, BTreeMap::new());
+    }
+    let new = "ct state new";
+    rs.chain("filter-input").extend([
+        format!("{new} jump {NODEPORT_ENDPOINTS_CHECK}"),
+        format!("{new} jump {EXTERNAL_ENDPOINTS_CHECK}"),
+    ]);
+    rs.chain("filter-forward").extend([
+        format!("{new} jump {SERVICE_ENDPOINTS_CHECK}"),
+        format!("{new} jump {EXTERNAL_ENDPOINTS_CHECK}"),
+    ]);
+    rs.chain("filter-output")
+        .push(format!("{new} jump {SERVICE_ENDPOINTS_CHECK}"));
+    rs.chain("nat-prerouting").push(format!("jump {SERVICES}"));
+    rs.chain("nat-output").push(format!("jump {SERVICES}"));
+    rs.chain("nat-postrouting")
+        .push(format!("jump {MASQUERADING}"));
+    rs.chain(MARK_MASQ)
+        .push(format!("mark set mark or {mark:#x}"));
+    rs.chain(MASQUERADING).extend([
+        format!("mark and {mark:#x} == 0 return"),
+        format!("mark set mark xor {mark:#x}"),
+        "masquerade fully-random".to_string(),
+    ]);
+    rs.chain(REJECT_CHAIN).push("reject".into());
+    rs.chain(SERVICE_ENDPOINTS_CHECK).push(format!(
+        "ip daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_SERVICES}"
+    ));
+    rs.chain(EXTERNAL_ENDPOINTS_CHECK).push(format!(
+        "ip daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_EXTERNAL}"
+    ));
+    rs.chain(NODEPORT_ENDPOINTS_CHECK).push(format!(
+        "fib daddr type local meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}"
+    ));
+    rs.chain(SERVICES).extend([
+        format!("ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),
+        // Never loopback: that needs route_localnet, which this proxy does not turn on.
+        format!(
+            "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"
+        ),
+    ]);
+
+    let mut udp = BTreeMap::new();
+    let none: Vec<Endpoint> = Vec::new();
+    for sp in ports {
+        let eps = endpoints.get(&sp.key).unwrap_or(&none);
+        render_port(&mut rs, sp, eps, config);
+        if sp.key.protocol == Protocol::Udp {
+            let (_, _, all, _) = model::categorize(sp, eps);
+            let mut dests = vec![UdpDestination::Ip(sp.cluster_ip, sp.port)];
+            dests.extend(
+                sp.external_ips
+                    .iter()
+                    .chain(sp.load_balancer_ips.iter())
+                    .map(|ip| UdpDestination::Ip(*ip, sp.port)),
+            );
+            if sp.node_port != 0 {
+                dests.push(UdpDestination::NodePort(sp.node_port));
+            }
+            udp.insert(sp.key.clone(), (dests, all.iter().map(|e| e.ip).collect()));
+        }
+    }
+    Rendered {
+        rules: rs,
+        warnings: Vec::new(),
+        udp,
+        service_ports: ports.len(),
+    }
+}
+
+fn render_port(rs: &mut Ruleset, sp: &ServicePort, eps: &[Endpoint], config: &RenderConfig) {
+    let proto = sp.key.protocol.lower();
+    let (cluster_eps, local_eps, all_eps, has_endpoints) = model::categorize(sp, eps);
+    let cluster_chain = service_chain(&sp.key);
+    let local = local_chain(&sp.key);
+    let external = external_chain(&sp.key);
+    let uses_cluster_chain = !cluster_eps.is_empty() && sp.uses_cluster_endpoints();
+    let uses_local_chain = !local_eps.is_empty() && sp.uses_local_endpoints();
+    let (internal_chain, has_internal) = if sp.internal_local {
+        (&local, has_endpoints && !local_eps.is_empty())
+    } else {
+        (&cluster_chain, has_endpoints)
+    };
+    let (external_policy_chain, has_external) = if sp.external_policy_local() {
+        (&local, has_endpoints && !local_eps.is_empty())
+    } else {
+        (&cluster_chain, has_endpoints)
+    };
+    let uses_external_chain = has_endpoints && sp.externally_accessible();
+    let filter_verdict = if has_endpoints {
+        "drop".to_string()
+    } else {
+        format!("goto {REJECT_CHAIN}")
+    };
+    let ip_key = |ip: &std::net::Ipv4Addr| format!("{ip} . {proto} . {}", sp.port);
+
+    // Cluster IP.
+    if has_internal {
+        rs.element(
+            SERVICE_IPS,
+            ip_key(&sp.cluster_ip),
+            format!("goto {internal_chain}"),
+        );
+    } else {
+        rs.element(
+            NO_ENDPOINT_SERVICES,
+            ip_key(&sp.cluster_ip),
+            filter_verdict.clone(),
+        );
+    }
+    // External and load-balancer IPs.
+    for ip in sp.external_ips.iter().chain(sp.load_balancer_ips.iter()) {
+        if has_endpoints {
+            rs.element(SERVICE_IPS, ip_key(ip), format!("goto {external}"));
+        }
+        if !has_external {
+            rs.element(NO_ENDPOINT_EXTERNAL, ip_key(ip), filter_verdict.clone());
+        }
+    }
+    // Node port.
+    if sp.node_port != 0 {
+        let key = format!("{proto} . {}", sp.node_port);
+        if has_endpoints {
+            rs.element(SERVICE_NODEPORTS, key.clone(), format!("goto {external}"));
+        }
+        if !has_external {
+            rs.element(NO_ENDPOINT_NODEPORTS, key, filter_verdict.clone());
+        }
+    }
+
+    // Internal traffic: masquerade what comes from outside the pod network.
+    if has_internal {
+        let dst = format!("ip daddr {} {proto} dport {}", sp.cluster_ip, sp.port);
+        if config.masquerade_all {
+            rs.chain(internal_chain)
+                .push(format!("{dst} jump {MARK_MASQ}"));
+        } else if let Some(cidr) = config.cluster_cidr {
+            rs.chain(internal_chain)
+                .push(format!("{dst} ip saddr != {cidr} jump {MARK_MASQ}"));
+        }
+    }
+
+    // External traffic.
+    if uses_external_chain {
+        let ext = rs.chain(&external);
+        if !sp.external_policy_local() {
+            ext.push(format!("jump {MARK_MASQ}"));
+        } else {
+            if let Some(cidr) = config.cluster_cidr {
+                // Pods reaching an external address go to any endpoint, as they would
+                // through the cluster IP.
+                ext.push(format!("ip saddr {cidr} goto {cluster_chain}"));
+            }
+            ext.push(format!("fib saddr type local jump {MARK_MASQ}"));
+            ext.push(format!("fib saddr type local goto {cluster_chain}"));
+        }
+        if has_external {
+            ext.push(format!("goto {external_policy_chain}"));
+        }
+    }
+
+    if uses_cluster_chain {
+        service_to_endpoints(rs, sp, &cluster_chain, &cluster_eps);
+    }
+    if uses_local_chain {
+        service_to_endpoints(rs, sp, &local, &local_eps);
+    }
+
+    // Endpoint chains.
+    for ep in all_eps {
+        let chain = endpoint_chain(&sp.key, ep);
+        let mut rules = vec![format!("ip saddr {} jump {MARK_MASQ}", ep.ip)];
+        if let Some(timeout) = sp.affinity_timeout {
+            let set = affinity_set(&sp.key, ep);
+            rules.push(format!("update @{set} {{ ip saddr timeout {timeout}s }}"));
+            rs.sets.insert(set);
+        }
+        rules.push(format!("meta l4proto {proto} dnat to {}", ep.addr()));
+        rs.chain(&chain).extend(rules);
+    }
+}
+
+/// Affinity lookups first, then one random pick over the endpoints.
+fn service_to_endpoints(rs: &mut Ruleset, sp: &ServicePort, chain: &str, eps: &[&Endpoint]) {
+    let mut rules = Vec::new();
+    if sp.affinity_timeout.is_some() {
+        for ep in eps {
+            rules.push(format!(
+                "ip saddr @{} goto {}",
+                affinity_set(&sp.key, ep),
+                endpoint_chain(&sp.key, ep)
+            ));
+        }
+    }
+    match eps {
+        [] => {}
+        [one] => rules.push(format!("goto {}", endpoint_chain(&sp.key, one))),
+        many => {
+            let arms: Vec<String> = many
+                .iter()
+                .enumerate()
+                .map(|(i, ep)| format!("{i} : goto {}", endpoint_chain(&sp.key, ep)))
+                .collect();
+            rules.push(format!(
+                "numgen random mod {} vmap {{ {} }}",
+                many.len(),
+                arms.join(" , ")
+            ));
+        }
+    }
+    rs.chain(chain).extend(rules);
+}
+
+/// The `nft -f` script that makes the kernel's table `desired`, as one transaction.
+///
+/// - `applied: None` (the kernel's state is unknown: start, after a failure): the table is
+///   created, deleted and created again within the transaction, so leftovers of any earlier
+///   run go and working services see no gap.
+/// - `applied: Some(_)`, `full`: every chain is flushed and rewritten and every map refilled;
+///   chains and sets of `applied` no longer wanted are deleted.
+/// - `applied: Some(_)`, not `full`: only new or changed chains are (created,) flushed and
+///   rewritten, only changed map elements deleted and added, stale chains and sets flushed
+///   and deleted. Empty when nothing changed.
+pub fn script(desired: &Ruleset, applied: Option<&Ruleset>, full: bool) -> String {
+    let t = format!("ip {TABLE}");
+    let mut out = String::new();
+    let rewrite_all = full || applied.is_none();
+    if rewrite_all {
+        let _ = writeln!(
+            out,
+            "add table {t} {{ comment \"rules for kube-proxy\" ; }}"
+        );
+        if applied.is_none() {
+            let _ = writeln!(out, "delete table {t}");
+            let _ = writeln!(
+                out,
+                "add table {t} {{ comment \"rules for kube-proxy\" ; }}"
+            );
+        }
+        for (m, decl) in MAPS {
+            let _ = writeln!(out, "add map {t} {m} {{ {decl} }}");
+        }
+        for (c, decl) in BASE_CHAINS {
+            let _ = writeln!(out, "add chain {t} {c} {{ {decl} }}");
+        }
+    }
+    let empty = Ruleset::default();
+    let before = applied.unwrap_or(&empty);
+
+    // Sets first (rules refer to them).
+    for s in desired.sets.iter() {
+        if rewrite_all || !before.sets.contains(s) {
+            let _ = writeln!(out, "add set {t} {s} {{ {AFFINITY_SET} }}");
+        }
+    }
+    // Chains: declare every new one before any rule refers to it, then rewrite.
+    let changed: Vec<(&String, &Vec<String>)> = desired
+        .chains
+        .iter()
+        .filter(|(c, rules)| rewrite_all || before.chains.get(*c) != Some(*rules))
+        .collect();
+    let is_base = |c: &str| BASE_CHAINS.iter().any(|(b, _)| *b == c);
+    for (c, _) in &changed {
+        if !is_base(c) && (rewrite_all || !before.chains.contains_key(*c)) {
+            let _ = writeln!(out, "add chain {t} {c}");
+        }
+    }
+    for (c, rules) in &changed {
+        if before.chains.contains_key(*c) {
+            let _ = writeln!(out, "flush chain {t} {c}");
+        }
+        for r in *rules {
+            let _ = writeln!(out, "add rule {t} {c} {r}");
+        }
+    }
+    // Map elements.
+    for (m, _) in MAPS {
+        let want = desired.maps.get(m);
+        let had = before.maps.get(m);
+        if rewrite_all {
+            if applied.is_some() {
+                let _ = writeln!(out, "flush map {t} {m}");
+            }
+            for (k, v) in want.into_iter().flatten() {
+                let _ = writeln!(out, "add element {t} {m} {{ {k} : {v} }}");
+            }
+            continue;
+        }
+        for (k, v) in had.into_iter().flatten() {
+            if want.and_then(|w| w.get(k)) != Some(v) {
+                let _ = writeln!(out, "delete element {t} {m} {{ {k} }}");
+            }
+        }
+        for (k, v) in want.into_iter().flatten() {
+            if had.and_then(|h| h.get(k)) != Some(v) {
+                let _ = writeln!(out, "add element {t} {m} {{ {k} : {v} }}");
+            }
+        }
+    }
+    // Stale chains: flush all first (they may refer to each other), then delete; sets last.
+    let stale: Vec<&String> = before
+        .chains
+        .keys()
+        .filter(|c| !desired.chains.contains_key(*c))
+        .collect();
+    for c in &stale {
+        let _ = writeln!(out, "flush chain {t} {c}");
+    }
+    for c in &stale {
+        let _ = writeln!(out, "delete chain {t} {c}");
+    }
+    for s in before.sets.difference(&desired.sets) {
+        let _ = writeln!(out, "delete set {t} {s}");
+    }
+    out
+}
+
+/// The script of `--cleanup`: delete the table if it exists.
+pub fn cleanup_script() -> String {
+    format!("add table ip {TABLE}\ndelete table ip {TABLE}\n")
+}
+
+#[cfg(test)]
+mod tests;
