@@ -1,4 +1,4 @@
-//! The OS boundary: `iptables-restore`/`iptables-save`/`iptables -C/-I`, `conntrack -D` and
+//! The OS boundary: `iptables-restore`/`iptables-save`/`iptables -C/-I`, `nft -f -`, `conntrack -D` and
 //! `ip route`, behind [`Dataplane`], with [`System`] running the real commands (optionally
 //! inside a named network namespace, for simulated nodes and tests) and [`Recording`], a fake
 //! that records every call for unit tests.
@@ -84,6 +84,8 @@ pub trait Dataplane: Send + 'static {
     fn restore(&mut self, text: &str) -> Result<(), DataplaneError>;
     /// `iptables-save` of tables filter and nat.
     fn save(&mut self) -> Result<String, DataplaneError>;
+    /// `nft -f -` with `script` on stdin: one atomic nftables transaction.
+    fn nft(&mut self, script: &str) -> Result<(), DataplaneError>;
     /// Insert `rule` at the top of its built-in chain unless it is there (`-C`, then `-I`).
     fn ensure_jump(&mut self, rule: &JumpRule) -> Result<(), DataplaneError>;
     /// Delete UDP conntrack entries; `Ok(false)` when the `conntrack` tool is not installed.
@@ -258,6 +260,11 @@ impl Dataplane for System {
         Ok(out)
     }
 
+    fn nft(&mut self, script: &str) -> Result<(), DataplaneError> {
+        self.check("nft", &["-f".into(), "-".into()], Some(script))
+            .map(|_| ())
+    }
+
     fn ensure_jump(&mut self, rule: &JumpRule) -> Result<(), DataplaneError> {
         let args = |op: &str| {
             let mut a: Vec<String> = ["-w", "-t", rule.table, op, rule.chain]
@@ -323,6 +330,7 @@ pub fn netns_exists(name: &str) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Call {
     Restore(String),
+    Nft(String),
     Save,
     EnsureJump(String),
     Conntrack(Flow),
@@ -363,7 +371,7 @@ impl Recording {
         std::mem::take(&mut self.lock().calls)
     }
 
-    /// The next `n` restores fail.
+    /// The next `n` restores (iptables-restore or nft) fail.
     pub fn fail_next_restores(&self, n: usize) {
         self.lock().fail_restores = n;
     }
@@ -396,6 +404,20 @@ impl Dataplane for Recording {
             s.fail_restores -= 1;
             return Err(DataplaneError::Failed {
                 cmd: "iptables-restore --noflush --wait".into(),
+                status: "exit status: 1".into(),
+                stderr: "injected failure".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn nft(&mut self, script: &str) -> Result<(), DataplaneError> {
+        let mut s = self.lock();
+        s.calls.push(Call::Nft(script.to_string()));
+        if s.fail_restores > 0 {
+            s.fail_restores -= 1;
+            return Err(DataplaneError::Failed {
+                cmd: "nft -f -".into(),
                 status: "exit status: 1".into(),
                 stderr: "injected failure".into(),
             });

@@ -1,6 +1,8 @@
-//! The `proxy` binary's library: kube-proxy's iptables mode. It watches Services,
-//! EndpointSlices and Nodes (kube-runtime reflectors) and keeps this node's iptables rules
-//! (tables nat and filter) and host-gw routes to the other nodes' pod CIDRs in line with them.
+//! The `proxy` binary's library: kube-proxy's iptables mode, and its nftables mode
+//! (`--proxy-mode=nftables`, [`nftables`]). It watches Services, EndpointSlices and Nodes
+//! (kube-runtime reflectors) and keeps this node's iptables rules (tables nat and filter) or
+//! nftables table `ip kube-proxy`, and host-gw routes to the other nodes' pod CIDRs, in line
+//! with them.
 //!
 //! [`run`] is the whole component: reflectors, the rate-limited sync loop ([`sync::Proxier`]
 //! on a [`dataplane::System`]), `/healthz` and `/metrics`, all stopped by one cancellation
@@ -77,9 +79,15 @@ pub struct Args {
     /// Keep routes to every other node's pod CIDR via its InternalIP (host-gw networking).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub pod_routes: bool,
-    /// Remove every KUBE-* rule and chain and the proxy's routes, then exit.
+    /// Remove every KUBE-* rule and chain, the nftables table `ip kube-proxy` and the
+    /// proxy's routes, then exit.
     #[arg(long)]
     pub cleanup: bool,
+    /// How services are programmed: `iptables` (iptables-restore into tables nat and filter)
+    /// or `nftables` (one `table ip kube-proxy` with verdict maps, applied with `nft -f`;
+    /// sync cost no longer grows with the number of services).
+    #[arg(long, value_enum, default_value_t = sync::Mode::Iptables)]
+    pub proxy_mode: sync::Mode,
     /// Run iptables, conntrack and ip inside this named network namespace (/run/netns/NAME)
     /// instead of the proxy's own, for simulated nodes on one machine.
     #[arg(long)]
@@ -149,6 +157,7 @@ pub struct Config {
     pub pod_routes: bool,
     pub cleanup: bool,
     pub netns: Option<String>,
+    pub mode: sync::Mode,
 }
 
 impl TryFrom<Args> for Config {
@@ -190,6 +199,7 @@ impl TryFrom<Args> for Config {
             pod_routes: a.pod_routes,
             cleanup: a.cleanup,
             netns: a.netns,
+            mode: a.proxy_mode,
         })
     }
 }
@@ -228,12 +238,19 @@ pub fn node_name(config: &Config) -> String {
         .to_lowercase()
 }
 
-/// `--cleanup`: delete every KUBE-* rule and chain (and jumps to them) and our routes.
+/// `--cleanup`: delete every KUBE-* rule and chain (and jumps to them), the nftables table
+/// and our routes (whatever the mode that made them).
 pub fn cleanup(dp: &mut impl Dataplane) -> Result<(), dataplane::DataplaneError> {
     let save = dp.save()?;
     let text = rules::cleanup_text(&save);
     if !text.is_empty() {
         dp.restore(&text)?;
+    }
+    match dp.nft(&nftables::cleanup_script()) {
+        // No nft on this machine: there is no table of ours either.
+        Err(dataplane::DataplaneError::Spawn { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound => {}
+        r => r?,
     }
     for dst in dp.routes()?.into_keys() {
         dp.route_delete(&dst)?;
@@ -412,6 +429,7 @@ pub async fn start(
                 sctp: true,
             },
             pod_routes: config.pod_routes,
+            mode: config.mode,
         },
     );
     let lp = Loop {
@@ -540,8 +558,18 @@ impl Loop {
                         .map(|d| d.as_secs_f64())
                         .unwrap_or_default();
                     self.metrics.last_sync_timestamp.set(now);
-                    self.metrics.set_rules("filter", report.filter_rules);
-                    self.metrics.set_rules("nat", report.nat_rules);
+                    match self.config.mode {
+                        sync::Mode::Iptables => {
+                            self.metrics.set_rules("filter", report.filter_rules);
+                            self.metrics.set_rules("nat", report.nat_rules);
+                        }
+                        // Rules of the table, and elements of its verdict maps.
+                        sync::Mode::Nftables => {
+                            self.metrics.set_rules("nftables", report.nat_rules);
+                            self.metrics
+                                .set_rules("nftables-map-elements", report.filter_rules);
+                        }
+                    }
                     self.metrics.service_ports.set(report.service_ports as i64);
                     if report.restored {
                         tracing::info!(
@@ -565,7 +593,7 @@ impl Loop {
                     self.report_warnings(&snap, &report.new_warnings);
                 }
                 Err(e) => {
-                    if matches!(e, SyncError::Restore(_)) {
+                    if matches!(e, SyncError::Restore(_) | SyncError::Nft(_)) {
                         self.metrics.restore_failures.inc();
                     }
                     tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "sync failed");
@@ -645,6 +673,11 @@ mod tests {
         assert_eq!(c.min_sync_period, Duration::from_millis(250));
         assert_eq!(c.sync_period, Duration::from_secs(30));
         assert!(c.pod_routes);
+        assert_eq!(c.mode, sync::Mode::Iptables);
+        assert_eq!(
+            config(&["--proxy-mode=nftables"]).mode,
+            sync::Mode::Nftables
+        );
         let bad = |args: &[&str]| {
             let mut all = vec!["proxy"];
             all.extend_from_slice(args);
@@ -656,6 +689,26 @@ mod tests {
         assert!(bad(&["--healthz-bind-address=localhost"]));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("5").is_err());
+    }
+
+    #[test]
+    fn cleanup_removes_iptables_chains_the_nftables_table_and_routes() {
+        let dp = Recording::new();
+        dp.set_save_output("*nat\n:KUBE-SERVICES - [0:0]\n-A OUTPUT -j KUBE-SERVICES\nCOMMIT\n");
+        dp.set_routes(
+            [(
+                "10.244.2.0/24".to_string(),
+                "192.168.77.12".parse().unwrap(),
+            )]
+            .into(),
+        );
+        cleanup(&mut dp.clone()).unwrap();
+        let calls = dp.take_calls();
+        assert!(calls
+            .iter()
+            .any(|c| matches!(c, Call::Restore(t) if t.contains("-X KUBE-SERVICES"))));
+        assert!(calls.contains(&Call::Nft(nftables::cleanup_script())));
+        assert!(dp.current_routes().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -688,6 +741,7 @@ mod tests {
             SyncConfig {
                 render: rules::RenderConfig::default(),
                 pod_routes: false,
+                mode: sync::Mode::Iptables,
             },
         );
         let token = CancellationToken::new();

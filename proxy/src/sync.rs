@@ -19,6 +19,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::dataplane::{Dataplane, DataplaneError, Flow, Routes};
 use crate::model::{PortKey, Warning};
+use crate::nftables;
 use crate::rules::{self, RenderConfig, Ruleset, UdpDestination};
 
 /// What a sync reads.
@@ -38,6 +39,8 @@ pub enum SyncError {
     Save(#[source] DataplaneError),
     #[error("ensuring jumps from built-in chains failed: {0}")]
     Jump(#[source] DataplaneError),
+    #[error("nft -f failed: {0}")]
+    Nft(#[source] DataplaneError),
 }
 
 /// What one successful sync did.
@@ -169,12 +172,23 @@ pub fn route_changes(current: &Routes, desired: &Routes) -> (Vec<(String, Ipv4Ad
     (replace, delete)
 }
 
+/// Which kernel API programs the services (`--proxy-mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Tables nat and filter through iptables-restore (kube-proxy's iptables mode).
+    #[default]
+    Iptables,
+    /// One `table ip kube-proxy` through `nft -f` transactions (kube-proxy's nftables mode).
+    Nftables,
+}
+
 /// Settings of the sync beyond rendering.
 #[derive(Clone, Debug)]
 pub struct SyncConfig {
     pub render: RenderConfig,
     /// Keep host-gw routes (`--pod-routes`).
     pub pod_routes: bool,
+    pub mode: Mode,
 }
 
 /// The stateful half of the proxy: what was applied, what was reported.
@@ -183,6 +197,8 @@ pub struct Proxier<D: Dataplane> {
     config: SyncConfig,
     /// The ruleset of the last successful restore; `None` when the kernel state is unknown.
     applied: Option<Ruleset>,
+    /// The nftables mode's table as last applied; `None` when the kernel state is unknown.
+    nft_applied: Option<nftables::Ruleset>,
     udp: Option<UdpState>,
     routes: Option<Routes>,
     reported: BTreeSet<Warning>,
@@ -194,6 +210,7 @@ impl<D: Dataplane> Proxier<D> {
             dataplane,
             config,
             applied: None,
+            nft_applied: None,
             udp: None,
             routes: None,
             reported: BTreeSet::new(),
@@ -202,11 +219,17 @@ impl<D: Dataplane> Proxier<D> {
 
     /// Whether the next sync must be full (nothing applied yet, or the last one failed).
     pub fn needs_full_sync(&self) -> bool {
-        self.applied.is_none()
+        match self.config.mode {
+            Mode::Iptables => self.applied.is_none(),
+            Mode::Nftables => self.nft_applied.is_none(),
+        }
     }
 
     /// Sync once; `full` rewrites every chain even if nothing changed.
     pub fn sync(&mut self, snap: &Snapshot, full: bool) -> Result<SyncReport, SyncError> {
+        if self.config.mode == Mode::Nftables {
+            return self.sync_nft(snap, full);
+        }
         let started = Instant::now();
         let rendered = rules::render(&snap.services, &snap.slices, &self.config.render);
         let render_time = started.elapsed();
@@ -275,9 +298,69 @@ impl<D: Dataplane> Proxier<D> {
             }
         }
 
+        self.finish(snap, rendered.udp, &mut report);
+        report.apply_time = apply_start.elapsed();
+        Ok(report)
+    }
+
+    /// The nftables mode's sync: one `nft -f` transaction with what changed (everything on a
+    /// full sync; the table recreated atomically when the kernel state is unknown).
+    fn sync_nft(&mut self, snap: &Snapshot, full: bool) -> Result<SyncReport, SyncError> {
+        let started = Instant::now();
+        let rendered = nftables::render(&snap.services, &snap.slices, &self.config.render);
+        let render_time = started.elapsed();
+        let mut report = SyncReport {
+            full: full || self.nft_applied.is_none(),
+            nat_rules: rendered.rules.rule_count(),
+            filter_rules: rendered.rules.element_count(),
+            service_ports: rendered.service_ports,
+            render_time,
+            ..Default::default()
+        };
+        let current: BTreeSet<Warning> = rendered.warnings.iter().cloned().collect();
+        report.new_warnings = current.difference(&self.reported).cloned().collect();
+        self.reported = current;
+
+        let apply_start = Instant::now();
+        if self.nft_applied.is_none() {
+            // Switching from the iptables mode: its rules would catch the packets first.
+            match self.dataplane.save() {
+                Ok(save) => {
+                    let text = rules::cleanup_text(&save);
+                    if !text.is_empty() {
+                        if let Err(e) = self.dataplane.restore(&text) {
+                            tracing::warn!(error = %e, "removing the iptables mode's rules failed");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "iptables-save failed; no iptables rules to remove")
+                }
+            }
+        }
+        let text = nftables::script(&rendered.rules, self.nft_applied.as_ref(), full);
+        if !text.is_empty() {
+            report.restore_bytes = text.len();
+            let t = Instant::now();
+            let result = self.dataplane.nft(&text);
+            report.restore_time = t.elapsed();
+            if let Err(e) = result {
+                self.nft_applied = None;
+                return Err(SyncError::Nft(e));
+            }
+            report.restored = true;
+        }
+        self.nft_applied = Some(rendered.rules);
+        self.finish(snap, rendered.udp, &mut report);
+        report.apply_time = apply_start.elapsed();
+        Ok(report)
+    }
+
+    /// After the rules are live: stale UDP conntrack entries, then routes.
+    fn finish(&mut self, snap: &Snapshot, udp: UdpState, report: &mut SyncReport) {
         // Conntrack only after the new rules are live, so no new entry to a gone endpoint
         // can appear after the deletion.
-        for flow in stale_flows(self.udp.as_ref(), &rendered.udp) {
+        for flow in stale_flows(self.udp.as_ref(), &udp) {
             match self.dataplane.conntrack_delete(&flow) {
                 Ok(true) => report.conntrack_deleted += 1,
                 Ok(false) => {
@@ -289,13 +372,10 @@ impl<D: Dataplane> Proxier<D> {
                 Err(e) => tracing::warn!(error = %e, "deleting stale conntrack entries failed"),
             }
         }
-        self.udp = Some(rendered.udp);
-
+        self.udp = Some(udp);
         if self.config.pod_routes {
             self.sync_routes(snap, report.full, &mut report.route_errors);
         }
-        report.apply_time = apply_start.elapsed();
-        Ok(report)
     }
 
     fn sync_routes(&mut self, snap: &Snapshot, full: bool, errors: &mut Vec<String>) {
@@ -437,6 +517,7 @@ mod tests {
                     ..Default::default()
                 },
                 pod_routes: true,
+                mode: Mode::Iptables,
             },
         )
     }
@@ -501,6 +582,72 @@ mod tests {
         let calls = dp.take_calls();
         assert!(restores(&calls)[0].contains("*filter"));
         assert!(!calls.contains(&Call::Save));
+    }
+
+    fn nfts(calls: &[Call]) -> Vec<&str> {
+        calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Nft(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn nftables_mode_recreates_the_table_first_then_applies_only_deltas() {
+        let dp = Recording::new();
+        // Rules of the iptables mode from an earlier run are removed on the first sync.
+        dp.set_save_output(
+            "*nat\n:KUBE-SERVICES - [0:0]\n-A PREROUTING -j KUBE-SERVICES\nCOMMIT\n",
+        );
+        let mut p = proxier(&dp);
+        p.config.mode = Mode::Nftables;
+        let mut snap = Snapshot {
+            services: vec![service("dns", "10.96.0.10", "UDP")],
+            slices: vec![slice("dns", "UDP", &["10.244.1.5", "10.244.1.6"])],
+            nodes: vec![],
+        };
+        let r = p.sync(&snap, false).unwrap();
+        assert!(r.full && r.restored);
+        let calls = dp.take_calls();
+        assert!(calls
+            .iter()
+            .any(|c| matches!(c, Call::Restore(t) if t.contains("-X KUBE-SERVICES"))));
+        assert!(!calls.iter().any(|c| matches!(c, Call::EnsureJump(_))));
+        let text = nfts(&calls)[0];
+        assert!(text.contains("delete table ip kube-proxy"), "{text}");
+        assert!(
+            text.contains("10.96.0.10 . udp . 53 : goto service-"),
+            "{text}"
+        );
+        // Unchanged: nothing at all.
+        let r = p.sync(&snap, false).unwrap();
+        assert!(!r.restored);
+        assert!(nfts(&dp.take_calls()).is_empty());
+        // One endpoint goes: a small delta, and its UDP conntrack entries go.
+        snap.slices = vec![slice("dns", "UDP", &["10.244.1.5"])];
+        let r = p.sync(&snap, false).unwrap();
+        assert!(r.restored && !r.full);
+        let calls = dp.take_calls();
+        let text = nfts(&calls)[0];
+        assert!(
+            !text.contains("add table") && text.contains("delete chain ip kube-proxy endpoint-"),
+            "{text}"
+        );
+        assert!(calls.contains(&Call::Conntrack(Flow::IpToEndpoint {
+            orig_dst: "10.96.0.10".parse().unwrap(),
+            endpoint: "10.244.1.6".parse().unwrap(),
+        })));
+        // A failure makes the next sync recreate the table.
+        dp.fail_next_restores(1);
+        snap.slices = vec![slice("dns", "UDP", &["10.244.1.7"])];
+        assert!(matches!(p.sync(&snap, false), Err(SyncError::Nft(_))));
+        assert!(p.needs_full_sync());
+        dp.take_calls();
+        let r = p.sync(&snap, false).unwrap();
+        assert!(r.full);
+        assert!(nfts(&dp.take_calls())[0].contains("delete table ip kube-proxy"));
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! (refused, not a timeout), LoadBalancer IPs published by the controller-manager's servicelb,
 //! host-gw routes following Nodes, warnings as events, stale chains removed on start and on
 //! service deletion, and `proxy --cleanup` (the binary, when built) removing everything.
+//! The data-path scenario runs again with `--proxy-mode=nftables` (table `ip kube-proxy`
+//! through `nft -f`), which also replaces iptables-mode rules, survives restarts and is
+//! removed by `--cleanup`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -199,6 +202,22 @@ impl Net {
         ])
     }
 
+    /// `nft list table ip kube-proxy`, or "" when there is none.
+    fn nft_table(&self) -> String {
+        let out = run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.node,
+            "nft",
+            "list",
+            "table",
+            "ip",
+            "kube-proxy",
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn our_routes(&self) -> String {
         must(&["ip", "-n", &self.node, "-4", "route", "show", "proto", "17"])
     }
@@ -351,7 +370,11 @@ struct RunningProxy {
 
 impl RunningProxy {
     async fn start(c: &TestCluster, netns: &str) -> RunningProxy {
-        let args = [
+        Self::start_with(c, netns, &[]).await
+    }
+
+    async fn start_with(c: &TestCluster, netns: &str, extra: &[&str]) -> RunningProxy {
+        let mut args = vec![
             "proxy".to_string(),
             format!("--kubeconfig={}", c.kubeconfig.display()),
             format!("--netns={netns}"),
@@ -361,6 +384,7 @@ impl RunningProxy {
             "--metrics-bind-address=127.0.0.1:0".into(),
             "--min-sync-period=100ms".into(),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         let args = <proxy::Args as clap::Parser>::try_parse_from(args).expect("proxy flags");
         let config = proxy::Config::try_from(args).expect("proxy config");
         let token = CancellationToken::new();
@@ -426,8 +450,38 @@ fn svc_chain(name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_ip_node_port_hairpin_and_reject_work_through_real_iptables() {
+    data_path(proxy::sync::Mode::Iptables).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_ip_node_port_hairpin_and_reject_work_through_real_nftables() {
+    data_path(proxy::sync::Mode::Nftables).await;
+}
+
+/// Whether the service's rules are in the kernel, in the mode's own terms.
+fn programmed(net: &Net, mode: proxy::sync::Mode, name: &str) -> bool {
+    let key = proxy::model::PortKey {
+        namespace: "default".into(),
+        name: name.into(),
+        port_name: "http".into(),
+        protocol: proxy::model::Protocol::Tcp,
+    };
+    match mode {
+        proxy::sync::Mode::Iptables => has_chain(&net.nat_rules(), &svc_chain(name)),
+        proxy::sync::Mode::Nftables => net.nft_table().contains(&format!(
+            "chain {} {{",
+            proxy::nftables::service_chain(&key)
+        )),
+    }
+}
+
+async fn data_path(mode: proxy::sync::Mode) {
+    use proxy::sync::Mode;
     component_base::logging::init("warn");
-    let mut net = Net::new("dp");
+    let mut net = Net::new(match mode {
+        Mode::Iptables => "dp",
+        Mode::Nftables => "nf",
+    });
     net.serve(EP_A, "ep-a");
     net.serve(EP_B, "ep-b");
     let cluster = TestCluster::start(Backend::Embedded).await.unwrap();
@@ -453,7 +507,12 @@ async fn cluster_ip_node_port_hairpin_and_reject_work_through_real_iptables() {
         .unwrap();
     slices.create(&pp, &slice("solo", &[EP_A])).await.unwrap();
 
-    let px = RunningProxy::start(&cluster, &net.node).await;
+    let px = match mode {
+        Mode::Iptables => RunningProxy::start(&cluster, &net.node).await,
+        Mode::Nftables => {
+            RunningProxy::start_with(&cluster, &net.node, &["--proxy-mode=nftables"]).await
+        }
+    };
     let node = net.node.clone();
     eventually("cluster IP answers", || {
         let node = node.clone();
@@ -484,9 +543,20 @@ async fn cluster_ip_node_port_hairpin_and_reject_work_through_real_iptables() {
     let err = res.expect_err("a service without endpoints must not answer");
     assert!(err.contains("Connection refused"), "{err}");
     assert!(took < Duration::from_secs(5), "took {took:?}");
-    assert!(net
-        .filter_rules()
-        .contains("\"default/empty:http has no endpoints\""));
+    match mode {
+        Mode::Iptables => assert!(net
+            .filter_rules()
+            .contains("\"default/empty:http has no endpoints\"")),
+        Mode::Nftables => {
+            let table = net.nft_table();
+            assert!(
+                table.contains("10.96.100.11 . tcp . 80 : goto reject-chain"),
+                "{table}"
+            );
+            // Nothing of the iptables mode.
+            assert!(!net.nat_rules().contains("KUBE-"));
+        }
+    }
 
     // An endpoint goes: only the other one answers.
     slices
@@ -525,21 +595,35 @@ async fn cluster_ip_node_port_hairpin_and_reject_work_through_real_iptables() {
     }
 
     // Deleting the service removes its chains.
-    let chain = svc_chain("web");
-    assert!(has_chain(&net.nat_rules(), &chain));
+    assert!(programmed(&net, mode, "web"));
     svcs.delete("web", &DeleteParams::default()).await.unwrap();
     let n = &net;
     eventually("deleted service's chains removed", || async {
-        let save = n.nat_rules();
-        if has_chain(&save, &chain) || save.contains("default/web:http") {
-            Err(save)
+        let (rules, leftover) = match mode {
+            Mode::Iptables => {
+                let save = n.nat_rules();
+                let left = save.contains("default/web:http");
+                (save, left)
+            }
+            Mode::Nftables => {
+                let table = n.nft_table();
+                let left = table.contains("default/web/") || table.contains("10.96.100.10");
+                (table, left)
+            }
+        };
+        if programmed(n, mode, "web") || leftover {
+            Err(rules)
         } else {
             Ok(())
         }
     })
     .await;
     // The other services are intact.
-    assert!(has_chain(&net.nat_rules(), &svc_chain("solo")));
+    assert!(programmed(&net, mode, "solo"));
+    assert_eq!(
+        fetch(&net.node, "http://10.96.100.12/").await.0.as_deref(),
+        Ok("ep-a")
+    );
     px.stop().await;
 }
 
@@ -835,6 +919,99 @@ async fn restart_rebuilds_from_scratch_and_cleanup_removes_everything() {
     }
     assert!(net.our_routes().trim().is_empty());
     let (res, _) = fetch(&net.node, "http://10.96.100.30/").await;
+    assert!(res.is_err(), "no rules, no service: {res:?}");
+}
+
+/// `proxy --cleanup` in the node namespace: the binary when built, else in-process.
+fn run_cleanup(net: &Net) {
+    match proxy_binary() {
+        Some(bin) => {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &net.node])
+                .arg(&bin)
+                .arg("--cleanup")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "proxy --cleanup: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        None => {
+            let mut dp = proxy::dataplane::System::new(Some(net.node.clone()));
+            proxy::cleanup(&mut dp).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nftables_mode_replaces_iptables_rules_survives_restarts_and_is_cleaned_up() {
+    component_base::logging::init("warn");
+    let mut net = Net::new("nr");
+    net.serve(EP_A, "ep-a");
+    let cluster = TestCluster::start(Backend::Embedded).await.unwrap();
+    let client = cluster.client().await;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+    svcs.create(&pp, &service("web", "10.96.100.40", "ClusterIP", None))
+        .await
+        .unwrap();
+    slices.create(&pp, &slice("web", &[EP_A])).await.unwrap();
+    let nft = ["--proxy-mode=nftables"];
+    let n = &net;
+    let answers_ep_a = || async {
+        match fetch(&n.node, "http://10.96.100.40/").await.0 {
+            Ok(b) if b == "ep-a" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    };
+
+    // The iptables mode first.
+    let px = RunningProxy::start(&cluster, &net.node).await;
+    eventually("iptables mode answers", answers_ep_a).await;
+    assert!(has_chain(&net.nat_rules(), &svc_chain("web")));
+    px.stop().await;
+
+    // Switched to nftables: the iptables rules go, the table takes over.
+    let px = RunningProxy::start_with(&cluster, &net.node, &nft).await;
+    eventually("nftables mode took over", || async {
+        let (nat, table) = (n.nat_rules(), n.nft_table());
+        if nat.contains("KUBE-") || !table.contains("10.96.100.40 . tcp . 80") {
+            Err(format!("{nat}\n{table}"))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    eventually("nftables mode answers", answers_ep_a).await;
+    let before = net.nft_table();
+    px.stop().await;
+
+    // Stopped: the table stays; restarted: the same table, rebuilt in one transaction.
+    assert_eq!(
+        fetch(&net.node, "http://10.96.100.40/").await.0.as_deref(),
+        Ok("ep-a")
+    );
+    let px = RunningProxy::start_with(&cluster, &net.node, &nft).await;
+    let (pn, hz) = (&px, px.running.healthz_addr);
+    eventually("restarted proxy synced", || async {
+        let (status, body) = pn.get(hz, "/healthz").await;
+        (status == 200).then_some(()).ok_or(body)
+    })
+    .await;
+    assert_eq!(
+        fetch(&net.node, "http://10.96.100.40/").await.0.as_deref(),
+        Ok("ep-a")
+    );
+    assert_eq!(net.nft_table(), before);
+    px.stop().await;
+
+    // --cleanup removes the table.
+    run_cleanup(&net);
+    assert_eq!(net.nft_table(), "");
+    let (res, _) = fetch(&net.node, "http://10.96.100.40/").await;
     assert!(res.is_err(), "no rules, no service: {res:?}");
 }
 

@@ -159,6 +159,7 @@ fn main() -> anyhow::Result<()> {
                 ..Default::default()
             },
             pod_routes: false,
+            mode: proxy::sync::Mode::Iptables,
         },
     );
     let snap = |slices: &Vec<Arc<EndpointSlice>>| Snapshot {
