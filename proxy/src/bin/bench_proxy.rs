@@ -1,13 +1,14 @@
-//! Measures the proxy's sync on this machine: render time, the first full sync (iptables-save,
-//! one iptables-restore of everything, jump checks), a sync with nothing changed, a sync after
-//! one endpoint change (only the changed chains restored), and a forced full resync, for N
-//! services × M endpoints, inside a private network namespace (the host's rules are never
-//! touched). Needs root and iptables.
+//! Measures the proxy's sync on this machine, in both modes (iptables-restore and nft -f) in
+//! one run: render time, the first full sync (with the kernel state unknown), one endpoint
+//! change (only the changed chains / map elements applied; several rounds, median and max),
+//! a sync with nothing changed, and a forced full resync, for N services × M endpoints,
+//! each mode and size inside a private network namespace of its own (the host's rules are
+//! never touched). Needs root, iptables and nft.
 //!
-//! `bench-proxy [--services N] [--endpoints M] [--rounds R]` (default 1000 × 10, 3 rounds).
-//! Every 10th service is a NodePort, every 7th has ClientIP affinity, every 5th is a
-//! LoadBalancer with externalTrafficPolicy Local, every 11th is UDP, so the restore exercises
-//! every rule shape.
+//! `bench-proxy [--services N,N...] [--endpoints M] [--rounds R] [--modes iptables,nftables]`
+//! (default 1000,10000 services × 2 endpoints, 5 rounds, both modes). Every 10th service is
+//! a NodePort, every 7th has ClientIP affinity, every 5th is a LoadBalancer with
+//! externalTrafficPolicy Local, every 11th is UDP, so the sync exercises every rule shape.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -21,7 +22,7 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use proxy::dataplane::System;
 use proxy::rules::{Cidr, RenderConfig};
-use proxy::sync::{Proxier, Snapshot, SyncConfig};
+use proxy::sync::{Mode, Proxier, Snapshot, SyncConfig};
 
 struct Netns(String);
 
@@ -31,11 +32,16 @@ impl Drop for Netns {
     }
 }
 
-fn arg(name: &str, default: usize) -> usize {
+fn arg_text(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    arg_text(name)
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
@@ -136,10 +142,16 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn main() -> anyhow::Result<()> {
-    let n = arg("--services", 1000);
-    let m = arg("--endpoints", 10);
-    let rounds = arg("--rounds", 3);
+/// The figures of one mode at one size.
+struct Figures {
+    mode: Mode,
+    services: usize,
+    first_full: Duration,
+    changes: Vec<Duration>,
+    forced_full: Duration,
+}
+
+fn bench(mode: Mode, n: usize, m: usize, rounds: usize) -> anyhow::Result<Figures> {
     let ns = Netns(format!("kubrs-px-bench-{}", std::process::id()));
     anyhow::ensure!(
         Command::new("ip")
@@ -159,7 +171,7 @@ fn main() -> anyhow::Result<()> {
                 ..Default::default()
             },
             pod_routes: false,
-            mode: proxy::sync::Mode::Iptables,
+            mode,
         },
     );
     let snap = |slices: &Vec<Arc<EndpointSlice>>| Snapshot {
@@ -167,21 +179,27 @@ fn main() -> anyhow::Result<()> {
         slices: slices.clone(),
         nodes: vec![],
     };
+    let (what, tool) = match mode {
+        Mode::Iptables => ("nat + filter rules", "iptables-restore"),
+        Mode::Nftables => ("rules + map elements", "nft -f"),
+    };
     println!(
-        "bench-proxy: {n} services x {m} endpoints, in netns {}",
+        "\n{mode:?}: {n} services x {m} endpoints, in netns {}",
         ns.0
     );
     let t = Instant::now();
     let r = proxier.sync(&snap(&slices), true)?;
+    let first_full = t.elapsed();
     println!(
-        "first full sync: {} (render {}, iptables-restore {}), {} nat + {} filter rules, {} KiB restored",
-        ms(t.elapsed()),
+        "  first full sync: {} (render {}, {tool} {}), {} + {} {what}, {} KiB applied",
+        ms(first_full),
         ms(r.render_time),
         ms(r.restore_time),
         r.nat_rules,
         r.filter_rules,
         r.restore_bytes / 1024
     );
+    let mut changes = Vec::new();
     for round in 0..rounds {
         let t = Instant::now();
         let r = proxier.sync(&snap(&slices), false)?;
@@ -194,28 +212,79 @@ fn main() -> anyhow::Result<()> {
         let r = proxier.sync(&snap(&slices), false)?;
         let change = t.elapsed();
         assert!(r.restored);
-        let change_bytes = r.restore_bytes;
-        let t = Instant::now();
-        let full = proxier.sync(&snap(&slices), true)?;
+        changes.push(change);
         println!(
-            "round {round}: unchanged sync {} | one endpoint change {} (render {}, iptables-restore {}, {} KiB) | forced full resync {} (render {}, iptables-restore {})",
+            "  round {round}: unchanged sync {} | one endpoint change {} (render {}, {tool} {}, {} bytes)",
             ms(idle),
             ms(change),
             ms(r.render_time),
             ms(r.restore_time),
-            change_bytes / 1024,
-            ms(t.elapsed()),
-            ms(full.render_time),
-            ms(full.restore_time)
+            r.restore_bytes,
         );
     }
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.0, "iptables-save", "-t", "nat"])
-        .output()?;
-    let rules = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with("-A "))
-        .count();
-    println!("kernel: {rules} nat rules in the namespace");
+    let t = Instant::now();
+    let full = proxier.sync(&snap(&slices), true)?;
+    let forced_full = t.elapsed();
+    println!(
+        "  forced full resync {} (render {}, {tool} {})",
+        ms(forced_full),
+        ms(full.render_time),
+        ms(full.restore_time)
+    );
+    Ok(Figures {
+        mode,
+        services: n,
+        first_full,
+        changes,
+        forced_full,
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let sizes: Vec<usize> = arg_text("--services")
+        .unwrap_or_else(|| "1000,10000".into())
+        .split(',')
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()?;
+    let m = arg("--endpoints", 2);
+    let rounds = arg("--rounds", 5).max(1);
+    let modes: Vec<Mode> = arg_text("--modes")
+        .unwrap_or_else(|| "iptables,nftables".into())
+        .split(',')
+        .map(|s| match s.trim() {
+            "iptables" => Ok(Mode::Iptables),
+            "nftables" => Ok(Mode::Nftables),
+            other => Err(anyhow::anyhow!("unknown mode {other:?}")),
+        })
+        .collect::<Result<_, _>>()?;
+    let mut all = Vec::new();
+    for &n in &sizes {
+        for &mode in &modes {
+            all.push(bench(mode, n, m, rounds)?);
+        }
+    }
+    println!("\nsummary ({m} endpoints per service, {rounds} one-change rounds):");
+    println!(
+        "  {:<9} {:>9} {:>16} {:>16} {:>16} {:>18}",
+        "mode",
+        "services",
+        "first full sync",
+        "one change p50",
+        "one change max",
+        "forced full resync"
+    );
+    for f in &all {
+        let mut c = f.changes.clone();
+        c.sort();
+        println!(
+            "  {:<9} {:>9} {:>16} {:>16} {:>16} {:>18}",
+            format!("{:?}", f.mode).to_lowercase(),
+            f.services,
+            ms(f.first_full),
+            ms(c[c.len() / 2]),
+            ms(*c.last().expect("rounds >= 1")),
+            ms(f.forced_full)
+        );
+    }
     Ok(())
 }
