@@ -22,9 +22,12 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/kubrs-target}
 bin=$CARGO_TARGET_DIR/release
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-# Small daemons with a few threads: two glibc malloc arenas instead of eight per core keep
-# their resident memory low at no measurable cost.
-export MALLOC_ARENA_MAX=2
+# Small daemons with a few threads: two glibc malloc arenas instead of eight per core, and a
+# fixed mmap threshold (glibc otherwise raises it after freeing one large buffer, such as the
+# API server's decompressed OpenAPI document, and from then on keeps buffers up to that size in
+# heaps it never shrinks: ~9 MiB of the API server's idle memory), keep their resident memory
+# low at no measurable cost.
+export MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=131072
 components=(proxy kubelet scheduler controller-manager apiserver)
 cluster_dns=10.96.0.10
 
@@ -75,6 +78,18 @@ stop() {
   cleanup_host
 }
 
+# Run a component under a restart loop, as systemd's Restart=always would: the
+# controller-manager and scheduler exit when they lose their leader lease (as upstream's do, for
+# their supervisor to restart them), e.g. while the API server restarts. The pid file holds the
+# loop's pid; stopping it stops the component.
+supervise() { # name command args...
+  local name=$1; shift
+  nohup bash -c 'trap "kill \$child 2>/dev/null; wait \$child; exit 0" TERM INT
+    while :; do "$@" & child=$!; wait $child; echo "exited ($?); restarting in 2 s" >&2; sleep 2; done' \
+    "$name" "$@" >"$data/$name.log" 2>&1 &
+  echo $! >"$data/$name.pid"
+}
+
 wait_for() { # file pid log
   for _ in $(seq 200); do
     [ -e "$1" ] && return 0
@@ -107,23 +122,21 @@ case "${1:-up}" in
       sleep 0.1
     done
     echo "apiserver running (pid $(cat "$data/apiserver.pid")), log: $data/apiserver.log"
-    nohup "$bin/controller-manager" --kubeconfig "$kc" --cluster-cidr "$cluster_cidr" \
-      --allocate-node-cidrs=true >"$data/controller-manager.log" 2>&1 &
-    echo $! >"$data/controller-manager.pid"
-    nohup "$bin/scheduler" --kubeconfig "$kc" >"$data/scheduler.log" 2>&1 &
-    echo $! >"$data/scheduler.pid"
+    supervise controller-manager "$bin/controller-manager" --kubeconfig "$kc" \
+      --cluster-cidr "$cluster_cidr" --allocate-node-cidrs=true
+    supervise scheduler "$bin/scheduler" --kubeconfig "$kc"
     echo "controller-manager and scheduler running, logs: $data/{controller-manager,scheduler}.log"
 
     $SUDO "$here/deploy/containerd.sh" up "$data/containerd" >/dev/null
     node=$(hostname | tr 'A-Z' 'a-z')
-    $SUDO env MALLOC_ARENA_MAX=2 sh -c "nohup '$bin/kubelet' --kubeconfig '$kc' --hostname-override '$node' \
+    $SUDO env MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=131072 sh -c "nohup '$bin/kubelet' --kubeconfig '$kc' --hostname-override '$node' \
       --container-runtime-endpoint 'unix://$data/containerd/containerd.sock' \
       --root-dir '$data/kubelet' --pod-log-dir '$data/pods' --image-dir '$data/images' \
       --cni-conf-dir '$data/containerd/cni' --client-ca-file '$data/apiserver/pki/ca.crt' \
       --node-labels 'node-role.kubernetes.io/control-plane=' --node-ip '$ip' \
       --cluster-dns '$cluster_dns' \
       >'$data/kubelet.log' 2>&1 & echo \$! >'$data/kubelet.pid'"
-    $SUDO env MALLOC_ARENA_MAX=2 sh -c "nohup '$bin/proxy' --kubeconfig '$kc' --hostname-override '$node' \
+    $SUDO env MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=131072 sh -c "nohup '$bin/proxy' --kubeconfig '$kc' --hostname-override '$node' \
       --cluster-cidr '$cluster_cidr' >'$data/proxy.log' 2>&1 & echo \$! >'$data/proxy.pid'"
     echo "containerd, kubelet and proxy running (node $node, $ip), logs: $data/{containerd/containerd,kubelet,proxy}.log"
     for _ in $(seq 300); do

@@ -51,8 +51,9 @@ NET=10.200.0.0/24
 DNS_IP=10.96.0.10
 NAT_CHAIN=KUBRS-MN-POSTROUTING
 FWD_CHAIN=KUBRS-MN-FORWARD
-# Small daemons with a few threads: two malloc arenas keep their resident memory low.
-export MALLOC_ARENA_MAX=2
+# Small daemons with a few threads: two malloc arenas and a fixed mmap threshold keep their
+# resident memory low (see cluster.sh).
+export MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=131072
 
 [ "$(id -u)" -eq 0 ] || { echo "multinode.sh: run as root" >&2; exit 1; }
 

@@ -36,17 +36,27 @@ struct Proc {
 }
 
 impl Proc {
-    fn rss_kib(&self) -> u64 {
+    /// A `kB` field of `/proc/<pid>/smaps_rollup` (`Rss`, `Pss`, `Anonymous`).
+    fn smaps_kib(&self, field: &str) -> u64 {
         let Some(pid) = self.child.id() else { return 0 };
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
+        std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
             .ok()
             .and_then(|s| {
                 s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
+                    .find(|l| l.split(':').next() == Some(field))
                     .and_then(|l| l.split_whitespace().nth(1))
                     .and_then(|v| v.parse().ok())
             })
             .unwrap_or(0)
+    }
+
+    fn rss_kib(&self) -> u64 {
+        self.smaps_kib("Rss")
+    }
+
+    /// Resident memory with pages shared between processes (libc, ld.so) divided among them.
+    fn pss_kib(&self) -> u64 {
+        self.smaps_kib("Pss")
     }
 }
 
@@ -69,8 +79,10 @@ fn spawn(name: &'static str, args: &[String], log: &Path) -> Result<Proc> {
     let child = tokio::process::Command::new(&bin)
         .args(args)
         .env("RUST_LOG", "warn")
-        // As deploy/cluster.sh runs them: two glibc malloc arenas instead of eight per core.
+        // As deploy/cluster.sh runs them: two glibc malloc arenas instead of eight per core,
+        // and a fixed mmap threshold.
         .env("MALLOC_ARENA_MAX", "2")
+        .env("MALLOC_MMAP_THRESHOLD_", "131072")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(log.with_extension("out"))?)
         .stderr(std::fs::File::create(log)?)
@@ -437,8 +449,13 @@ async fn main() -> Result<()> {
     }
 
     // Idle, no pods yet.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
     let idle_total: u64 = procs.iter().map(Proc::rss_kib).sum();
+    let idle_pss: u64 = procs.iter().map(Proc::pss_kib).sum();
+    let idle_each: Vec<(&str, u64, u64)> = procs
+        .iter()
+        .map(|p| (p.name, p.rss_kib(), p.smaps_kib("Anonymous")))
+        .collect();
 
     let rt: Arc<RemoteRuntime> = Arc::new(RemoteRuntime::connect(&containerd.endpoint()).await?);
     let mut floor = raw_cri(&rt, 10, &d.join("raw-logs")).await?;
@@ -505,9 +522,18 @@ async fn main() -> Result<()> {
         kubelet_rss as f64 / 1024.0,
         total as f64 / 1024.0
     );
+    println!("RSS idle without pods:");
+    for (n, rss, anon) in &idle_each {
+        println!(
+            "  {n:<20} {:>7.1} MiB (anonymous {:.1} MiB)",
+            *rss as f64 / 1024.0,
+            *anon as f64 / 1024.0
+        );
+    }
     println!(
-        "  whole cluster idle without pods: {:.1} MiB (target <= 64 MiB; k3s ~550 MB)",
-        idle_total as f64 / 1024.0
+        "  whole cluster idle without pods: {:.1} MiB RSS summed (target <= 64 MiB; k3s ~550 MB); {:.1} MiB PSS summed (shared library pages counted once)",
+        idle_total as f64 / 1024.0,
+        idle_pss as f64 / 1024.0
     );
 
     delete_all(&api).await?;
