@@ -278,7 +278,24 @@ impl Env {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // The kubelet unmounts a gone pod's volumes after its sandbox is removed: give it a
+        // moment, then stop it and unmount whatever is left (a test may end mid-teardown).
+        let pods_dir = self.dir.path().join("kubelet/pods");
+        for _ in 0..50 {
+            let empty = std::fs::read_dir(&pods_dir).map_or(true, |mut d| d.next().is_none());
+            if empty {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         self.stop_kubelet().await;
+        for m in crate::containerd::mounts_under(&self.dir.path().join("kubelet")) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&m)
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
         let cg = format!("kubrs-test-{}", std::process::id());
         if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
             for e in rd.flatten() {

@@ -552,5 +552,10 @@ async fn main() -> Result<()> {
     }
     drop(procs);
     drop(containerd);
+    // The CNI bridge plugin created `cni0`; with every sandbox gone nothing uses it.
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", "cni0"])
+        .stderr(Stdio::null())
+        .status();
     Ok(())
 }
