@@ -7,8 +7,8 @@
 //! `services` (from the nat hooks) does one verdict-map lookup in `service-ips`
 //! (`ip . proto . port → goto <chain>`) and, for local destinations, one in
 //! `service-nodeports`. Each service port has `service-<base>` (Cluster policy endpoints,
-//! `numgen random mod N vmap` balancing, ClientIP affinity via per-endpoint `affinity-` sets
-//! with timeouts), `local-<base>` (Local policy endpoints) and `external-<base>` (external
+//! random balancing with `numgen random mod N`, ClientIP affinity via per-endpoint
+//! `affinity-` sets with timeouts), `local-<base>` (Local policy endpoints) and `external-<base>` (external
 //! destinations: masquerade, or the Local-policy short-circuits); each endpoint
 //! `endpoint-<base>__ip/port` (hairpin masquerade + DNAT). Marked packets (0x4000) are
 //! masqueraded in `masquerading`. Service ports without endpoints are rejected through the
@@ -423,7 +423,7 @@ fn render_port(rs: &mut Ruleset, sp: &ServicePort, eps: &[Endpoint], config: &Re
     }
 }
 
-/// Affinity lookups first, then one random pick over the endpoints.
+/// Affinity lookups first, then a random pick over the endpoints.
 fn service_to_endpoints(rs: &mut Ruleset, sp: &ServicePort, chain: &str, eps: &[&Endpoint]) {
     let mut rules = Vec::new();
     if sp.affinity_timeout.is_some() {
@@ -435,20 +435,18 @@ fn service_to_endpoints(rs: &mut Ruleset, sp: &ServicePort, chain: &str, eps: &[
             ));
         }
     }
-    match eps {
-        [] => {}
-        [one] => rules.push(format!("goto {}", endpoint_chain(&sp.key, one))),
-        many => {
-            let arms: Vec<String> = many
-                .iter()
-                .enumerate()
-                .map(|(i, ep)| format!("{i} : goto {}", endpoint_chain(&sp.key, ep)))
-                .collect();
-            rules.push(format!(
-                "numgen random mod {} vmap {{ {} }}",
-                many.len(),
-                arms.join(" , ")
-            ));
+    // A cascade like the iptables mode's statistic rules: the i-th of n endpoints is taken
+    // with probability 1/(n-i), the last one unconditionally, which is uniform overall.
+    // (Not `numgen random mod n vmap { … }`: every such anonymous map is a set in the table,
+    // and the kernel's naming of anonymous sets scans all of them, so a full load of 10,000
+    // services took minutes.)
+    let n = eps.len();
+    for (i, ep) in eps.iter().enumerate() {
+        let chain = endpoint_chain(&sp.key, ep);
+        if i + 1 < n {
+            rules.push(format!("numgen random mod {} 0 goto {chain}", n - i));
+        } else {
+            rules.push(format!("goto {chain}"));
         }
     }
     rs.chain(chain).extend(rules);

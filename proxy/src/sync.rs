@@ -289,6 +289,15 @@ impl<D: Dataplane> Proxier<D> {
             report.restored = true;
         }
         self.applied = Some(rendered.rules);
+        if kernel_unknown {
+            // Switching from the nftables mode: its table would catch the packets too.
+            match self.dataplane.nft(&nftables::cleanup_script()) {
+                Ok(()) => {}
+                Err(DataplaneError::Spawn { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(error = %e, "removing the nftables mode's table failed"),
+            }
+        }
         if report.full {
             for j in rules::jump_rules() {
                 if let Err(e) = self.dataplane.ensure_jump(&j) {
@@ -549,6 +558,7 @@ mod tests {
         let text = restores(&calls)[0];
         assert!(text.contains("-X KUBE-SVC-OLDOLDOLDOLDOLDO"), "{text}");
         assert!(text.contains("*filter") && text.contains("*nat"));
+        assert!(calls.contains(&Call::Nft(nftables::cleanup_script())));
         assert_eq!(
             calls
                 .iter()

@@ -922,6 +922,57 @@ async fn restart_rebuilds_from_scratch_and_cleanup_removes_everything() {
     assert!(res.is_err(), "no rules, no service: {res:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_affinity_and_external_ips_work_in_both_modes() {
+    use proxy::sync::Mode;
+    component_base::logging::init("warn");
+    for mode in [Mode::Iptables, Mode::Nftables] {
+        let mut net = Net::new(match mode {
+            Mode::Iptables => "sa",
+            Mode::Nftables => "sn",
+        });
+        net.serve(EP_A, "ep-a");
+        net.serve(EP_B, "ep-b");
+        let cluster = TestCluster::start(Backend::Embedded).await.unwrap();
+        let client = cluster.client().await;
+        let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+        let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+        let pp = PostParams::default();
+        let mut sticky = service("sticky", "10.96.100.50", "ClusterIP", None);
+        let spec = sticky.spec.as_mut().unwrap();
+        spec.session_affinity = Some("ClientIP".into());
+        spec.external_ips = Some(vec!["192.168.77.50".into()]);
+        svcs.create(&pp, &sticky).await.unwrap();
+        slices
+            .create(&pp, &slice("sticky", &[EP_A, EP_B]))
+            .await
+            .unwrap();
+        let mode_flag = format!("--proxy-mode={}", format!("{mode:?}").to_lowercase());
+        let px = RunningProxy::start_with(&cluster, &net.node, &[mode_flag.as_str()]).await;
+        let node = net.node.clone();
+        eventually("cluster IP answers", || {
+            let node = node.clone();
+            async move { fetch(&node, "http://10.96.100.50/").await.0.map(|_| ()) }
+        })
+        .await;
+        // ClientIP affinity: every connection from one client goes to the same endpoint,
+        // through the cluster IP and through the external IP alike.
+        let seen = answers(&net.node, "http://10.96.100.50/", 12).await;
+        assert_eq!(seen.len(), 1, "{mode:?}: affinity broken: {seen:?}");
+        let ext = answers(&net.node, "http://192.168.77.50/", 6).await;
+        assert_eq!(ext, seen, "{mode:?}: external IP");
+        if mode == Mode::Nftables {
+            // The affinity set of the chosen endpoint holds the client, with a timeout.
+            let table = net.nft_table();
+            assert!(
+                table.contains("set affinity-") && table.contains("expires"),
+                "{table}"
+            );
+        }
+        px.stop().await;
+    }
+}
+
 /// `proxy --cleanup` in the node namespace: the binary when built, else in-process.
 fn run_cleanup(net: &Net) {
     match proxy_binary() {
@@ -946,7 +997,8 @@ fn run_cleanup(net: &Net) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nftables_mode_replaces_iptables_rules_survives_restarts_and_is_cleaned_up() {
+async fn switching_modes_replaces_the_other_modes_rules_and_nftables_survives_restarts_and_cleanup()
+{
     component_base::logging::init("warn");
     let mut net = Net::new("nr");
     net.serve(EP_A, "ep-a");
@@ -1006,6 +1058,22 @@ async fn nftables_mode_replaces_iptables_rules_survives_restarts_and_is_cleaned_
         Ok("ep-a")
     );
     assert_eq!(net.nft_table(), before);
+    px.stop().await;
+
+    // And back to iptables: the table goes, the iptables rules take over.
+    let px = RunningProxy::start(&cluster, &net.node).await;
+    eventually("iptables mode took over again", || async {
+        if n.nft_table().is_empty() && has_chain(&n.nat_rules(), &svc_chain("web")) {
+            Ok(())
+        } else {
+            Err(n.nft_table())
+        }
+    })
+    .await;
+    eventually("iptables mode answers again", answers_ep_a).await;
+    px.stop().await;
+    let px = RunningProxy::start_with(&cluster, &net.node, &nft).await;
+    eventually("nftables mode answers again", answers_ep_a).await;
     px.stop().await;
 
     // --cleanup removes the table.
