@@ -8,11 +8,15 @@
 //! (`ip . proto . port → goto <chain>`) and, for local destinations, one in
 //! `service-nodeports`. Each service port has `service-<base>` (Cluster policy endpoints,
 //! random balancing with `numgen random mod N`, ClientIP affinity via per-endpoint
-//! `affinity-` sets with timeouts), `local-<base>` (Local policy endpoints) and `external-<base>` (external
-//! destinations: masquerade, or the Local-policy short-circuits); each endpoint
-//! `endpoint-<base>__ip/port` (hairpin masquerade + DNAT). Marked packets (0x4000) are
-//! masqueraded in `masquerading`. Service ports without endpoints are rejected through the
-//! `no-endpoint-services` / `no-endpoint-external` / `no-endpoint-nodeports` verdict maps,
+//! `affinity-` sets with timeouts), `local-<base>` (Local policy endpoints) and
+//! `external-<base>` (external destinations: masquerade, or the Local-policy
+//! short-circuits); each endpoint
+//! `endpoint-<base>__ip/port` (DNAT). Packets to a cluster IP from outside the pod network
+//! (`cluster-ips` set) and hairpin packets (`hairpin-endpoints` set) are marked (0x4000) by
+//! one rule each rather than one per service and per endpoint (rules are what a load costs),
+//! and marked packets are masqueraded in `masquerading`. Service ports without endpoints are
+//! rejected through the `no-endpoint-services` / `no-endpoint-external` /
+//! `no-endpoint-nodeports` verdict maps,
 //! checked from filter hooks that run before DNAT (priority -110), mirroring the iptables
 //! mode's filter `KUBE-SERVICES` (forward, output) and `KUBE-EXTERNAL-SERVICES` (input,
 //! forward).
@@ -50,6 +54,8 @@ pub const SERVICE_NODEPORTS: &str = "service-nodeports";
 pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 pub const NO_ENDPOINT_EXTERNAL: &str = "no-endpoint-external";
 pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+pub const CLUSTER_IPS: &str = "cluster-ips";
+pub const HAIRPIN_ENDPOINTS: &str = "hairpin-endpoints";
 
 /// Base chains: name and hook declaration.
 const BASE_CHAINS: &[(&str, &str)] = &[
@@ -90,28 +96,39 @@ const FIXED_CHAINS: &[&str] = &[
     NODEPORT_ENDPOINTS_CHECK,
 ];
 
-/// The verdict maps: name and type.
-const MAPS: &[(&str, &str)] = &[
+/// The verdict maps and element sets: name, kind (`map`/`set`) and type. Set elements are
+/// kept as map elements with an empty value.
+const MAPS: &[(&str, &str, &str)] = &[
     (
         SERVICE_IPS,
+        "map",
         "type ipv4_addr . inet_proto . inet_service : verdict ;",
     ),
     (
         SERVICE_NODEPORTS,
+        "map",
         "type inet_proto . inet_service : verdict ;",
     ),
     (
         NO_ENDPOINT_SERVICES,
+        "map",
         "type ipv4_addr . inet_proto . inet_service : verdict ;",
     ),
     (
         NO_ENDPOINT_EXTERNAL,
+        "map",
         "type ipv4_addr . inet_proto . inet_service : verdict ;",
     ),
     (
         NO_ENDPOINT_NODEPORTS,
+        "map",
         "type inet_proto . inet_service : verdict ;",
     ),
+    // Every cluster IP: traffic to them from outside the pod network is masqueraded.
+    (CLUSTER_IPS, "set", "type ipv4_addr ;"),
+    // `ip . ip` for every endpoint: a pod reaching itself through a service (hairpin) is
+    // masqueraded.
+    (HAIRPIN_ENDPOINTS, "set", "type ipv4_addr . ipv4_addr ;"),
 ];
 
 /// The affinity sets' declaration (each element carries its own timeout).
@@ -240,7 +257,7 @@ pub fn render_ports(
     for c in FIXED_CHAINS {
         rs.chain(c);
     }
-    for (m, _) in MAPS {
+    for (m, _, _) in MAPS {
         rs.maps.insert(m, BTreeMap::new());
     }
     let new = "ct state new";
@@ -256,8 +273,12 @@ pub fn render_ports(
         .push(format!("{new} jump {SERVICE_ENDPOINTS_CHECK}"));
     rs.chain("nat-prerouting").push(format!("jump {SERVICES}"));
     rs.chain("nat-output").push(format!("jump {SERVICES}"));
-    rs.chain("nat-postrouting")
-        .push(format!("jump {MASQUERADING}"));
+    // Rules cost most of a load (about 30 µs each in the kernel and nft), so the per-service
+    // and per-endpoint masquerade rules of the iptables layout are two set lookups here.
+    rs.chain("nat-postrouting").extend([
+        format!("ct status dnat ip saddr . ip daddr @{HAIRPIN_ENDPOINTS} jump {MARK_MASQ}"),
+        format!("jump {MASQUERADING}"),
+    ]);
     rs.chain(MARK_MASQ)
         .push(format!("mark set mark or {mark:#x}"));
     rs.chain(MASQUERADING).extend([
@@ -275,6 +296,14 @@ pub fn render_ports(
     rs.chain(NODEPORT_ENDPOINTS_CHECK).push(format!(
         "fib daddr type local meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}"
     ));
+    if config.masquerade_all {
+        rs.chain(SERVICES)
+            .push(format!("ip daddr @{CLUSTER_IPS} jump {MARK_MASQ}"));
+    } else if let Some(cidr) = config.cluster_cidr {
+        rs.chain(SERVICES).push(format!(
+            "ip saddr != {cidr} ip daddr @{CLUSTER_IPS} jump {MARK_MASQ}"
+        ));
+    }
     rs.chain(SERVICES).extend([
         format!("ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),
         // Never loopback: that needs route_localnet, which this proxy does not turn on.
@@ -371,16 +400,9 @@ fn render_port(rs: &mut Ruleset, sp: &ServicePort, eps: &[Endpoint], config: &Re
         }
     }
 
-    // Internal traffic: masquerade what comes from outside the pod network.
+    // Internal traffic from outside the pod network is masqueraded (the rule in `services`).
     if has_internal {
-        let dst = format!("ip daddr {} {proto} dport {}", sp.cluster_ip, sp.port);
-        if config.masquerade_all {
-            rs.chain(internal_chain)
-                .push(format!("{dst} jump {MARK_MASQ}"));
-        } else if let Some(cidr) = config.cluster_cidr {
-            rs.chain(internal_chain)
-                .push(format!("{dst} ip saddr != {cidr} jump {MARK_MASQ}"));
-        }
+        rs.element(CLUSTER_IPS, sp.cluster_ip.to_string(), String::new());
     }
 
     // External traffic.
@@ -412,7 +434,13 @@ fn render_port(rs: &mut Ruleset, sp: &ServicePort, eps: &[Endpoint], config: &Re
     // Endpoint chains.
     for ep in all_eps {
         let chain = endpoint_chain(&sp.key, ep);
-        let mut rules = vec![format!("ip saddr {} jump {MARK_MASQ}", ep.ip)];
+        // Hairpin masquerade: the rule in `nat-postrouting`.
+        rs.element(
+            HAIRPIN_ENDPOINTS,
+            format!("{0} . {0}", ep.ip),
+            String::new(),
+        );
+        let mut rules = Vec::new();
         if let Some(timeout) = sp.affinity_timeout {
             let set = affinity_set(&sp.key, ep);
             rules.push(format!("update @{set} {{ ip saddr timeout {timeout}s }}"));
@@ -478,8 +506,8 @@ pub fn script(desired: &Ruleset, applied: Option<&Ruleset>, full: bool) -> Strin
                 "add table {t} {{ comment \"rules for kube-proxy\" ; }}"
             );
         }
-        for (m, decl) in MAPS {
-            let _ = writeln!(out, "add map {t} {m} {{ {decl} }}");
+        for (m, kind, decl) in MAPS {
+            let _ = writeln!(out, "add {kind} {t} {m} {{ {decl} }}");
         }
         for (c, decl) in BASE_CHAINS {
             let _ = writeln!(out, "add chain {t} {c} {{ {decl} }}");
@@ -515,15 +543,22 @@ pub fn script(desired: &Ruleset, applied: Option<&Ruleset>, full: bool) -> Strin
         }
     }
     // Map elements.
-    for (m, _) in MAPS {
+    let elem = |k: &str, v: &str| {
+        if v.is_empty() {
+            k.to_string()
+        } else {
+            format!("{k} : {v}")
+        }
+    };
+    for (m, kind, _) in MAPS {
         let want = desired.maps.get(m);
         let had = before.maps.get(m);
         if rewrite_all {
             if applied.is_some() {
-                let _ = writeln!(out, "flush map {t} {m}");
+                let _ = writeln!(out, "flush {kind} {t} {m}");
             }
             for (k, v) in want.into_iter().flatten() {
-                let _ = writeln!(out, "add element {t} {m} {{ {k} : {v} }}");
+                let _ = writeln!(out, "add element {t} {m} {{ {} }}", elem(k, v));
             }
             continue;
         }
@@ -534,7 +569,7 @@ pub fn script(desired: &Ruleset, applied: Option<&Ruleset>, full: bool) -> Strin
         }
         for (k, v) in want.into_iter().flatten() {
             if had.and_then(|h| h.get(k)) != Some(v) {
-                let _ = writeln!(out, "add element {t} {m} {{ {k} : {v} }}");
+                let _ = writeln!(out, "add element {t} {m} {{ {} }}", elem(k, v));
             }
         }
     }

@@ -156,15 +156,27 @@ fn every_feature_renders_its_rules_and_elements() {
     assert!(elements(&r, SERVICE_NODEPORTS)
         .contains(&format!("tcp . 30080 : goto {}", external_chain(&web))));
     let rules = &r.rules.chains[&web_svc];
-    assert_eq!(
-        rules[0],
-        "ip daddr 10.96.0.41 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade"
-    );
+    assert_eq!(rules.len(), 2, "{rules:?}");
     assert!(
-        rules[1].starts_with("numgen random mod 2 0 goto endpoint-")
-            && rules[2].starts_with("goto endpoint-"),
+        rules[0].starts_with("numgen random mod 2 0 goto endpoint-")
+            && rules[1].starts_with("goto endpoint-"),
         "{rules:?}"
     );
+    // Off-cluster traffic to cluster IPs and hairpin traffic are masqueraded by set lookups.
+    assert_eq!(
+        r.rules.chains[SERVICES][0],
+        "ip saddr != 10.244.0.0/16 ip daddr @cluster-ips jump mark-for-masquerade"
+    );
+    assert!(r.rules.maps[CLUSTER_IPS].contains_key("10.96.0.41"));
+    assert!(
+        !r.rules.maps[CLUSTER_IPS].contains_key("10.96.0.42"),
+        "no endpoints"
+    );
+    assert_eq!(
+        r.rules.chains["nat-postrouting"][0],
+        "ct status dnat ip saddr . ip daddr @hairpin-endpoints jump mark-for-masquerade"
+    );
+    assert!(r.rules.maps[HAIRPIN_ENDPOINTS].contains_key("10.244.1.5 . 10.244.1.5"));
     assert_eq!(
         r.rules.chains[&external_chain(&web)],
         vec![
@@ -183,10 +195,7 @@ fn every_feature_renders_its_rules_and_elements() {
     };
     assert_eq!(
         r.rules.chains[&endpoint_chain(&web, &ep)],
-        vec![
-            "ip saddr 10.244.1.5 jump mark-for-masquerade".to_string(),
-            "meta l4proto tcp dnat to 10.244.1.5:8080".to_string(),
-        ]
+        vec!["meta l4proto tcp dnat to 10.244.1.5:8080".to_string()]
     );
     // No endpoints: REJECT through the no-endpoint map, no service chain.
     assert!(elements(&r, NO_ENDPOINT_SERVICES)
@@ -207,11 +216,11 @@ fn every_feature_renders_its_rules_and_elements() {
     let set = affinity_set(&sticky, &sep);
     assert!(r.rules.sets.contains(&set));
     assert_eq!(
-        r.rules.chains[&service_chain(&sticky)][1],
+        r.rules.chains[&service_chain(&sticky)][0],
         format!("ip saddr @{set} goto {}", endpoint_chain(&sticky, &sep))
     );
     assert_eq!(
-        r.rules.chains[&endpoint_chain(&sticky, &sep)][1],
+        r.rules.chains[&endpoint_chain(&sticky, &sep)][0],
         format!("update @{set} {{ ip saddr timeout 60s }}")
     );
     // externalTrafficPolicy Local: external IP, LB IP and node port go to the external
@@ -294,15 +303,9 @@ fn masquerade_all_marks_every_cluster_ip_packet() {
         ..config()
     };
     let r = render(&svcs, &slices, &cfg);
-    let key = PortKey {
-        namespace: "ns1".into(),
-        name: "web".into(),
-        port_name: "p80".into(),
-        protocol: Protocol::Tcp,
-    };
     assert_eq!(
-        r.rules.chains[&service_chain(&key)][0],
-        "ip daddr 10.96.0.41 tcp dport 80 jump mark-for-masquerade"
+        r.rules.chains[SERVICES][0],
+        "ip daddr @cluster-ips jump mark-for-masquerade"
     );
     assert_eq!(r.rules.chains[MARK_MASQ], vec!["mark set mark or 0x20"]);
 }
@@ -318,8 +321,8 @@ fn incremental_scripts_touch_only_what_changed() {
     // Nothing changed: nothing to do.
     assert_eq!(script(&before.rules, Some(&before.rules), false), "");
 
-    // One endpoint of "web" goes: the service chain is rewritten, the endpoint chain flushed
-    // and deleted; nothing else, no map element.
+    // One endpoint of "web" goes: the service chain is rewritten, the endpoint's hairpin
+    // element deleted, the endpoint chain flushed and deleted; nothing else.
     e[0] = slice(
         "ns1",
         "web",
@@ -356,8 +359,9 @@ fn incremental_scripts_touch_only_what_changed() {
         lines(&text),
         vec![
             format!("flush chain ip kube-proxy {svc_c}"),
-            format!("add rule ip kube-proxy {svc_c} ip daddr 10.96.0.41 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade"),
             format!("add rule ip kube-proxy {svc_c} goto {kept_c}"),
+            "delete element ip kube-proxy hairpin-endpoints { 10.244.1.5 . 10.244.1.5 }"
+                .to_string(),
             format!("flush chain ip kube-proxy {gone_c}"),
             format!("delete chain ip kube-proxy {gone_c}"),
         ]
