@@ -93,7 +93,8 @@ fn generate(server: SocketAddr, secs: u64, inflight: usize, sockets: usize) -> R
                     sock.send(&q).await?;
                 }
                 while Instant::now() < deadline {
-                    match tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await
+                    match tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf))
+                        .await
                     {
                         Ok(Ok(n)) if n >= 12 => {
                             let id = u16::from_be_bytes([buf[0], buf[1]]);
@@ -174,10 +175,14 @@ impl PodNet {
                 "link", "add", &host, "type", "veth", "peer", "name", &pod, "netns", &net.ns,
             ],
         )?;
-        sh("ip", &["addr", "add", &format!("{HOST_IP}/30"), "dev", &host])?;
+        sh(
+            "ip",
+            &["addr", "add", &format!("{HOST_IP}/30"), "dev", &host],
+        )?;
         sh("ip", &["link", "set", &host, "up"])?;
+        let pod_cidr = format!("{POD_IP}/30");
         for args in [
-            vec!["addr", "add", "10.251.0.2/30", "dev", pod.as_str()],
+            vec!["addr", "add", &pod_cidr, "dev", pod.as_str()],
             vec!["link", "set", pod.as_str(), "up"],
             vec!["link", "set", "lo", "up"],
         ] {
@@ -221,10 +226,7 @@ async fn run(args: Args) -> Result<()> {
         .context("bin dir")?
         .join("dns");
     if !bin.is_file() {
-        bail!(
-            "{} is missing: cargo build --release -p dns",
-            bin.display()
-        );
+        bail!("{} is missing: cargo build --release -p dns", bin.display());
     }
     let cluster = TestCluster::start(Backend::Embedded).await?;
     let client = cluster.client().await;
