@@ -6,6 +6,7 @@
 //! never touched). Needs root, iptables and nft.
 //!
 //! `bench-proxy [--services N,N...] [--endpoints M] [--rounds R] [--modes iptables,nftables]`
+//! (`--dump-nft PATH` writes the nftables mode's first full script for the first size instead)
 //! (default 1000,10000 services × 2 endpoints, 5 rounds, both modes). Every 10th service is
 //! a NodePort, every 7th has ClientIP affinity, every 5th is a LoadBalancer with
 //! externalTrafficPolicy Local, every 11th is UDP, so the sync exercises every rule shape.
@@ -257,6 +258,21 @@ fn main() -> anyhow::Result<()> {
             other => Err(anyhow::anyhow!("unknown mode {other:?}")),
         })
         .collect::<Result<_, _>>()?;
+    if let Some(path) = arg_text("--dump-nft") {
+        // The nftables mode's first full sync script for the first size, to study `nft -f`.
+        let n = sizes[0];
+        let services: Vec<Arc<Service>> = (0..n).map(|i| Arc::new(service(i))).collect();
+        let slices: Vec<Arc<EndpointSlice>> = (0..n).map(|i| Arc::new(slice(i, m, 0))).collect();
+        let config = RenderConfig {
+            node_name: "bench".into(),
+            cluster_cidr: Cidr::parse("10.244.0.0/16"),
+            ..Default::default()
+        };
+        let r = proxy::nftables::render(&services, &slices, &config);
+        std::fs::write(&path, proxy::nftables::script(&r.rules, None, false))?;
+        println!("wrote {path}");
+        return Ok(());
+    }
     let mut all = Vec::new();
     for &n in &sizes {
         for &mode in &modes {
