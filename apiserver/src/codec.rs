@@ -116,6 +116,28 @@ pub fn with_rv(value: &[u8], rv: i64) -> Vec<u8> {
     out
 }
 
+/// What [`Encoded::Splice`] inserts before the revision's digits.
+const RV_FIELD: &[u8] = b"\"resourceVersion\":\"";
+
+/// The decimal form of a revision, as `i64::to_string` writes it, without allocating.
+fn decimal(v: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut n = v.unsigned_abs();
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    &buf[i..]
+}
+
 /// An object ready to be written out: either owned JSON, or stored bytes plus the
 /// resourceVersion to splice in while copying them into the response (one copy, no re-encode).
 #[derive(Debug, Clone)]
@@ -133,12 +155,19 @@ impl Encoded {
         }
     }
 
-    /// Upper bound of the encoded length.
-    pub fn len_hint(&self) -> usize {
+    /// The exact encoded length.
+    pub fn len(&self) -> usize {
         match self {
             Self::Plain(v) => v.len(),
-            Self::Splice { value, .. } => value.len() + 48,
+            Self::Splice { value, at, rv } => {
+                let comma = usize::from(value.get(*at) != Some(&b'}'));
+                value.len() + RV_FIELD.len() + decimal(*rv, &mut [0; 20]).len() + 1 + comma
+            }
         }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn write_to(&self, out: &mut Vec<u8>) {
@@ -146,8 +175,8 @@ impl Encoded {
             Self::Plain(v) => out.extend_from_slice(v),
             Self::Splice { value, at, rv } => {
                 out.extend_from_slice(&value[..*at]);
-                out.extend_from_slice(b"\"resourceVersion\":\"");
-                out.extend_from_slice(rv.to_string().as_bytes());
+                out.extend_from_slice(RV_FIELD);
+                out.extend_from_slice(decimal(*rv, &mut [0; 20]));
                 out.push(b'"');
                 if value.get(*at) != Some(&b'}') {
                     out.push(b',');
@@ -161,7 +190,7 @@ impl Encoded {
         match self {
             Self::Plain(v) => v.clone(),
             Self::Splice { .. } => {
-                let mut out = Vec::with_capacity(self.len_hint());
+                let mut out = Vec::with_capacity(self.len());
                 self.write_to(&mut out);
                 out
             }
@@ -256,41 +285,124 @@ pub fn list_body(
     rv: i64,
     cont: Option<&str>,
     remaining: Option<i64>,
-    items: &[Encoded],
+    items: Vec<Encoded>,
 ) -> Vec<u8> {
-    let mut meta = Map::new();
-    meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
-    if let Some(c) = cont {
-        meta.insert("continue".into(), Value::String(c.to_string()));
+    let mut body = ListBody::new(api_version, list_kind, rv, cont, remaining, items);
+    let mut out = Vec::with_capacity(body.remaining);
+    while let Some(chunk) = body.next_chunk() {
+        out.extend_from_slice(&chunk);
     }
-    if let Some(r) = remaining {
-        meta.insert("remainingItemCount".into(), Value::from(r));
-    }
-    let total: usize = items.iter().map(|i| i.len_hint() + 1).sum();
-    let mut out = Vec::with_capacity(total + 128);
-    out.extend_from_slice(b"{\"apiVersion\":");
-    out.extend_from_slice(
-        serde_json::to_string(api_version)
-            .unwrap_or_default()
-            .as_bytes(),
-    );
-    out.extend_from_slice(b",\"items\":[");
-    for (i, it) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        it.write_to(&mut out);
-    }
-    out.extend_from_slice(b"],\"kind\":");
-    out.extend_from_slice(
-        serde_json::to_string(list_kind)
-            .unwrap_or_default()
-            .as_bytes(),
-    );
-    out.extend_from_slice(b",\"metadata\":");
-    out.extend_from_slice(serde_json::to_string(&meta).unwrap_or_default().as_bytes());
-    out.push(b'}');
     out
+}
+
+/// Bytes per chunk of a streamed list body: below glibc's usual mmap threshold (128 KiB), so
+/// chunk buffers come from the heap and are reused rather than mapped, faulted in and unmapped
+/// per chunk, and small enough that the copy into a chunk is still in cache when TLS encrypts it.
+const LIST_CHUNK: usize = 64 * 1024;
+
+/// A list response body (`{"apiVersion":…,"items":[…],"kind":…,"metadata":{…}}`, the same bytes
+/// as [`list_body`]) produced in chunks of about [`LIST_CHUNK`] bytes as the connection takes them,
+/// instead of one buffer the size of the whole list: the first bytes leave while the rest is still
+/// being copied, and a LIST of thousands of objects never holds a second copy of all of them.
+/// Its exact length is known up front, so responses keep their `Content-Length`.
+pub struct ListBody {
+    head: Option<Vec<u8>>,
+    items: std::iter::Peekable<std::vec::IntoIter<Encoded>>,
+    first: bool,
+    tail: Option<Vec<u8>>,
+    /// Bytes not yet handed out.
+    remaining: usize,
+}
+
+impl ListBody {
+    pub fn new(
+        api_version: &str,
+        list_kind: &str,
+        rv: i64,
+        cont: Option<&str>,
+        remaining: Option<i64>,
+        items: Vec<Encoded>,
+    ) -> Self {
+        let mut meta = Map::new();
+        meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
+        if let Some(c) = cont {
+            meta.insert("continue".into(), Value::String(c.to_string()));
+        }
+        if let Some(r) = remaining {
+            meta.insert("remainingItemCount".into(), Value::from(r));
+        }
+        let mut head = b"{\"apiVersion\":".to_vec();
+        serde_json::to_writer(&mut head, api_version).expect("writing to a Vec cannot fail");
+        head.extend_from_slice(b",\"items\":[");
+        let mut tail = b"],\"kind\":".to_vec();
+        serde_json::to_writer(&mut tail, list_kind).expect("writing to a Vec cannot fail");
+        tail.extend_from_slice(b",\"metadata\":");
+        serde_json::to_writer(&mut tail, &meta).expect("writing to a Vec cannot fail");
+        tail.push(b'}');
+        let commas = items.len().saturating_sub(1);
+        let total =
+            head.len() + tail.len() + commas + items.iter().map(Encoded::len).sum::<usize>();
+        Self {
+            head: Some(head),
+            items: items.into_iter().peekable(),
+            first: true,
+            tail: Some(tail),
+            remaining: total,
+        }
+    }
+
+    /// The next chunk, or None at the end.
+    fn next_chunk(&mut self) -> Option<Bytes> {
+        let mut buf = self.head.take().unwrap_or_default();
+        buf.reserve(LIST_CHUNK.saturating_sub(buf.len()));
+        while let Some(next) = self.items.peek() {
+            let need = next.len() + 1;
+            if buf.len() + need > LIST_CHUNK && !buf.is_empty() {
+                break;
+            }
+            // Only an object larger than a chunk gets a buffer of its own size.
+            buf.reserve(need);
+            if !self.first {
+                buf.push(b',');
+            }
+            self.first = false;
+            self.items.next().expect("peeked").write_to(&mut buf);
+        }
+        if self.items.peek().is_none() {
+            if let Some(tail) = self.tail.take() {
+                buf.extend_from_slice(&tail);
+            }
+        }
+        if buf.is_empty() {
+            return None;
+        }
+        self.remaining -= buf.len();
+        Some(Bytes::from(buf))
+    }
+}
+
+impl http_body::Body for ListBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(
+            self.get_mut()
+                .next_chunk()
+                .map(|b| Ok(http_body::Frame::data(b))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining as u64)
+    }
 }
 
 /// The current time as upstream renders `metav1.Time` (RFC 3339, seconds).
@@ -337,7 +449,7 @@ mod tests {
             5,
             Some("tok"),
             Some(3),
-            &[
+            vec![
                 Encoded::Plain(b"{\"a\":1}".to_vec()),
                 Encoded::stored(stored, 9),
             ],
@@ -347,6 +459,53 @@ mod tests {
         assert_eq!(v["items"][1]["metadata"]["resourceVersion"], "9");
         assert_eq!(v["metadata"]["continue"], "tok");
         assert_eq!(v["metadata"]["remainingItemCount"], 3);
+    }
+
+    #[test]
+    fn streamed_list_body_is_chunked_and_exactly_sized() {
+        use http_body::Body;
+        let big = "x".repeat(3 * LIST_CHUNK);
+        let mut items: Vec<Encoded> = (0..500)
+            .map(|i| {
+                let v = json!({"kind":"Pod","metadata":{"name":format!("p{i}")},"spec":{"pad":"y".repeat(i * 7)}});
+                Encoded::stored(encode_for_storage(&v), i as i64 * 1_000_003 - 3)
+            })
+            .collect();
+        items.insert(
+            250,
+            Encoded::Plain(serde_json::to_vec(&json!({"big": big})).unwrap()),
+        );
+        items.push(Encoded::stored(
+            encode_for_storage(&json!({"kind":"X","metadata":{}})),
+            0,
+        ));
+        let expected: Vec<Value> = items
+            .iter()
+            .map(|i| serde_json::from_slice(&i.to_vec()).unwrap())
+            .collect();
+        assert!(items.iter().all(|i| i.len() == i.to_vec().len()));
+        let mut body = ListBody::new("v1", "PodList", 77, None, None, items);
+        let total = body.size_hint().exact().unwrap() as usize;
+        let mut out = Vec::new();
+        let mut chunks = 0;
+        while let Some(c) = body.next_chunk() {
+            chunks += 1;
+            out.extend_from_slice(&c);
+            assert_eq!(body.size_hint().exact(), Some((total - out.len()) as u64));
+        }
+        assert!(body.is_end_stream());
+        assert_eq!(out.len(), total);
+        assert!(chunks > 10, "{chunks} chunks");
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["items"].as_array().unwrap(), &expected);
+        assert_eq!(v["items"][1]["metadata"]["resourceVersion"], "1000000");
+        assert_eq!(v["items"][0]["metadata"]["resourceVersion"], "-3");
+        assert_eq!(v["metadata"], json!({"resourceVersion": "77"}));
+        let empty = list_body("v1", "PodList", 5, None, None, vec![]);
+        assert_eq!(
+            std::str::from_utf8(&empty).unwrap(),
+            r#"{"apiVersion":"v1","items":[],"kind":"PodList","metadata":{"resourceVersion":"5"}}"#
+        );
     }
 
     #[test]

@@ -696,17 +696,19 @@ async fn resource(
             let out = reg.list(&t, &p).await?;
             let api_version = t.api_version();
             match as_ {
-                As::Object => Ok(json_response(
-                    StatusCode::OK,
-                    codec::list_body(
+                As::Object => Ok(Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header(header::CACHE_CONTROL, "no-cache, private")
+                    .body(Body::new(codec::ListBody::new(
                         &api_version,
                         &r.list_kind(),
                         out.revision,
                         out.continue_token.as_deref(),
                         out.remaining,
-                        &out.items,
-                    ),
-                )),
+                        out.items,
+                    )))
+                    .expect("static response parts are valid")),
                 _ => {
                     let objs: Vec<Value> = out
                         .items

@@ -604,18 +604,24 @@ impl Registry {
                     break;
                 }
                 seen += 1;
-                last_key = Some(kv.key.clone());
                 if filtering {
                     let obj = self.decode(t, kv)?;
                     if !self.matches(r, &obj, p) {
                         continue;
                     }
-                    items.push(codec::Encoded::Plain(
-                        serde_json::to_vec(&obj).unwrap_or_default(),
-                    ));
+                    // A match is sent as stored (resourceVersion spliced in), not re-encoded.
+                    items.push(if conversion::needs_conversion(r, &t.version) {
+                        codec::Encoded::Plain(serde_json::to_vec(&obj).unwrap_or_default())
+                    } else {
+                        codec::Encoded::stored(kv.value.clone(), kv.mod_revision)
+                    });
                 } else {
                     items.push(self.encoded(t, kv)?);
                 }
+            }
+            // The last key looked at, cloned once per chunk rather than once per item.
+            if let Some(kv) = seen.checked_sub(1).map(|i| &res.items[i]) {
+                last_key = Some(kv.key.clone());
             }
             remaining_after = (n - seen) as i64 + res.remaining as i64;
             if more || chunk == 0 || n < chunk && res.remaining == 0 {

@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
@@ -236,6 +237,26 @@ impl Conn {
         let status = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();
         Ok(Response { status, body })
+    }
+
+    /// Sends `req` and receives the whole response body without keeping it: the status, the
+    /// time until the response head arrived, and the body's length. For large responses (a LIST
+    /// of thousands of objects) this measures the server's delivery without the client's extra
+    /// copy of every frame into one contiguous buffer (7 MiB per LIST of 3,000 pods, on the same
+    /// two cores as the server).
+    pub async fn receive(&mut self, req: &Req) -> Result<(StatusCode, Duration, usize)> {
+        let start = Instant::now();
+        let resp = self.start(req).await?;
+        let head = start.elapsed();
+        let status = resp.status();
+        let mut body = resp.into_body();
+        let mut len = 0;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                len += data.len();
+            }
+        }
+        Ok((status, head, len))
     }
 
     /// Sends `req` and returns as soon as the response headers arrive, with the body still

@@ -199,11 +199,7 @@ pub fn mix(i: usize) -> u64 {
 
 /// Lists `path` `times` times on one connection; returns each list's latency (request sent to
 /// last body byte), the size of the first body and its item count.
-pub async fn list_latency(
-    ep: &Endpoint,
-    path: &str,
-    times: usize,
-) -> Result<(Vec<Duration>, usize, usize)> {
+pub async fn list_latency(ep: &Endpoint, path: &str, times: usize) -> Result<ListLatency> {
     let mut conn = ep.connect().await?;
     let req = Req::get(path);
     // One untimed list to warm caches and to count the items.
@@ -212,13 +208,38 @@ pub async fn list_latency(
         .context("list body is not JSON")?["items"]
         .as_array()
         .map_or(0, Vec::len);
-    let mut latencies = Vec::with_capacity(times);
+    let mut out = ListLatency {
+        latencies: Vec::with_capacity(times),
+        heads: Vec::with_capacity(times),
+        bytes: first.body.len(),
+        items,
+    };
     for _ in 0..times {
         let start = Instant::now();
-        conn.expect(&req, &[StatusCode::OK]).await?;
-        latencies.push(start.elapsed());
+        let (status, head, len) = conn.receive(&req).await?;
+        out.latencies.push(start.elapsed());
+        if status != StatusCode::OK || len != out.bytes {
+            bail!(
+                "GET {path}: {status}, {len} bytes (the first list had {})",
+                out.bytes
+            );
+        }
+        out.heads.push(head);
     }
-    Ok((latencies, first.body.len(), items))
+    Ok(out)
+}
+
+/// What the LIST phase measured.
+#[derive(Debug, Default)]
+pub struct ListLatency {
+    /// Request sent → last byte of the body received.
+    pub latencies: Vec<Duration>,
+    /// Request sent → response head received.
+    pub heads: Vec<Duration>,
+    /// Body length of the untimed first list.
+    pub bytes: usize,
+    /// Items in the untimed first list.
+    pub items: usize,
 }
 
 /// What the watch fan-out measured.

@@ -519,18 +519,23 @@ async fn load_phases(
         cpu.report()
     );
     let cpu = CpuMeter::start(pids);
-    let (lat, bytes, items) = workloads::list_latency(
+    let lists = workloads::list_latency(
         ep,
         &format!("/api/v1/namespaces/{NS_LIST}/pods"),
         plan.lists,
     )
     .await?;
-    let list = summarize(&lat).ok_or_else(|| anyhow!("no LIST samples"))?;
+    let (bytes, items) = (lists.bytes, lists.items);
+    let list = summarize(&lists.latencies).ok_or_else(|| anyhow!("no LIST samples"))?;
+    let head = summarize(&lists.heads).ok_or_else(|| anyhow!("no LIST samples"))?;
     println!(
-        "  LIST {} pods ({} each): {list}; {}",
+        "  LIST {} pods ({} each): {list}; response head after p50 {} / p99 {}; {}; {}",
         count(items as f64),
         mib(bytes as u64),
-        cpu.report()
+        ms(head.p50),
+        ms(head.p99),
+        cpu.report(),
+        cpu.per_request(plan.lists as u64 + 1)
     );
     if items != plan.list_pods {
         f.note(format!(
