@@ -433,14 +433,16 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `<target>/<profile>`, where cargo puts the workspace's binaries for this test build.
+/// `<target>/<profile>`, where cargo puts the workspace's binaries for this build: the test
+/// binaries live in `<target>/<profile>/deps`, the benchmark binaries in `<target>/<profile>`.
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // <target>/debug/deps/images-<hash> → <target>/debug
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in <target>/<profile>/deps")
-        .to_path_buf()
+    let dir = exe.parent().expect("binary has a directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("<target>/<profile>/deps").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// The `demo-web` binary packaged as kuard: `$DEMO_WEB_BIN`, else the one next to the test
