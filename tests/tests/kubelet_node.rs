@@ -197,9 +197,16 @@ async fn node_registers_ready_with_status_labels_taints_and_a_renewed_lease() {
             .map(|e| e.port),
         Some(10350)
     );
+    // DiskPressure reflects the host's real disk (hard eviction at nodefs.available < 10%): a
+    // nearly full build machine must see it reported, as upstream would.
+    let disk_reason = if nodefs_below_10_percent(env.dir.path()) {
+        "KubeletHasDiskPressure"
+    } else {
+        "KubeletHasNoDiskPressure"
+    };
     for (t, reason) in [
         ("MemoryPressure", "KubeletHasSufficientMemory"),
-        ("DiskPressure", "KubeletHasNoDiskPressure"),
+        ("DiskPressure", disk_reason),
         ("PIDPressure", "KubeletHasSufficientPID"),
         ("Ready", "KubeletReady"),
     ] {
@@ -383,4 +390,22 @@ async fn existing_node_keeps_foreign_labels_and_taints_and_follows_the_assigned_
         again.metadata.labels.unwrap()["kubernetes.io/hostname"],
         "kn-2"
     );
+}
+
+/// Whether the filesystem holding `dir` has less than 10% of its blocks available (`df`).
+fn nodefs_below_10_percent(dir: &std::path::Path) -> bool {
+    let out = std::process::Command::new("df")
+        .args(["--output=avail,size", "-k"])
+        .arg(dir)
+        .output()
+        .expect("df");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let nums: Vec<u64> = text
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    matches!(nums[..], [avail, size] if size > 0 && avail * 10 < size)
 }
