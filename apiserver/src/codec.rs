@@ -74,18 +74,56 @@ pub fn json_type_name(v: &Value) -> &'static str {
     }
 }
 
-/// Encode an object for storage: sorted-key compact JSON without `metadata.resourceVersion`.
+/// Encode an object for storage: sorted-key compact JSON without `metadata.resourceVersion`
+/// (and `selfLink`), written straight from `obj` without copying it first.
 pub fn encode_for_storage(obj: &Value) -> Bytes {
-    let mut obj = obj.clone();
-    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
-        m.remove("selfLink");
-    }
-    let mut bytes = serde_json::to_vec(&obj).expect("serializing a JSON value cannot fail");
+    let mut bytes = serde_json::to_vec(&Stored(obj)).expect("serializing a JSON value cannot fail");
     // The store keeps these bytes for the object's lifetime: drop the Vec's growth slack
     // (up to half of it), which otherwise stays allocated per stored object.
     bytes.shrink_to_fit();
     Bytes::from(bytes)
+}
+
+/// Serializes an object as its `Value` would, minus `metadata.resourceVersion` and
+/// `metadata.selfLink`.
+struct Stored<'a>(&'a Value);
+
+/// Metadata keys the store never keeps.
+fn unstored(key: &str) -> bool {
+    key == "resourceVersion" || key == "selfLink"
+}
+
+impl serde::Serialize for Stored<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(root) = self.0 else {
+            return self.0.serialize(s);
+        };
+        let mut map = s.serialize_map(Some(root.len()))?;
+        for (k, v) in root {
+            match v {
+                Value::Object(meta) if k == "metadata" => {
+                    map.serialize_entry(k, &StoredMeta(meta))?;
+                }
+                _ => map.serialize_entry(k, v)?,
+            }
+        }
+        map.end()
+    }
+}
+
+struct StoredMeta<'a>(&'a Map<String, Value>);
+
+impl serde::Serialize for StoredMeta<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let kept = self.0.iter().filter(|(k, _)| !unstored(k));
+        let mut map = s.serialize_map(Some(kept.clone().count()))?;
+        for (k, v) in kept {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 /// Decode a stored value and set its resourceVersion.
@@ -506,6 +544,25 @@ mod tests {
             std::str::from_utf8(&empty).unwrap(),
             r#"{"apiVersion":"v1","items":[],"kind":"PodList","metadata":{"resourceVersion":"5"}}"#
         );
+    }
+
+    #[test]
+    fn stored_encoding_drops_only_resource_version_and_self_link() {
+        for obj in [
+            json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"a","resourceVersion":"9","selfLink":"/x","labels":{"resourceVersion":"kept"}},"spec":{"metadata":{"resourceVersion":"nested"}}}),
+            json!({"kind":"X","metadata":{"resourceVersion":"1"}}),
+            json!({"kind":"X","metadata":{}}),
+            json!({"kind":"X","metadata":"odd"}),
+            json!({"kind":"X"}),
+            json!([1, 2]),
+        ] {
+            let mut want = obj.clone();
+            if let Some(m) = want.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+                m.remove("selfLink");
+            }
+            assert_eq!(encode_for_storage(&obj), serde_json::to_vec(&want).unwrap());
+        }
     }
 
     #[test]

@@ -553,10 +553,12 @@ fn written_response(t: &Target, w: Written, as_: As, include: IncludeObject) -> 
     } else {
         StatusCode::OK
     };
-    add_warnings(
-        value_response(code, &render_object(t, &w.object, as_, include)),
-        &w.warnings,
-    )
+    let resp = if as_ == As::Object {
+        value_response(code, &w.object)
+    } else {
+        value_response(code, &render_object(t, &w.object, as_, include))
+    };
+    add_warnings(resp, &w.warnings)
 }
 
 async fn resource(

@@ -356,7 +356,7 @@ impl Registry {
     ) {
         let schema = schema_for(t.resource, &t.version);
         let sub = (scope == Scope::Status).then_some("status");
-        *new = apimachinery::apply::update_managed_fields(
+        apimachinery::apply::update_managed_fields_in_place(
             old,
             new,
             manager,
@@ -466,16 +466,12 @@ impl Registry {
                 warnings,
             });
         }
-        let stored = if conversion::needs_conversion(r, &t.version) {
-            conversion::to_storage(r, &t.version, obj.clone())
+        let value = if conversion::needs_conversion(r, &t.version) {
+            codec::encode_for_storage(&conversion::to_storage(r, &t.version, obj.clone()))
         } else {
-            obj.clone()
+            codec::encode_for_storage(&obj)
         };
-        match self
-            .store
-            .create(&self.key(t, &name), codec::encode_for_storage(&stored))
-            .await
-        {
+        match self.store.create(&self.key(t, &name), value).await {
             Ok(rev) => {
                 if let Some(a) = alloc {
                     a.commit();

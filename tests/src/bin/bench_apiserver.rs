@@ -513,10 +513,11 @@ async fn load_phases(
     )
     .await?;
     println!(
-        "  pod creates ({}): {}; {}",
+        "  pod creates ({}): {}; {}; {}",
         count(plan.list_pods as f64),
         describe_rate(&pods),
-        cpu.report()
+        cpu.report(),
+        cpu.per_request(pods.ok)
     );
     let cpu = CpuMeter::start(pids);
     let lists = workloads::list_latency(

@@ -367,6 +367,30 @@ pub fn update_managed_fields(
     schema: &dyn PatchSchema,
     now_rfc3339: &str,
 ) -> Value {
+    let mut out = new.clone();
+    update_managed_fields_in_place(
+        old,
+        &mut out,
+        manager,
+        operation,
+        subresource,
+        schema,
+        now_rfc3339,
+    );
+    out
+}
+
+/// [`update_managed_fields`] on an object the caller owns: `new` gets its `managedFields` set
+/// without being copied (a write's object is otherwise cloned once more just for this).
+pub fn update_managed_fields_in_place(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    operation: &str,
+    subresource: Option<&str>,
+    schema: &dyn PatchSchema,
+    now_rfc3339: &str,
+) {
     let ctx = Ctx::root(schema);
     let sent = managed_fields(new).filter(|l| !l.is_empty());
     let mut entries = match sent {
@@ -376,8 +400,10 @@ pub fn update_managed_fields(
     let old_clean = old
         .map(without_managed_fields)
         .unwrap_or_else(walk::empty_object);
-    let mut out = without_managed_fields(new);
-    let cmp = walk::compare(&old_clean, &out, &ctx, old.is_none());
+    if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("managedFields");
+    }
+    let cmp = walk::compare(&old_clean, new, &ctx, old.is_none());
     let changed = cmp.modified.union(&cmp.added);
     for e in &mut entries {
         e.set = e.set.difference(&changed).difference(&cmp.removed);
@@ -404,8 +430,7 @@ pub fn update_managed_fields(
             None => entries.push(me),
         }
     }
-    encode(&mut out, entries);
-    out
+    encode(new, entries);
 }
 
 #[cfg(test)]
