@@ -68,6 +68,29 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Create `obj` in the `default` namespace unless it already exists.
+async fn create_default<K>(client: &kube::Client, obj: serde_json::Value)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + Clone
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let obj: K = serde_json::from_value(obj).expect("object JSON");
+    let res = Api::<K>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &obj)
+        .await;
+    if let Err(e) = res {
+        assert!(
+            matches!(&e, kube::Error::Api(s) if s.code == 409),
+            "creating the default {}: {e}",
+            K::kind(&Default::default())
+        );
+    }
+}
+
 impl Env {
     /// Start everything with the image bundle imported and wait for the node to be Ready.
     pub async fn start() -> Env {
@@ -84,46 +107,16 @@ impl Env {
         // ConfigMap), so pods get their projected token volume as in a real cluster.
         let ca =
             std::fs::read_to_string(cluster.data_dir().join("pki/ca.crt")).expect("cluster CA");
-        for (kind, obj) in [
-            (
-                "ServiceAccount",
-                serde_json::json!({"metadata": {"name": "default"}}),
-            ),
-            (
-                "ConfigMap",
-                serde_json::json!({"metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": ca}}),
-            ),
-        ] {
-            let res = if kind == "ServiceAccount" {
-                kube::Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(
-                    client.clone(),
-                    "default",
-                )
-                .create(
-                    &PostParams::default(),
-                    &serde_json::from_value(obj).unwrap(),
-                )
-                .await
-                .map(drop)
-            } else {
-                kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
-                    client.clone(),
-                    "default",
-                )
-                .create(
-                    &PostParams::default(),
-                    &serde_json::from_value(obj).unwrap(),
-                )
-                .await
-                .map(drop)
-            };
-            if let Err(e) = res {
-                assert!(
-                    matches!(&e, kube::Error::Api(s) if s.code == 409),
-                    "creating the default {kind}: {e}"
-                );
-            }
-        }
+        create_default::<k8s_openapi::api::core::v1::ServiceAccount>(
+            &client,
+            serde_json::json!({"metadata": {"name": "default"}}),
+        )
+        .await;
+        create_default::<k8s_openapi::api::core::v1::ConfigMap>(
+            &client,
+            serde_json::json!({"metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": ca}}),
+        )
+        .await;
         let mut env = Env {
             node: format!("node-{}", std::process::id()),
             cluster,
