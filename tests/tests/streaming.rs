@@ -376,6 +376,27 @@ async fn read_channels(ws: &mut Ws) -> (String, serde_json::Value) {
     (String::from_utf8_lossy(&out).into_owned(), status)
 }
 
+/// `kubectl run NAME -i --rm --restart=Never` of busybox with `overrides`, running `command`.
+fn run_rm_args(name: &str, overrides: &str, command: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "run",
+        name,
+        "-i",
+        "--rm",
+        "--restart=Never",
+        "--image=busybox",
+        "--image-pull-policy=IfNotPresent",
+        "--overrides",
+        overrides,
+        "--",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(command.iter().map(|a| a.to_string()));
+    args
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_and_run_rm() {
     let env = Env::start().await;
@@ -407,27 +428,9 @@ async fn attach_and_run_rm() {
         let overrides = json!({"apiVersion": "v1", "spec": {
             "nodeName": env.node, "automountServiceAccountToken": false}})
         .to_string();
-        let o = c
-            .kubectl_with(
-                &bin,
-                &[
-                    "run",
-                    &name,
-                    "-i",
-                    "--rm",
-                    "--restart=Never",
-                    "--image=busybox",
-                    "--image-pull-policy=IfNotPresent",
-                    "--overrides",
-                    &overrides,
-                    "--",
-                    "sh",
-                    "-c",
-                    "read l; echo hello $l",
-                ],
-                Some("world\n"),
-            )
-            .await;
+        let args = run_rm_args(&name, &overrides, &["sh", "-c", "read l; echo hello $l"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = c.kubectl_with(&bin, &args, Some("world\n")).await;
         let out = o.ok();
         assert!(out.contains("hello world"), "{v}: {out}\n{}", stderr(&o));
         assert!(
@@ -445,26 +448,13 @@ async fn attach_and_run_rm() {
         // the attach and is gone, as with upstream's kubelet. Retry that race a few times.
         let mut last = String::new();
         for attempt in 0..3 {
-            let o = c
-                .kubectl_with(
-                    &bin,
-                    &[
-                        "run",
-                        &format!("echo{i}-{attempt}"),
-                        "-i",
-                        "--rm",
-                        "--restart=Never",
-                        "--image=busybox",
-                        "--image-pull-policy=IfNotPresent",
-                        "--overrides",
-                        &overrides,
-                        "--",
-                        "echo",
-                        "hello",
-                    ],
-                    None,
-                )
-                .await;
+            let args = run_rm_args(
+                &format!("echo{i}-{attempt}"),
+                &overrides,
+                &["echo", "hello"],
+            );
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let o = c.kubectl_with(&bin, &args, None).await;
             let out = o.ok();
             let found = out.contains("hello");
             last = format!("{out}\n{}", stderr(&o));
