@@ -68,6 +68,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Whether the node reports `Ready=True`.
+pub fn node_ready(node: &k8s_openapi::api::core::v1::Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 /// Create `obj` in the `default` namespace unless it already exists.
 async fn create_default<K>(client: &kube::Client, obj: serde_json::Value)
 where
@@ -190,16 +198,8 @@ impl Env {
     pub async fn wait_node_ready(&self) {
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
         for _ in 0..200 {
-            if let Ok(n) = nodes.get(&self.node).await {
-                let ready = n
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True");
-                if ready {
-                    return;
-                }
+            if nodes.get(&self.node).await.is_ok_and(|n| node_ready(&n)) {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -428,16 +428,12 @@ async fn main() -> Result<()> {
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
     let mut ready = false;
     for _ in 0..600 {
-        if let Ok(n) = nodes.get(NODE).await {
-            ready = n
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
-            if ready {
-                break;
-            }
+        ready = nodes
+            .get(NODE)
+            .await
+            .is_ok_and(|n| tests::node_env::node_ready(&n));
+        if ready {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
