@@ -14,6 +14,7 @@ pub mod dataplane;
 pub mod metrics;
 pub mod model;
 pub mod nftables;
+pub mod plan;
 pub mod rules;
 mod server;
 pub mod sync;

@@ -28,14 +28,15 @@
 //! only the chains that changed, add/delete only the map elements that changed, and flush then
 //! delete chains and sets no longer wanted; an unchanged ruleset gives an empty script.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use crate::model::{self, Endpoint, PortKey, Protocol, ServicePort, Warning};
+use crate::model::{Endpoint, PortKey, ServicePort, Warning};
+use crate::plan::{self, PortPlan};
 use crate::rules::{port_proto_hash, RenderConfig, UdpDestination};
 
 /// The table (family `ip`).
@@ -155,6 +156,20 @@ impl Ruleset {
         self.maps.entry(map).or_default().insert(key, verdict);
     }
 
+    /// Add `other`'s chains (rules appended), elements and sets.
+    pub fn merge(&mut self, other: &Ruleset) {
+        for (c, rules) in &other.chains {
+            self.chain(c).extend(rules.iter().cloned());
+        }
+        for (m, elems) in &other.maps {
+            let to = self.maps.entry(m).or_default();
+            for (k, v) in elems {
+                to.insert(k.clone(), v.clone());
+            }
+        }
+        self.sets.extend(other.sets.iter().cloned());
+    }
+
     /// Number of rules in all chains.
     pub fn rule_count(&self) -> usize {
         self.chains.values().map(Vec::len).sum()
@@ -227,28 +242,28 @@ pub fn affinity_set(key: &PortKey, ep: &Endpoint) -> String {
     format!("affinity-{}", endpoint_base(key, ep))
 }
 
-/// Render everything from the API objects (the pure entry point).
+/// Render everything from the API objects (the pure entry point): the fixed chains, then every
+/// service port's [`render_port`] fragment.
 pub fn render(
     services: &[Arc<Service>],
     slices: &[Arc<EndpointSlice>],
     config: &RenderConfig,
 ) -> Rendered {
-    let mut warnings = Vec::new();
-    let ports = model::all_service_ports(services, &mut warnings);
-    let endpoints = model::endpoints_by_port(slices, &config.node_name);
-    let mut r = render_ports(&ports, &endpoints, config);
-    warnings.sort();
-    warnings.dedup();
-    r.warnings = warnings;
-    r
+    let plan = plan::plan(services, slices, config);
+    let mut rules = fixed(config);
+    for p in &plan.ports {
+        rules.merge(&render_port(p, config));
+    }
+    Rendered {
+        rules,
+        udp: plan::udp_state(&plan.ports),
+        service_ports: plan.ports.len(),
+        warnings: plan.warnings,
+    }
 }
 
-/// Render from already extracted service ports and endpoints.
-pub fn render_ports(
-    ports: &[ServicePort],
-    endpoints: &HashMap<PortKey, Vec<Endpoint>>,
-    config: &RenderConfig,
-) -> Rendered {
+/// What the table holds whatever the services: hooks, fixed chains, empty maps.
+pub fn fixed(config: &RenderConfig) -> Ruleset {
     let mark = 1u32 << config.masquerade_bit;
     let mut rs = Ruleset::default();
     for (c, _) in BASE_CHAINS {
@@ -311,54 +326,37 @@ pub fn render_ports(
             "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"
         ),
     ]);
-
-    let mut udp = BTreeMap::new();
-    let none: Vec<Endpoint> = Vec::new();
-    for sp in ports {
-        let eps = endpoints.get(&sp.key).unwrap_or(&none);
-        render_port(&mut rs, sp, eps, config);
-        if sp.key.protocol == Protocol::Udp {
-            let (_, _, all, _) = model::categorize(sp, eps);
-            let mut dests = vec![UdpDestination::Ip(sp.cluster_ip, sp.port)];
-            dests.extend(
-                sp.external_ips
-                    .iter()
-                    .chain(sp.load_balancer_ips.iter())
-                    .map(|ip| UdpDestination::Ip(*ip, sp.port)),
-            );
-            if sp.node_port != 0 {
-                dests.push(UdpDestination::NodePort(sp.node_port));
-            }
-            udp.insert(sp.key.clone(), (dests, all.iter().map(|e| e.ip).collect()));
-        }
-    }
-    Rendered {
-        rules: rs,
-        warnings: Vec::new(),
-        udp,
-        service_ports: ports.len(),
-    }
+    rs
 }
 
-fn render_port(rs: &mut Ruleset, sp: &ServicePort, eps: &[Endpoint], config: &RenderConfig) {
+/// One service port's part of the table: its own chains (no other port writes to them), its
+/// affinity sets, and its map and set elements (`cluster-ips` and `hairpin-endpoints` elements
+/// may be shared with other ports).
+pub fn render_port(p: &PortPlan, config: &RenderConfig) -> Ruleset {
+    let mut rs = Ruleset::default();
+    write_port(&mut rs, p, config);
+    rs
+}
+
+fn write_port(rs: &mut Ruleset, p: &PortPlan, config: &RenderConfig) {
+    let sp = &p.sp;
     let proto = sp.key.protocol.lower();
-    let (cluster_eps, local_eps, all_eps, has_endpoints) = model::categorize(sp, eps);
+    let d = p.decisions();
     let cluster_chain = service_chain(&sp.key);
     let local = local_chain(&sp.key);
     let external = external_chain(&sp.key);
-    let uses_cluster_chain = !cluster_eps.is_empty() && sp.uses_cluster_endpoints();
-    let uses_local_chain = !local_eps.is_empty() && sp.uses_local_endpoints();
-    let (internal_chain, has_internal) = if sp.internal_local {
-        (&local, has_endpoints && !local_eps.is_empty())
+    let internal_chain = if d.internal_local {
+        &local
     } else {
-        (&cluster_chain, has_endpoints)
+        &cluster_chain
     };
-    let (external_policy_chain, has_external) = if sp.external_policy_local() {
-        (&local, has_endpoints && !local_eps.is_empty())
+    let external_policy_chain = if d.external_local {
+        &local
     } else {
-        (&cluster_chain, has_endpoints)
+        &cluster_chain
     };
-    let uses_external_chain = has_endpoints && sp.externally_accessible();
+    let (has_endpoints, has_internal, has_external) =
+        (d.has_endpoints, d.has_internal, d.has_external);
     let filter_verdict = if has_endpoints {
         "drop".to_string()
     } else {
@@ -406,7 +404,7 @@ fn render_port(rs: &mut Ruleset, sp: &ServicePort, eps: &[Endpoint], config: &Re
     }
 
     // External traffic.
-    if uses_external_chain {
+    if d.uses_external_chain {
         let ext = rs.chain(&external);
         if !sp.external_policy_local() {
             ext.push(format!("jump {MARK_MASQ}"));
@@ -424,15 +422,15 @@ fn render_port(rs: &mut Ruleset, sp: &ServicePort, eps: &[Endpoint], config: &Re
         }
     }
 
-    if uses_cluster_chain {
-        service_to_endpoints(rs, sp, &cluster_chain, &cluster_eps);
+    if d.uses_cluster_chain {
+        service_to_endpoints(rs, sp, &cluster_chain, &d.cluster_eps);
     }
-    if uses_local_chain {
-        service_to_endpoints(rs, sp, &local, &local_eps);
+    if d.uses_local_chain {
+        service_to_endpoints(rs, sp, &local, &d.local_eps);
     }
 
     // Endpoint chains.
-    for ep in all_eps {
+    for ep in d.all_eps {
         let chain = endpoint_chain(&sp.key, ep);
         // Hairpin masquerade: the rule in `nat-postrouting`.
         rs.element(

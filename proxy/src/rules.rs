@@ -17,7 +17,7 @@
 //! cut to 16 characters, so they are stable across restarts and match upstream's for the same
 //! service.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -25,7 +25,8 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use crate::model::{self, Endpoint, PortKey, Protocol, ServicePort, Warning};
+use crate::model::{Endpoint, PortKey, Protocol, ServicePort, Warning};
+use crate::plan::{self, PortPlan};
 
 pub const KUBE_SERVICES: &str = "KUBE-SERVICES";
 pub const KUBE_EXTERNAL_SERVICES: &str = "KUBE-EXTERNAL-SERVICES";
@@ -182,6 +183,15 @@ impl Default for Ruleset {
 }
 
 impl Ruleset {
+    /// Append `other`'s rules chain by chain (creating chains it has and this one lacks).
+    pub fn merge(&mut self, other: &Ruleset) {
+        for (mine, theirs) in [(&mut self.filter, &other.filter), (&mut self.nat, &other.nat)] {
+            for (c, rules) in &theirs.chains {
+                mine.chain(c).extend(rules.iter().cloned());
+            }
+        }
+    }
+
     fn nat(&mut self, chain: &str) -> &mut Vec<String> {
         self.nat.chain(chain)
     }
@@ -289,49 +299,33 @@ fn proto_match(p: Protocol) -> String {
     format!("-m {0} -p {0}", p.lower())
 }
 
-/// Render everything from the API objects (the pure entry point).
+/// Render everything from the API objects (the pure entry point): the fixed chains, every
+/// service port's [`render_port`] fragment in key order, then the last rule of
+/// `KUBE-SERVICES` ([`tail`]).
 pub fn render(
     services: &[Arc<Service>],
     slices: &[Arc<EndpointSlice>],
     config: &RenderConfig,
 ) -> Rendered {
-    let mut warnings = Vec::new();
-    let mut ports = model::all_service_ports(services, &mut warnings);
-    if !config.sctp {
-        ports.retain(|sp| {
-            let keep = sp.key.protocol != Protocol::Sctp;
-            if !keep {
-                warnings.push(Warning {
-                    namespace: sp.key.namespace.clone(),
-                    name: sp.key.name.clone(),
-                    reason: "UnsupportedProtocol",
-                    message: format!(
-                        "port {:?} is SCTP, which this node's kernel does not support; ignored",
-                        sp.key.port_name
-                    ),
-                });
-            }
-            keep
-        });
+    let plan = plan::plan(services, slices, config);
+    let mut rules = fixed(config);
+    for p in &plan.ports {
+        rules.merge(&render_port(p, config));
     }
-    let endpoints = model::endpoints_by_port(slices, &config.node_name);
-    let mut r = render_ports(&ports, &endpoints, config);
-    warnings.sort();
-    warnings.dedup();
-    r.warnings = warnings;
-    r
+    rules.merge(&tail());
+    Rendered {
+        rules,
+        udp: plan::udp_state(&plan.ports),
+        service_ports: plan.ports.len(),
+        warnings: plan.warnings,
+    }
 }
 
-/// Render from already extracted service ports and endpoints (sorted by key).
-pub fn render_ports(
-    ports: &[ServicePort],
-    endpoints: &HashMap<PortKey, Vec<Endpoint>>,
-    config: &RenderConfig,
-) -> Rendered {
+/// The fixed chains, always present (so jumps from the built-in chains always have a
+/// target), with the rules that do not depend on services.
+pub fn fixed(config: &RenderConfig) -> Ruleset {
     let mark = 1u32 << config.masquerade_bit;
     let mut rs = Ruleset::default();
-    let mut udp = BTreeMap::new();
-    // Fixed chains, always present (so jumps from the built-in chains always have a target).
     for c in FILTER_FIXED {
         rs.filter(c);
     }
@@ -358,62 +352,50 @@ pub fn render_ports(
     ]);
     rs.nat(KUBE_MARK_MASQ)
         .push(format!("-j MARK --or-mark {mark:#x}"));
+    rs
+}
 
-    let no_endpoints: Vec<Endpoint> = Vec::new();
-    for sp in ports {
-        let eps = endpoints.get(&sp.key).unwrap_or(&no_endpoints);
-        render_port(&mut rs, sp, eps, config);
-        if sp.key.protocol == Protocol::Udp {
-            let (_, _, all, _) = model::categorize(sp, eps);
-            let mut dests = vec![UdpDestination::Ip(sp.cluster_ip, sp.port)];
-            dests.extend(
-                sp.external_ips
-                    .iter()
-                    .chain(sp.load_balancer_ips.iter())
-                    .map(|ip| UdpDestination::Ip(*ip, sp.port)),
-            );
-            if sp.node_port != 0 {
-                dests.push(UdpDestination::NodePort(sp.node_port));
-            }
-            udp.insert(sp.key.clone(), (dests, all.iter().map(|e| e.ip).collect()));
-        }
-    }
-    // Last: local destinations go on to the node ports (never loopback: that needs
-    // route_localnet, which this proxy does not turn on).
+/// What follows every service port's rules: local destinations go on to the node ports
+/// (never loopback: that needs route_localnet, which this proxy does not turn on).
+pub fn tail() -> Ruleset {
+    let mut rs = Ruleset::default();
     rs.nat(KUBE_SERVICES).push(format!(
         "{} -m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j {KUBE_NODEPORTS}",
         comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")
     ));
-    Rendered {
-        rules: rs,
-        warnings: Vec::new(),
-        udp,
-        service_ports: ports.len(),
-    }
+    rs
 }
 
-fn render_port(rs: &mut Ruleset, sp: &ServicePort, eps: &[Endpoint], config: &RenderConfig) {
+/// One service port's part of the ruleset: its own chains (`KUBE-SVC/SVL/EXT/SEP-*`, written
+/// by no other port) and its rules in the fixed chains (`KUBE-SERVICES`, `KUBE-NODEPORTS`,
+/// `KUBE-EXTERNAL-SERVICES`), which [`Ruleset::merge`] appends in port order.
+pub fn render_port(p: &PortPlan, config: &RenderConfig) -> Ruleset {
+    let mut rs = Ruleset::default();
+    write_port(&mut rs, p, config);
+    rs
+}
+
+fn write_port(rs: &mut Ruleset, p: &PortPlan, config: &RenderConfig) {
+    let sp = &p.sp;
     let name = sp.key.display();
     let proto = sp.key.protocol;
     let pm = proto_match(proto);
-    let (cluster_eps, local_eps, all_eps, has_endpoints) = model::categorize(sp, eps);
+    let d = p.decisions();
     let cluster_chain = svc_chain(&sp.key);
     let local_chain = svl_chain(&sp.key);
     let external_chain = ext_chain(&sp.key);
-    let uses_cluster_chain = !cluster_eps.is_empty() && sp.uses_cluster_endpoints();
-    let uses_local_chain = !local_eps.is_empty() && sp.uses_local_endpoints();
-
-    let (internal_chain, has_internal) = if sp.internal_local {
-        (&local_chain, has_endpoints && !local_eps.is_empty())
+    let internal_chain = if d.internal_local {
+        &local_chain
     } else {
-        (&cluster_chain, has_endpoints)
+        &cluster_chain
     };
-    let (external_policy_chain, has_external) = if sp.external_policy_local() {
-        (&local_chain, has_endpoints && !local_eps.is_empty())
+    let external_policy_chain = if d.external_local {
+        &local_chain
     } else {
-        (&cluster_chain, has_endpoints)
+        &cluster_chain
     };
-    let uses_external_chain = has_endpoints && sp.externally_accessible();
+    let (has_endpoints, has_internal, has_external) =
+        (d.has_endpoints, d.has_internal, d.has_external);
     let (filter_target, filter_comment) = if has_endpoints {
         ("DROP", format!("{name} has no local endpoints"))
     } else {
@@ -496,7 +478,7 @@ fn render_port(rs: &mut Ruleset, sp: &ServicePort, eps: &[Endpoint], config: &Re
     }
 
     // External traffic.
-    if uses_external_chain {
+    if d.uses_external_chain {
         let ext = rs.nat(&external_chain);
         if !sp.external_policy_local() {
             ext.push(format!(
@@ -530,15 +512,15 @@ fn render_port(rs: &mut Ruleset, sp: &ServicePort, eps: &[Endpoint], config: &Re
         }
     }
 
-    if uses_cluster_chain {
-        service_to_endpoints(rs, sp, &name, &cluster_chain, &cluster_eps);
+    if d.uses_cluster_chain {
+        service_to_endpoints(rs, sp, &name, &cluster_chain, &d.cluster_eps);
     }
-    if uses_local_chain {
-        service_to_endpoints(rs, sp, &name, &local_chain, &local_eps);
+    if d.uses_local_chain {
+        service_to_endpoints(rs, sp, &name, &local_chain, &d.local_eps);
     }
 
     // Endpoint chains.
-    for ep in all_eps {
+    for ep in d.all_eps {
         let chain = sep_chain(&sp.key, ep);
         let c = comment(&name);
         let sep = rs.nat(&chain);

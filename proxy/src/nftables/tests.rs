@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{ClientIPConfig, Service, SessionAffinityConfig}
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::*;
+use crate::model::Protocol;
 use crate::rules::tests::{
     config, load_balancer, node_port, ready, ready_on, slice, svc, with_spec,
 };
