@@ -238,6 +238,43 @@ fn condition(
 
 /// The whole status. Fields the kubelet does not own (nominatedNodeName, the PodScheduled
 /// condition, other components' conditions) are kept from the current status.
+/// How long a container meant for one attach (`stdinOnce`, as `kubectl run -i`/`-it` creates)
+/// must have been running before the kubelet reports it Running.
+pub const ATTACH_HOLD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether to hold back the status report that would first show a `stdinOnce` container as
+/// running, and for how long (nanosecond clock of the runtime's `started_at`).
+///
+/// `kubectl run -i` waits for the pod to be Running, then attaches; a container that printed
+/// its output before the attach loses it (CRI attach does not replay; upstream
+/// kubernetes#27264). Upstream's kubelet first reports a started container after its next
+/// relist (up to 1 s later), so a command that ends within that second is reported
+/// terminated, and kubectl prints its logs instead of attaching. This kubelet reports a
+/// container the moment it starts, which would make that race the normal case; for these
+/// containers only, the first Running report waits until the container has run for
+/// [`ATTACH_HOLD`] (or has ended, which the relist reports as usual). Everything else is
+/// reported at once.
+pub fn attach_hold(pod: &Pod, rp: &RuntimePod, now_nanos: i64) -> Option<std::time::Duration> {
+    let spec = pod.spec.as_ref()?;
+    let reported_running = |name: &str| {
+        pod.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|v| v.iter().find(|c| c.name == name))
+            .and_then(|c| c.state.as_ref())
+            .is_some_and(|s| s.running.is_some())
+    };
+    let hold = ATTACH_HOLD.as_nanos() as i64;
+    spec.containers
+        .iter()
+        .filter(|c| c.stdin_once == Some(true) && !reported_running(&c.name))
+        .filter_map(|c| rp.latest(&c.name).filter(|i| i.state == State::Running))
+        .map(|i| hold - (now_nanos - i.started_at))
+        .filter(|left| *left > 0)
+        .max()
+        .map(|left| std::time::Duration::from_nanos(left.min(hold) as u64))
+}
+
 pub fn compute(inp: &Input) -> PodStatus {
     let pod = inp.pod;
     let spec = pod.spec.clone().unwrap_or_default();
@@ -631,5 +668,47 @@ mod tests {
         );
         assert_eq!(cond(&s, "Initialized").status, "True");
         assert_eq!(s.phase.as_deref(), Some("Running"));
+    }
+
+    #[test]
+    fn attach_hold_delays_only_a_fresh_stdin_once_container() {
+        let mut p = pod("Never", &[], &["run"]);
+        let started = 1_000_000_000;
+        let rp = |state| RuntimePod {
+            containers: vec![ctr("run", state, 0, 0)],
+            ..Default::default()
+        };
+        // An ordinary container is reported at once.
+        assert_eq!(attach_hold(&p, &rp(State::Running), started + 1), None);
+        p.spec.as_mut().unwrap().containers[0].stdin = Some(true);
+        p.spec.as_mut().unwrap().containers[0].stdin_once = Some(true);
+        // Fresh: held for the rest of the second.
+        assert_eq!(
+            attach_hold(&p, &rp(State::Running), started + 300_000_000),
+            Some(std::time::Duration::from_millis(700))
+        );
+        // Ran for the whole second, or already ended: reported.
+        assert_eq!(
+            attach_hold(
+                &p,
+                &rp(State::Running),
+                started + ATTACH_HOLD.as_nanos() as i64
+            ),
+            None
+        );
+        assert_eq!(attach_hold(&p, &rp(State::Exited), started + 1), None);
+        // Already reported running (e.g. a kubelet restart): never held again.
+        p.status = Some(PodStatus {
+            container_statuses: Some(vec![ContainerStatus {
+                name: "run".into(),
+                state: Some(ContainerState {
+                    running: Some(ContainerStateRunning::default()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        assert_eq!(attach_hold(&p, &rp(State::Running), started + 1), None);
     }
 }

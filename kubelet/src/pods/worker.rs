@@ -170,7 +170,10 @@ impl Ctx {
             runtime_pod::get(&*self.runtime, &uid).await?
         };
         self.gc_instances(&rp).await;
-        self.report_status(pod, &rp, st, false).await;
+        match status::attach_hold(pod, &rp, now_nanos()) {
+            Some(d) => st.retry_in(d),
+            None => self.report_status(pod, &rp, st, false).await,
+        }
         let sandbox_ip = rp.sandbox().and_then(|s| s.ip.clone());
         let pod_ip = if spec::host_network(pod) {
             Some(self.node_ip.clone())
