@@ -539,6 +539,10 @@ impl Loop {
             match result {
                 Ok(report) => {
                     self.health.synced(started);
+                    if report.fell_back {
+                        // The partial apply failed (logged); the full sync after it did not.
+                        self.metrics.restore_failures.inc();
+                    }
                     retry_at = None;
                     backoff = first_backoff;
                     if report.full {
@@ -578,6 +582,8 @@ impl Loop {
                             bytes = report.restore_bytes,
                             service_ports = report.service_ports,
                             nat_rules = report.nat_rules,
+                            rerendered = report.rerendered,
+                            plan_ms = report.plan_time.as_millis() as u64,
                             render_ms = report.render_time.as_millis() as u64,
                             apply_ms = report.apply_time.as_millis() as u64,
                             "synced proxy rules"

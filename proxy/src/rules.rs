@@ -183,6 +183,32 @@ impl Default for Ruleset {
 }
 
 impl Ruleset {
+    /// The fixed chains of `self` (`fixed`), or the others.
+    pub fn select(&self, fixed: bool) -> Ruleset {
+        let pick = |t: &Table| Table {
+            fixed: t.fixed,
+            chains: t
+                .chains
+                .iter()
+                .filter(|(c, _)| t.fixed.contains(&c.as_str()) == fixed)
+                .map(|(c, r)| (c.clone(), r.clone()))
+                .collect(),
+        };
+        Ruleset {
+            filter: pick(&self.filter),
+            nat: pick(&self.nat),
+        }
+    }
+
+    /// Number of rules in chains other than the fixed ones.
+    pub fn own_rule_count(&self) -> usize {
+        [&self.filter, &self.nat]
+            .iter()
+            .flat_map(|t| t.chains.iter().filter(|(c, _)| !t.fixed.contains(&c.as_str())))
+            .map(|(_, r)| r.len())
+            .sum()
+    }
+
     /// Append `other`'s rules chain by chain (creating chains it has and this one lacks).
     pub fn merge(&mut self, other: &Ruleset) {
         for (mine, theirs) in [(&mut self.filter, &other.filter), (&mut self.nat, &other.nat)] {

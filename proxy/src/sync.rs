@@ -1,15 +1,21 @@
-//! One sync: render the ruleset from a snapshot of the caches, apply what changed with one
-//! `iptables-restore`, make sure the built-in chains jump to ours, drop UDP conntrack entries
-//! of endpoints that went away, and keep the host-gw routes to other nodes' pod CIDRs.
+//! One sync: plan the service ports from a snapshot of the caches, render the ports that
+//! changed, apply what changed with one `iptables-restore` (or `nft -f`), make sure the
+//! built-in chains jump to ours, drop UDP conntrack entries of endpoints that went away, and
+//! keep the host-gw routes to other nodes' pod CIDRs.
 //!
-//! [`Proxier`] owns what was applied last, so an unchanged snapshot restores nothing and a
-//! changed one rewrites only the chains that differ. A full sync (start, every
+//! [`Proxier`] owns what was applied last: per service port its [`PortPlan`] and the rules
+//! rendered from it. A sync renders again only the ports whose plan differs (rendering is a
+//! pure function of the plan, so a kept fragment is what re-rendering would give) and applies
+//! only their chains and elements (in the iptables mode plus the fixed chains such as
+//! `KUBE-SERVICES` when a changed port's rules in them changed), so an unchanged snapshot
+//! applies nothing and one endpoint change costs one port's rules. A full sync (start, every
 //! `--sync-period`, after a failure) rewrites every chain and, when the kernel state is not
 //! known (start, failure), first reads `iptables-save` to delete chains of ours left from an
-//! earlier run. Decisions are pure functions ([`stale_flows`], [`desired_routes`],
+//! earlier run, or recreates the nftables table. A failed partial apply is followed at once by
+//! such a full sync. Decisions are pure functions ([`stale_flows`], [`desired_routes`],
 //! [`route_changes`]); side effects go through the [`Dataplane`].
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +26,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use crate::dataplane::{Dataplane, DataplaneError, Flow, Routes};
 use crate::model::{PortKey, Warning};
 use crate::nftables;
+use crate::plan::{self, PortPlan};
 use crate::rules::{self, RenderConfig, Ruleset, UdpDestination};
 
 /// What a sync reads.
@@ -60,11 +67,21 @@ pub struct SyncReport {
     pub conntrack_deleted: usize,
     /// Route commands that failed (logged; retried at the next sync).
     pub route_errors: Vec<String>,
-    /// Time spent rendering, and applying (diff, restore, conntrack, routes).
+    /// Time spent building the service plan from the snapshot, rendering the ports that
+    /// changed (and, in the iptables mode, the fixed chains), and applying (script, restore,
+    /// conntrack, routes).
+    pub plan_time: Duration,
     pub render_time: Duration,
     pub apply_time: Duration,
-    /// Of which in iptables-restore itself.
+    /// Of which building the restore text / nft script, and in iptables-restore or nft itself.
+    pub script_time: Duration,
     pub restore_time: Duration,
+    /// Service ports rendered again (new or changed since the last successful sync).
+    pub rerendered: usize,
+    /// A partial sync failed and this full sync replaced it.
+    pub fell_back: bool,
+    /// The restore text had SCTP rules.
+    pub sctp_in_restore: bool,
 }
 
 /// The UDP view of the last applied ruleset, for conntrack cleanup.
@@ -191,14 +208,96 @@ pub struct SyncConfig {
     pub mode: Mode,
 }
 
+/// A mode's view of what the kernel holds: every service port's plan and the fragment
+/// rendered from it, as last applied.
+type Ports<R> = BTreeMap<PortKey, (PortPlan, R)>;
+
+/// What [`rerender`] found.
+struct Rerendered<R> {
+    ports: Ports<R>,
+    /// Fragments of ports that changed or went away, as they were applied.
+    old: BTreeMap<PortKey, R>,
+    /// Ports that are new or changed (their fragments were rendered again).
+    changed: Vec<PortKey>,
+}
+
+/// Reuse the fragment of every port whose plan is unchanged since `prev`, render the others.
+/// Rendering stays a pure function of the plan: a reused fragment is what rendering its
+/// (equal) plan again would give.
+fn rerender<R>(
+    mut prev: Ports<R>,
+    plan: Vec<PortPlan>,
+    render: impl Fn(&PortPlan) -> R,
+) -> Rerendered<R> {
+    let mut old = BTreeMap::new();
+    let mut changed = Vec::new();
+    let mut ports = Vec::with_capacity(plan.len());
+    for p in plan {
+        let r = match prev.remove(&p.sp.key) {
+            Some((before, r)) if before == p => r,
+            before => {
+                if let Some((_, r)) = before {
+                    old.insert(p.sp.key.clone(), r);
+                }
+                changed.push(p.sp.key.clone());
+                render(&p)
+            }
+        };
+        ports.push((p.sp.key.clone(), (p, r)));
+    }
+    old.extend(prev.into_iter().map(|(k, (_, r))| (k, r)));
+    Rerendered {
+        // Sorted already (the plan is), so this builds the tree without searching.
+        ports: ports.into_iter().collect(),
+        old,
+        changed,
+    }
+}
+
+/// The iptables mode's applied state.
+struct IptState {
+    ports: Ports<Ruleset>,
+    /// The fixed chains (`KUBE-SERVICES`, `KUBE-NODEPORTS`, …) as applied: every port's rules
+    /// in them, in port order.
+    fixed: Ruleset,
+}
+
+/// The nftables mode's applied state.
+struct NftState {
+    ports: Ports<nftables::Ruleset>,
+    /// Every map and set element with its value and the number of ports that want it
+    /// (`cluster-ips` and `hairpin-endpoints` elements can be shared).
+    elements: HashMap<(&'static str, String), (String, usize)>,
+}
+
+impl NftState {
+    fn count(&mut self, frag: &nftables::Ruleset, add: bool) {
+        for (m, elems) in &frag.maps {
+            for (k, v) in elems {
+                let key = (*m, k.clone());
+                if add {
+                    let e = self.elements.entry(key).or_insert((v.clone(), 0));
+                    e.0.clone_from(v);
+                    e.1 += 1;
+                } else if let Some(e) = self.elements.get_mut(&key) {
+                    e.1 -= 1;
+                    if e.1 == 0 {
+                        self.elements.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The stateful half of the proxy: what was applied, what was reported.
 pub struct Proxier<D: Dataplane> {
     pub dataplane: D,
     config: SyncConfig,
-    /// The ruleset of the last successful restore; `None` when the kernel state is unknown.
-    applied: Option<Ruleset>,
+    /// The iptables mode's rules as last applied; `None` when the kernel state is unknown.
+    ipt: Option<IptState>,
     /// The nftables mode's table as last applied; `None` when the kernel state is unknown.
-    nft_applied: Option<nftables::Ruleset>,
+    nft: Option<NftState>,
     udp: Option<UdpState>,
     routes: Option<Routes>,
     reported: BTreeSet<Warning>,
@@ -209,8 +308,8 @@ impl<D: Dataplane> Proxier<D> {
         Self {
             dataplane,
             config,
-            applied: None,
-            nft_applied: None,
+            ipt: None,
+            nft: None,
             udp: None,
             routes: None,
             reported: BTreeSet::new(),
@@ -220,75 +319,161 @@ impl<D: Dataplane> Proxier<D> {
     /// Whether the next sync must be full (nothing applied yet, or the last one failed).
     pub fn needs_full_sync(&self) -> bool {
         match self.config.mode {
-            Mode::Iptables => self.applied.is_none(),
-            Mode::Nftables => self.nft_applied.is_none(),
+            Mode::Iptables => self.ipt.is_none(),
+            Mode::Nftables => self.nft.is_none(),
         }
     }
 
     /// Sync once; `full` rewrites every chain even if nothing changed.
+    ///
+    /// Otherwise only the service ports whose plan changed since the last successful sync are
+    /// rendered again, and only their chains and elements (plus, in the iptables mode, the
+    /// fixed chains they have rules in) are applied. If such a partial apply fails, a full
+    /// sync with the kernel state unknown follows at once.
     pub fn sync(&mut self, snap: &Snapshot, full: bool) -> Result<SyncReport, SyncError> {
-        if self.config.mode == Mode::Nftables {
-            return self.sync_nft(snap, full);
-        }
         let started = Instant::now();
-        let rendered = rules::render(&snap.services, &snap.slices, &self.config.render);
-        let render_time = started.elapsed();
+        let plan = plan::plan(&snap.services, &snap.slices, &self.config.render);
+        let plan_time = started.elapsed();
+        let udp = plan::udp_state(&plan.ports);
         let mut report = SyncReport {
-            full: full || self.applied.is_none(),
-            filter_rules: rendered.rules.filter.rule_count(),
-            nat_rules: rendered.rules.nat.rule_count(),
-            service_ports: rendered.service_ports,
-            render_time,
+            service_ports: plan.ports.len(),
+            plan_time,
             ..Default::default()
         };
-        let current: BTreeSet<Warning> = rendered.warnings.iter().cloned().collect();
+        let current: BTreeSet<Warning> = plan.warnings.iter().cloned().collect();
         report.new_warnings = current.difference(&self.reported).cloned().collect();
         let reported_before = std::mem::replace(&mut self.reported, current);
+        let result = match self.config.mode {
+            Mode::Iptables => self.sync_iptables(plan.ports, full, &mut report),
+            Mode::Nftables => self.sync_nft(plan.ports, full, &mut report),
+        };
+        match result {
+            Ok(()) => {}
+            Err(e) if !report.full => {
+                // The kernel is not what we think: start from scratch, now.
+                tracing::warn!(error = %e, "partial sync failed; doing a full sync");
+                self.reported = reported_before;
+                let mut r = self.sync(snap, true)?;
+                r.fell_back = true;
+                return Ok(r);
+            }
+            Err(SyncError::Restore(e))
+                if self.config.render.sctp && report.sctp_in_restore =>
+            {
+                // A kernel without SCTP refuses the whole restore: drop SCTP ports (each
+                // reported on its Service) so every other service keeps working.
+                tracing::warn!(error = %e, "iptables-restore failed with SCTP rules; retrying without SCTP service ports");
+                self.config.render.sctp = false;
+                self.reported = reported_before;
+                let retried = self.sync(snap, true);
+                if retried.is_err() {
+                    // Not SCTP's fault after all.
+                    self.config.render.sctp = true;
+                }
+                return retried;
+            }
+            Err(e) => return Err(e),
+        }
+        let apply_start = Instant::now();
+        self.finish(snap, udp, &mut report);
+        report.apply_time += apply_start.elapsed();
+        Ok(report)
+    }
+
+    fn sync_iptables(
+        &mut self,
+        plan: Vec<PortPlan>,
+        full: bool,
+        report: &mut SyncReport,
+    ) -> Result<(), SyncError> {
+        let kernel_unknown = self.ipt.is_none();
+        report.full = full || kernel_unknown;
+        let t = Instant::now();
+        let (prev, prev_fixed) = match self.ipt.take() {
+            Some(s) => (s.ports, Some(s.fixed)),
+            None => (Ports::new(), None),
+        };
+        let config = self.config.render.clone();
+        let re = rerender(prev, plan, |p| rules::render_port(p, &config));
+        report.rerendered = re.changed.len();
+        // The fixed chains change only if a changed port's rules in them did.
+        let fixed_changed = prev_fixed.is_none()
+            || re.changed.iter().any(|k| !re.old.contains_key(k))
+            || re.old.iter().any(|(k, old)| {
+                re.ports
+                    .get(k)
+                    .is_none_or(|(_, new)| old.select(true) != new.select(true))
+            });
+        let fixed = match prev_fixed.as_ref() {
+            Some(f) if !fixed_changed => f.clone(),
+            _ => {
+                let mut f = rules::fixed(&config);
+                for (_, frag) in re.ports.values() {
+                    f.merge(&frag.select(true));
+                }
+                f.merge(&rules::tail());
+                f
+            }
+        };
+        report.render_time = t.elapsed();
+        report.filter_rules = fixed.filter.rule_count();
+        report.nat_rules = fixed.nat.rule_count()
+            + re
+                .ports
+                .values()
+                .map(|(_, f)| f.own_rule_count())
+                .sum::<usize>();
 
         let apply_start = Instant::now();
-        let mut existing: Vec<(String, String)> = Vec::new();
-        let kernel_unknown = self.applied.is_none();
-        if kernel_unknown {
-            let save = self.dataplane.save().map_err(SyncError::Save)?;
-            existing = rules::owned_chains_in_save(&save);
-        } else if report.full {
-            if let Some(a) = &self.applied {
-                for (t, table) in [("filter", &a.filter), ("nat", &a.nat)] {
-                    existing.extend(table.chain_names().map(|c| (t.to_string(), c.to_string())));
+        let t = Instant::now();
+        let text = if report.full {
+            let mut existing: Vec<(String, String)> = Vec::new();
+            if kernel_unknown {
+                let save = self.dataplane.save().map_err(SyncError::Save)?;
+                existing = rules::owned_chains_in_save(&save);
+            } else {
+                // What was applied: unchanged ports' chains and the old ones of the others.
+                let applied = re
+                    .ports
+                    .iter()
+                    .filter(|(k, _)| !re.old.contains_key(*k))
+                    .map(|(_, (_, f))| f)
+                    .chain(re.old.values());
+                for frag in applied {
+                    existing.extend(frag.nat.chain_names().map(|c| ("nat".into(), c.into())));
                 }
             }
-        }
-        let base = if report.full {
-            None
+            let mut desired = fixed.clone();
+            for (_, frag) in re.ports.values() {
+                desired.merge(&frag.select(false));
+            }
+            rules::restore_text(&desired, None, &existing)
+        } else if re.changed.is_empty() && re.old.is_empty() {
+            String::new()
         } else {
-            self.applied.as_ref()
+            // Only the changed ports' own chains, and the fixed chains if they changed.
+            let (mut desired, mut applied) = match (&prev_fixed, fixed_changed) {
+                (Some(before), true) => (fixed.clone(), before.clone()),
+                _ => (Ruleset::default(), Ruleset::default()),
+            };
+            for frag in re.old.values() {
+                applied.merge(&frag.select(false));
+            }
+            for key in &re.changed {
+                desired.merge(&re.ports[key].1.select(false));
+            }
+            rules::restore_text(&desired, Some(&applied), &[])
         };
-        let text = rules::restore_text(&rendered.rules, base, &existing);
+        report.script_time = t.elapsed();
         if !text.is_empty() {
             report.restore_bytes = text.len();
+            report.sctp_in_restore = text.contains("-p sctp");
             let t = Instant::now();
             let result = self.dataplane.restore(&text);
             report.restore_time = t.elapsed();
-            if let Err(e) = result {
-                self.applied = None;
-                // A kernel without SCTP refuses the whole restore: drop SCTP ports (each
-                // reported on its Service) so every other service keeps working.
-                if self.config.render.sctp && text.contains("-p sctp") {
-                    tracing::warn!(error = %e, "iptables-restore failed with SCTP rules; retrying without SCTP service ports");
-                    self.config.render.sctp = false;
-                    self.reported = reported_before;
-                    let retried = self.sync(snap, true);
-                    if retried.is_err() {
-                        // Not SCTP's fault after all.
-                        self.config.render.sctp = true;
-                    }
-                    return retried;
-                }
-                return Err(SyncError::Restore(e));
-            }
+            result.map_err(SyncError::Restore)?;
             report.restored = true;
         }
-        self.applied = Some(rendered.rules);
         if kernel_unknown {
             // Switching from the nftables mode: its table would catch the packets too.
             match self.dataplane.nft(&nftables::cleanup_script()) {
@@ -300,38 +485,39 @@ impl<D: Dataplane> Proxier<D> {
         }
         if report.full {
             for j in rules::jump_rules() {
-                if let Err(e) = self.dataplane.ensure_jump(&j) {
-                    self.applied = None;
-                    return Err(SyncError::Jump(e));
-                }
+                self.dataplane.ensure_jump(&j).map_err(SyncError::Jump)?;
             }
         }
-
-        self.finish(snap, rendered.udp, &mut report);
+        self.ipt = Some(IptState {
+            ports: re.ports,
+            fixed,
+        });
         report.apply_time = apply_start.elapsed();
-        Ok(report)
+        Ok(())
     }
 
     /// The nftables mode's sync: one `nft -f` transaction with what changed (everything on a
     /// full sync; the table recreated atomically when the kernel state is unknown).
-    fn sync_nft(&mut self, snap: &Snapshot, full: bool) -> Result<SyncReport, SyncError> {
-        let started = Instant::now();
-        let rendered = nftables::render(&snap.services, &snap.slices, &self.config.render);
-        let render_time = started.elapsed();
-        let mut report = SyncReport {
-            full: full || self.nft_applied.is_none(),
-            nat_rules: rendered.rules.rule_count(),
-            filter_rules: rendered.rules.element_count(),
-            service_ports: rendered.service_ports,
-            render_time,
-            ..Default::default()
+    fn sync_nft(
+        &mut self,
+        plan: Vec<PortPlan>,
+        full: bool,
+        report: &mut SyncReport,
+    ) -> Result<(), SyncError> {
+        let kernel_unknown = self.nft.is_none();
+        report.full = full || kernel_unknown;
+        let t = Instant::now();
+        let (prev, elements) = match self.nft.take() {
+            Some(s) => (s.ports, s.elements),
+            None => (Ports::new(), HashMap::new()),
         };
-        let current: BTreeSet<Warning> = rendered.warnings.iter().cloned().collect();
-        report.new_warnings = current.difference(&self.reported).cloned().collect();
-        self.reported = current;
+        let config = self.config.render.clone();
+        let re = rerender(prev, plan, |p| nftables::render_port(p, &config));
+        report.rerendered = re.changed.len();
+        report.render_time = t.elapsed();
 
         let apply_start = Instant::now();
-        if self.nft_applied.is_none() {
+        if kernel_unknown {
             // Switching from the iptables mode: its rules would catch the packets first.
             match self.dataplane.save() {
                 Ok(save) => {
@@ -347,22 +533,98 @@ impl<D: Dataplane> Proxier<D> {
                 }
             }
         }
-        let text = nftables::script(&rendered.rules, self.nft_applied.as_ref(), full);
+        let t = Instant::now();
+        let fixed = nftables::fixed(&config);
+        let mut state = NftState {
+            ports: Ports::new(),
+            elements,
+        };
+        let text = if report.full {
+            state.elements.clear();
+            for (_, frag) in re.ports.values() {
+                state.count(frag, true);
+            }
+            let mut desired = fixed.clone();
+            for (_, frag) in re.ports.values() {
+                desired.merge(frag);
+            }
+            // What a full rewrite needs of the applied table: which chains and sets to delete.
+            let applied = (!kernel_unknown).then(|| {
+                let mut a = nftables::Ruleset::default();
+                let applied = re
+                    .ports
+                    .iter()
+                    .filter(|(k, _)| !re.old.contains_key(*k))
+                    .map(|(_, (_, f))| f)
+                    .chain(re.old.values());
+                for frag in applied {
+                    a.chains
+                        .extend(frag.chains.keys().map(|c| (c.clone(), Vec::new())));
+                    a.sets.extend(frag.sets.iter().cloned());
+                }
+                a.chains
+                    .extend(fixed.chains.keys().map(|c| (c.clone(), Vec::new())));
+                a
+            });
+            nftables::script(&desired, applied.as_ref(), full)
+        } else if re.changed.is_empty() && re.old.is_empty() {
+            String::new()
+        } else {
+            // The changed ports' chains and sets, and every element they touch as it is in
+            // the whole table before and after.
+            let mut applied = nftables::Ruleset::default();
+            let mut desired = nftables::Ruleset::default();
+            for frag in re.old.values() {
+                applied.merge(frag);
+            }
+            for key in &re.changed {
+                desired.merge(&re.ports[key].1);
+            }
+            let touched: BTreeSet<(&'static str, String)> = applied
+                .maps
+                .iter()
+                .chain(desired.maps.iter())
+                .flat_map(|(m, e)| e.keys().map(|k| (*m, k.clone())))
+                .collect();
+            let whole = |st: &NftState| -> BTreeMap<&'static str, BTreeMap<String, String>> {
+                let mut out: BTreeMap<&'static str, BTreeMap<String, String>> = BTreeMap::new();
+                for (m, k) in &touched {
+                    if let Some((v, _)) = st.elements.get(&(*m, k.clone())) {
+                        out.entry(*m).or_default().insert(k.clone(), v.clone());
+                    }
+                }
+                out
+            };
+            applied.maps = whole(&state);
+            for frag in re.old.values() {
+                state.count(frag, false);
+            }
+            for key in &re.changed {
+                state.count(&re.ports[key].1, true);
+            }
+            desired.maps = whole(&state);
+            nftables::script(&desired, Some(&applied), false)
+        };
+        report.script_time = t.elapsed();
+        report.nat_rules = fixed.rule_count()
+            + re
+                .ports
+                .values()
+                .map(|(_, f)| f.rule_count())
+                .sum::<usize>();
+        report.filter_rules = state.elements.len();
         if !text.is_empty() {
             report.restore_bytes = text.len();
             let t = Instant::now();
             let result = self.dataplane.nft(&text);
             report.restore_time = t.elapsed();
-            if let Err(e) = result {
-                self.nft_applied = None;
-                return Err(SyncError::Nft(e));
-            }
+            result.map_err(SyncError::Nft)?;
             report.restored = true;
         }
-        self.nft_applied = Some(rendered.rules);
-        self.finish(snap, rendered.udp, &mut report);
+        state.ports = re.ports;
+        self.nft = Some(state);
         report.apply_time = apply_start.elapsed();
-        Ok(report)
+        Ok(())
     }
 
     /// After the rules are live: stale UDP conntrack entries, then routes.
@@ -649,15 +911,205 @@ mod tests {
             orig_dst: "10.96.0.10".parse().unwrap(),
             endpoint: "10.244.1.6".parse().unwrap(),
         })));
-        // A failure makes the next sync recreate the table.
+        // A failed partial apply is followed at once by a full sync recreating the table.
         dp.fail_next_restores(1);
         snap.slices = vec![slice("dns", "UDP", &["10.244.1.7"])];
+        let r = p.sync(&snap, false).unwrap();
+        assert!(r.full && r.fell_back && r.restored);
+        let calls = dp.take_calls();
+        let texts = nfts(&calls);
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert!(!texts[0].contains("delete table"), "{}", texts[0]);
+        assert!(texts[1].contains("delete table ip kube-proxy"), "{}", texts[1]);
+        assert!(texts[1].contains("dnat to 10.244.1.7:5353"), "{}", texts[1]);
+        // If that fails too, the error is returned and the next sync is full. (No iptables
+        // rules are left to remove, so the two failures are the two nft runs.)
+        dp.set_save_output("");
+        dp.fail_next_restores(2);
+        snap.slices = vec![slice("dns", "UDP", &["10.244.1.8"])];
         assert!(matches!(p.sync(&snap, false), Err(SyncError::Nft(_))));
         assert!(p.needs_full_sync());
         dp.take_calls();
         let r = p.sync(&snap, false).unwrap();
-        assert!(r.full);
+        assert!(r.full && !r.fell_back);
         assert!(nfts(&dp.take_calls())[0].contains("delete table ip kube-proxy"));
+    }
+
+    /// Three services; `web` and `api` share an endpoint IP (one `hairpin-endpoints` element).
+    fn three_services() -> Snapshot {
+        Snapshot {
+            services: vec![
+                service("dns", "10.96.0.10", "UDP"),
+                service("web", "10.96.0.20", "TCP"),
+                service("api", "10.96.0.30", "TCP"),
+            ],
+            slices: vec![
+                slice("dns", "UDP", &["10.244.1.5"]),
+                slice("web", "TCP", &["10.244.1.6", "10.244.1.7"]),
+                slice("api", "TCP", &["10.244.1.7"]),
+            ],
+            nodes: vec![],
+        }
+    }
+
+    #[test]
+    fn nftables_partial_sync_renders_and_applies_only_the_changed_service() {
+        let dp = Recording::new();
+        let mut p = proxier(&dp);
+        p.config.mode = Mode::Nftables;
+        let mut snap = three_services();
+        let r = p.sync(&snap, false).unwrap();
+        assert!(r.full && r.rerendered == 3);
+        dp.take_calls();
+        // One endpoint of web changes: only web is rendered again, and only its chains and
+        // elements are in the script.
+        snap.slices[1] = slice("web", "TCP", &["10.244.1.6", "10.244.1.8"]);
+        let r = p.sync(&snap, false).unwrap();
+        assert!(!r.full && r.restored);
+        assert_eq!(r.rerendered, 1);
+        let calls = dp.take_calls();
+        let text = nfts(&calls)[0];
+        assert!(text.contains("-default/web/tcp/p"), "{text}");
+        assert!(
+            !text.contains("-default/api/") && !text.contains("-default/dns/"),
+            "{text}"
+        );
+        assert!(text.contains("add element ip kube-proxy hairpin-endpoints { 10.244.1.8 . 10.244.1.8 }"), "{text}");
+        // 10.244.1.7 is still an endpoint of api: its hairpin element stays.
+        assert!(!text.contains("10.244.1.7 . 10.244.1.7"), "{text}");
+        // The same as the full render would give: a forced full sync after it changes nothing
+        // in the rules it writes.
+        let full = nftables::render(&snap.services, &snap.slices, &p.config.render);
+        assert_eq!(r.nat_rules, full.rules.rule_count());
+        assert_eq!(r.filter_rules, full.rules.element_count());
+    }
+
+    #[test]
+    fn nftables_partial_sync_removes_a_deleted_services_chains_and_only_its_elements() {
+        let dp = Recording::new();
+        let mut p = proxier(&dp);
+        p.config.mode = Mode::Nftables;
+        let mut snap = three_services();
+        p.sync(&snap, false).unwrap();
+        dp.take_calls();
+        snap.services.remove(2);
+        snap.slices.remove(2);
+        let r = p.sync(&snap, false).unwrap();
+        assert!(!r.full && r.restored && r.rerendered == 0);
+        let calls = dp.take_calls();
+        let text = nfts(&calls)[0];
+        let api = nftables::chain_base(&PortKey {
+            namespace: "default".into(),
+            name: "api".into(),
+            port_name: "p".into(),
+            protocol: crate::model::Protocol::Tcp,
+        });
+        assert!(
+            text.contains(&format!("delete chain ip kube-proxy service-{api}")),
+            "{text}"
+        );
+        assert!(
+            text.contains("delete element ip kube-proxy service-ips { 10.96.0.30 . tcp . 53 }"),
+            "{text}"
+        );
+        assert!(
+            text.contains("delete element ip kube-proxy cluster-ips { 10.96.0.30 }"),
+            "{text}"
+        );
+        // web still has 10.244.1.7.
+        assert!(!text.contains("hairpin-endpoints"), "{text}");
+        assert!(!text.contains("-default/web/"), "{text}");
+        // Now web goes too: the shared hairpin element goes with its last user.
+        snap.services.remove(1);
+        snap.slices.remove(1);
+        p.sync(&snap, false).unwrap();
+        let calls = dp.take_calls();
+        let text = nfts(&calls)[0];
+        assert!(
+            text.contains("delete element ip kube-proxy hairpin-endpoints { 10.244.1.7 . 10.244.1.7 }"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn iptables_partial_sync_rewrites_only_the_changed_service_and_kube_services_when_needed() {
+        let dp = Recording::new();
+        let mut p = proxier(&dp);
+        let mut snap = three_services();
+        p.sync(&snap, false).unwrap();
+        dp.take_calls();
+        // An endpoint change: the service's chains only.
+        snap.slices[1] = slice("web", "TCP", &["10.244.1.6", "10.244.1.8"]);
+        let r = p.sync(&snap, false).unwrap();
+        assert!(!r.full && r.restored && r.rerendered == 1);
+        let calls = dp.take_calls();
+        let text = restores(&calls)[0];
+        let web = PortKey {
+            namespace: "default".into(),
+            name: "web".into(),
+            port_name: "p".into(),
+            protocol: crate::model::Protocol::Tcp,
+        };
+        assert!(text.contains(&format!(":{} - [0:0]", rules::svc_chain(&web))), "{text}");
+        assert!(!text.contains(":KUBE-SERVICES"), "{text}");
+        assert!(!text.contains("default/api") && !text.contains("default/dns"), "{text}");
+        // api loses its last endpoint: nat KUBE-SERVICES no longer sends to it, filter
+        // KUBE-SERVICES rejects it, its chains go.
+        snap.slices[2] = slice("api", "TCP", &[]);
+        let r = p.sync(&snap, false).unwrap();
+        assert!(!r.full && r.rerendered == 1);
+        let calls = dp.take_calls();
+        let text = restores(&calls)[0];
+        assert!(text.contains("*filter\n:KUBE-SERVICES - [0:0]"), "{text}");
+        assert!(text.contains("default/api:p has no endpoints\" -m tcp -p tcp -d 10.96.0.30 --dport 53 -j REJECT"), "{text}");
+        assert!(text.contains("*nat\n:KUBE-SERVICES - [0:0]"), "{text}");
+        assert!(text.contains("-X KUBE-SEP-"), "{text}");
+        // What the kernel has is what a full render gives.
+        let full = rules::render(&snap.services, &snap.slices, &p.config.render);
+        assert_eq!(p.ipt.as_ref().unwrap().fixed, full.rules.select(true));
+        assert_eq!(r.nat_rules, full.rules.nat.rule_count());
+        assert_eq!(r.filter_rules, full.rules.filter.rule_count());
+        // A deleted service's chains are deleted.
+        let api = PortKey {
+            name: "api".into(),
+            ..web.clone()
+        };
+        snap.slices[2] = slice("api", "TCP", &["10.244.1.9"]);
+        p.sync(&snap, false).unwrap();
+        dp.take_calls();
+        snap.services.remove(2);
+        snap.slices.remove(2);
+        p.sync(&snap, false).unwrap();
+        let calls = dp.take_calls();
+        let text = restores(&calls)[0];
+        assert!(text.contains(&format!("-X {}", rules::svc_chain(&api))), "{text}");
+        // web is untouched (only jumped to from the rewritten KUBE-SERVICES).
+        assert!(
+            !text.contains(&format!(":{}", rules::svc_chain(&web))),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn iptables_failed_partial_restore_falls_back_to_a_full_sync_at_once() {
+        let dp = Recording::new();
+        let mut p = proxier(&dp);
+        let mut snap = three_services();
+        p.sync(&snap, false).unwrap();
+        dp.take_calls();
+        dp.fail_next_restores(1);
+        snap.slices[1] = slice("web", "TCP", &["10.244.1.6"]);
+        let r = p.sync(&snap, false).unwrap();
+        assert!(r.full && r.fell_back && r.restored && r.rerendered == 3);
+        let calls = dp.take_calls();
+        // The failed partial restore, then iptables-save (the kernel state is unknown) and
+        // a full restore.
+        let texts = restores(&calls);
+        assert_eq!(texts.len(), 2);
+        assert!(!texts[0].contains("*filter"));
+        assert!(texts[1].contains("*filter") && texts[1].contains("default/dns"));
+        assert!(calls.contains(&Call::Save));
+        assert!(!p.needs_full_sync());
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! Measures the proxy's sync on this machine, in both modes (iptables-restore and nft -f) in
-//! one run: render time, the first full sync (with the kernel state unknown), one endpoint
-//! change (only the changed chains / map elements applied; several rounds, median and max),
+//! one run: the first full sync (with the kernel state unknown), one endpoint change (only
+//! the changed service re-rendered, only its chains / map elements applied; many rounds,
+//! p50/p99/max, with the median split into plan, render, script and iptables-restore/nft),
 //! a sync with nothing changed, and a forced full resync, for N services × M endpoints,
 //! each mode and size inside a private network namespace of its own (the host's rules are
 //! never touched). Needs root, iptables and nft.
 //!
-//! `bench-proxy [--services N,N...] [--endpoints M] [--rounds R] [--modes iptables,nftables]`
-//! (`--dump-nft PATH` writes the nftables mode's first full script for the first size instead)
-//! (default 1000,10000 services × 2 endpoints, 5 rounds, both modes). Every 10th service is
+//! `bench-proxy [--services N,N...] [--endpoints M] [--rounds R] [--modes iptables,nftables]
+//! [--verbose]` (`--dump-nft PATH` writes the nftables mode's first full script for the first
+//! size instead) (default 1000,10000 services × 2 endpoints, 50 rounds, both modes). Every 10th service is
 //! a NodePort, every 7th has ClientIP affinity, every 5th is a LoadBalancer with
 //! externalTrafficPolicy Local, every 11th is UDP, so the sync exercises every rule shape.
 
@@ -149,10 +150,23 @@ struct Figures {
     services: usize,
     first_full: Duration,
     changes: Vec<Duration>,
+    /// Medians of the one-change syncs' parts: plan, render, script, restore/nft, unchanged sync.
+    parts: [Duration; 5],
     forced_full: Duration,
 }
 
-fn bench(mode: Mode, n: usize, m: usize, rounds: usize) -> anyhow::Result<Figures> {
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// The nearest-rank percentile `p` (0–100) of sorted `v`.
+fn percentile(v: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+fn bench(mode: Mode, n: usize, m: usize, rounds: usize, verbose: bool) -> anyhow::Result<Figures> {
     let ns = Netns(format!("kubrs-px-bench-{}", std::process::id()));
     anyhow::ensure!(
         Command::new("ip")
@@ -201,6 +215,7 @@ fn bench(mode: Mode, n: usize, m: usize, rounds: usize) -> anyhow::Result<Figure
         r.restore_bytes / 1024
     );
     let mut changes = Vec::new();
+    let mut parts: [Vec<Duration>; 5] = Default::default();
     for round in 0..rounds {
         let t = Instant::now();
         let r = proxier.sync(&snap(&slices), false)?;
@@ -212,17 +227,36 @@ fn bench(mode: Mode, n: usize, m: usize, rounds: usize) -> anyhow::Result<Figure
         let t = Instant::now();
         let r = proxier.sync(&snap(&slices), false)?;
         let change = t.elapsed();
-        assert!(r.restored);
+        assert!(r.restored && !r.full && r.rerendered == 1);
         changes.push(change);
-        println!(
-            "  round {round}: unchanged sync {} | one endpoint change {} (render {}, {tool} {}, {} bytes)",
-            ms(idle),
-            ms(change),
-            ms(r.render_time),
-            ms(r.restore_time),
-            r.restore_bytes,
-        );
+        for (i, d) in [r.plan_time, r.render_time, r.script_time, r.restore_time, idle]
+            .into_iter()
+            .enumerate()
+        {
+            parts[i].push(d);
+        }
+        if verbose {
+            println!(
+                "  round {round}: unchanged sync {} | one endpoint change {} (plan {}, render {}, script {}, {tool} {}, {} bytes)",
+                ms(idle),
+                ms(change),
+                ms(r.plan_time),
+                ms(r.render_time),
+                ms(r.script_time),
+                ms(r.restore_time),
+                r.restore_bytes,
+            );
+        }
     }
+    let parts = parts.map(median);
+    println!(
+        "  {rounds} one-endpoint changes, median parts: plan {}, render {}, script {}, {tool} {}; unchanged sync {}",
+        ms(parts[0]),
+        ms(parts[1]),
+        ms(parts[2]),
+        ms(parts[3]),
+        ms(parts[4])
+    );
     let t = Instant::now();
     let full = proxier.sync(&snap(&slices), true)?;
     let forced_full = t.elapsed();
@@ -237,6 +271,7 @@ fn bench(mode: Mode, n: usize, m: usize, rounds: usize) -> anyhow::Result<Figure
         services: n,
         first_full,
         changes,
+        parts,
         forced_full,
     })
 }
@@ -248,7 +283,8 @@ fn main() -> anyhow::Result<()> {
         .map(|s| s.trim().parse())
         .collect::<Result<_, _>>()?;
     let m = arg("--endpoints", 2);
-    let rounds = arg("--rounds", 5).max(1);
+    let rounds = arg("--rounds", 50).max(1);
+    let verbose = std::env::args().any(|a| a == "--verbose");
     let modes: Vec<Mode> = arg_text("--modes")
         .unwrap_or_else(|| "iptables,nftables".into())
         .split(',')
@@ -276,16 +312,17 @@ fn main() -> anyhow::Result<()> {
     let mut all = Vec::new();
     for &n in &sizes {
         for &mode in &modes {
-            all.push(bench(mode, n, m, rounds)?);
+            all.push(bench(mode, n, m, rounds, verbose)?);
         }
     }
     println!("\nsummary ({m} endpoints per service, {rounds} one-change rounds):");
     println!(
-        "  {:<9} {:>9} {:>16} {:>16} {:>16} {:>18}",
+        "  {:<9} {:>9} {:>16} {:>15} {:>15} {:>15} {:>18}",
         "mode",
         "services",
         "first full sync",
         "one change p50",
+        "one change p99",
         "one change max",
         "forced full resync"
     );
@@ -293,13 +330,27 @@ fn main() -> anyhow::Result<()> {
         let mut c = f.changes.clone();
         c.sort();
         println!(
-            "  {:<9} {:>9} {:>16} {:>16} {:>16} {:>18}",
+            "  {:<9} {:>9} {:>16} {:>15} {:>15} {:>15} {:>18}",
             format!("{:?}", f.mode).to_lowercase(),
             f.services,
             ms(f.first_full),
-            ms(c[c.len() / 2]),
+            ms(percentile(&c, 50.0)),
+            ms(percentile(&c, 99.0)),
             ms(*c.last().expect("rounds >= 1")),
             ms(f.forced_full)
+        );
+    }
+    println!("\n  median parts of one change (plan / render / script / apply tool; unchanged sync):");
+    for f in &all {
+        println!(
+            "  {:<9} {:>9}   {} / {} / {} / {}; {}",
+            format!("{:?}", f.mode).to_lowercase(),
+            f.services,
+            ms(f.parts[0]),
+            ms(f.parts[1]),
+            ms(f.parts[2]),
+            ms(f.parts[3]),
+            ms(f.parts[4])
         );
     }
     Ok(())
