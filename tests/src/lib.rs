@@ -362,17 +362,24 @@ impl TestCluster {
 
     /// [`TestCluster::kubectl_spawn`] with a chosen kubectl binary (e.g. [`kubectl_127`]).
     pub fn kubectl_spawn_with(&self, bin: &Path, args: &[&str]) -> tokio::process::Child {
-        tokio::process::Command::new(bin)
-            .args(args)
+        self.kubectl_command(bin, args)
+            .spawn()
+            .expect("spawn kubectl")
+    }
+
+    /// A kubectl command for this cluster with piped stdout/stderr and no stdin, killed when
+    /// dropped; callers may pipe stdin before spawning it.
+    pub fn kubectl_command(&self, bin: &Path, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("KUBECACHEDIR", &self.cache_dir)
             .env("HOME", self.dir.path())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn kubectl")
+            .kill_on_drop(true);
+        cmd
     }
 
     async fn kubectl_full(
