@@ -277,6 +277,131 @@ fn top_level_metadata_body(v: &[u8]) -> Option<usize> {
     None
 }
 
+/// The parts of an object a selector reads: a tree of property names, where a leaf keeps the
+/// whole value below it. Decoding through it ([`Projection::decode`]) skips everything else
+/// without building it, so a watch with selectors can test each event cheaply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Projection {
+    children: Vec<(String, Projection)>,
+}
+
+impl Projection {
+    /// Keep the value at `path` (property names from the root) and everything below it.
+    pub fn add(&mut self, path: &[&str]) {
+        let Some((first, rest)) = path.split_first() else {
+            return;
+        };
+        let i = match self.children.iter().position(|(k, _)| k == first) {
+            Some(i) => {
+                // An existing leaf already keeps the whole subtree.
+                if self.children[i].1.children.is_empty() {
+                    return;
+                }
+                i
+            }
+            None => {
+                self.children
+                    .push(((*first).to_string(), Projection::default()));
+                self.children.len() - 1
+            }
+        };
+        if rest.is_empty() {
+            self.children[i].1.children.clear();
+        } else {
+            self.children[i].1.add(rest);
+        }
+    }
+
+    /// Decode the kept parts of a JSON object: kept leaves as they are; objects on the way
+    /// with only their kept properties; anything else on the way (a non-object where the
+    /// tree expects one) as `null`, which reads the same through `Value::get`.
+    pub fn decode(&self, bytes: &[u8]) -> Result<Value, serde_json::Error> {
+        use serde::de::DeserializeSeed;
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let v = Proj(self).deserialize(&mut de)?;
+        de.end()?;
+        Ok(v)
+    }
+}
+
+struct Proj<'a>(&'a Projection);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Proj<'_> {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        if self.0.children.is_empty() {
+            serde::Deserialize::deserialize(d)
+        } else {
+            d.deserialize_any(self)
+        }
+    }
+}
+
+/// Finds a property name among a projection's children without allocating it.
+struct ProjKey<'a>(&'a Projection);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ProjKey<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ProjKey<'_> {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a property name")
+    }
+    fn visit_str<E: serde::de::Error>(self, k: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.children.iter().position(|(c, _)| c == k))
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Proj<'_> {
+    type Value = Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(found) = m.next_key_seed(ProjKey(self.0))? {
+            match found {
+                Some(i) => {
+                    let (k, child) = &self.0.children[i];
+                    let v = m.next_value_seed(Proj(child))?;
+                    out.insert(k.clone(), v);
+                }
+                None => {
+                    m.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<Value, A::Error> {
+        while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Value::Null)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+}
+
 pub fn set_rv(obj: &mut Value, rv: i64) {
     if let Some(m) = meta_mut(obj) {
         m.insert("resourceVersion".into(), Value::String(rv.to_string()));
@@ -458,6 +583,35 @@ pub fn now_micro() -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn projection_keeps_only_the_named_paths() {
+        let obj = json!({
+            "metadata": {"name": "p", "namespace": "d", "labels": {"a": "1", "b": "2"}, "managedFields": [{"manager": "m"}]},
+            "spec": {"nodeName": "n", "containers": [{"name": "c"}], "hostNetwork": true},
+            "status": "not-an-object",
+            "type": "x"
+        });
+        let bytes = serde_json::to_vec(&obj).unwrap();
+        let mut p = Projection::default();
+        p.add(&["metadata", "labels"]);
+        p.add(&["metadata", "name"]);
+        p.add(&["spec", "nodeName"]);
+        p.add(&["status", "phase"]);
+        p.add(&["missing", "x"]);
+        assert_eq!(
+            p.decode(&bytes).unwrap(),
+            json!({"metadata": {"name": "p", "labels": {"a": "1", "b": "2"}}, "spec": {"nodeName": "n"}, "status": null})
+        );
+        // A leaf wins over deeper paths added before or after it.
+        let mut q = Projection::default();
+        q.add(&["spec", "nodeName"]);
+        q.add(&["spec"]);
+        q.add(&["spec", "hostNetwork"]);
+        assert_eq!(q.decode(&bytes).unwrap(), json!({"spec": obj["spec"].clone()}));
+        assert!(q.decode(b"{\"spec\": ").is_err());
+        assert_eq!(Projection::default().decode(&bytes).unwrap(), obj);
+    }
 
     #[test]
     fn rv_splice_matches_decode() {

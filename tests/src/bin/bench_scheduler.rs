@@ -6,7 +6,8 @@
 //!    objects with capacity/allocatable, a Ready condition and a node Lease; no kubelet), the
 //!    scheduler as a separate process (this binary re-executed), and pods/s from the first
 //!    pod creation to the last binding observed by a watch — 1,000 nodes + 5,000 pods, then
-//!    5,000 nodes + 30,000 pods, with the scheduler's RSS at the end.
+//!    5,000 nodes + 25,000 pods, with the CPU each process used per pod (this process: the
+//!    API server, the pod-creating clients and the watch) and the scheduler's RSS at the end.
 //!
 //! `cargo run --release -p tests --bin bench-scheduler [-- --quick]`
 
@@ -84,6 +85,21 @@ async fn create_nodes(client: &Client, from: usize, to: usize) {
         }
     })
     .await;
+}
+
+/// CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // Clock ticks are 100 per second on Linux.
+    f.iter().sum::<u64>() as f64 / 100.0
 }
 
 fn rss_kib(pid: u32) -> (u64, u64) {
@@ -206,9 +222,17 @@ async fn main() -> anyhow::Result<()> {
             "created {nodes} nodes (+ status + lease) in {:.1}s",
             t.elapsed().as_secs_f64()
         );
+        let cpu0 = (cpu_secs(std::process::id()), cpu_secs(pid));
         let (rate, created) = run_pods(&client, pods_made, pods).await;
+        let cpu1 = (cpu_secs(std::process::id()), cpu_secs(pid));
         pods_made += pods;
         println!("end to end, {nodes} nodes: {pods} pods created in {:.1}s, all bound and observed by watch at {rate:.0} pods/s ({pods_made} pods in cluster)", created.as_secs_f64());
+        let per_pod = |a: f64, b: f64| (b - a) * 1e6 / pods as f64;
+        println!(
+            "  CPU per pod: API server + clients + watcher {:.0} us, scheduler {:.0} us",
+            per_pod(cpu0.0, cpu1.0),
+            per_pod(cpu0.1, cpu1.1)
+        );
     }
     let (rss, hwm) = rss_kib(pid);
     println!(
