@@ -10,8 +10,9 @@
 //! random balancing with `numgen random mod N`, ClientIP affinity via per-endpoint
 //! `affinity-` sets with timeouts), `local-<base>` (Local policy endpoints) and
 //! `external-<base>` (external destinations: masquerade, or the Local-policy
-//! short-circuits); each endpoint
-//! `endpoint-<base>__ip/port` (DNAT). Packets to a cluster IP from outside the pod network
+//! short-circuits). Unlike upstream there is no chain per endpoint: the balancing rules DNAT
+//! themselves, because `nft -f` lists every chain of the table before it applies anything
+//! (see [`service_to_endpoints`]). Packets to a cluster IP from outside the pod network
 //! (`cluster-ips` set) and hairpin packets (`hairpin-endpoints` set) are marked (0x4000) by
 //! one rule each rather than one per service and per endpoint (rules are what a load costs),
 //! and marked packets are masqueraded in `masquerading`. Service ports without endpoints are
@@ -232,12 +233,8 @@ fn endpoint_base(key: &PortKey, ep: &Endpoint) -> String {
     )
 }
 
-/// `endpoint-<hash8>-<ns>/<name>/<proto>/<port name>__<ip>/<port>`.
-pub fn endpoint_chain(key: &PortKey, ep: &Endpoint) -> String {
-    format!("endpoint-{}", endpoint_base(key, ep))
-}
-
-/// The ClientIP affinity set of one endpoint.
+/// The ClientIP affinity set of one endpoint of one service port:
+/// `affinity-<hash8>-<ns>/<name>/<proto>/<port name>__<ip>/<port>`.
 pub fn affinity_set(key: &PortKey, ep: &Endpoint) -> String {
     format!("affinity-{}", endpoint_base(key, ep))
 }
@@ -429,35 +426,48 @@ fn write_port(rs: &mut Ruleset, p: &PortPlan, config: &RenderConfig) {
         service_to_endpoints(rs, sp, &local, &d.local_eps);
     }
 
-    // Endpoint chains.
+    // Hairpin masquerade: the rule in `nat-postrouting`; the affinity sets.
     for ep in d.all_eps {
-        let chain = endpoint_chain(&sp.key, ep);
-        // Hairpin masquerade: the rule in `nat-postrouting`.
         rs.element(
             HAIRPIN_ENDPOINTS,
             format!("{0} . {0}", ep.ip),
             String::new(),
         );
-        let mut rules = Vec::new();
-        if let Some(timeout) = sp.affinity_timeout {
-            let set = affinity_set(&sp.key, ep);
-            rules.push(format!("update @{set} {{ ip saddr timeout {timeout}s }}"));
-            rs.sets.insert(set);
+        if sp.affinity_timeout.is_some() {
+            rs.sets.insert(affinity_set(&sp.key, ep));
         }
-        rules.push(format!("meta l4proto {proto} dnat to {}", ep.addr()));
-        rs.chain(&chain).extend(rules);
     }
 }
 
-/// Affinity lookups first, then a random pick over the endpoints.
+/// What sending to one endpoint takes: remember the client (ClientIP affinity), DNAT.
+fn to_endpoint(sp: &ServicePort, ep: &Endpoint) -> String {
+    let affinity = match sp.affinity_timeout {
+        Some(timeout) => format!(
+            "update @{} {{ ip saddr timeout {timeout}s }} ",
+            affinity_set(&sp.key, ep)
+        ),
+        None => String::new(),
+    };
+    format!(
+        "{affinity}meta l4proto {} dnat to {}",
+        sp.key.protocol.lower(),
+        ep.addr()
+    )
+}
+
+/// Affinity lookups first, then a random pick over the endpoints, each rule ending in the
+/// endpoint's DNAT itself. (Upstream jumps to a chain per endpoint; but `nft -f` lists every
+/// chain of the table before applying even one element, and the kernel lists them in time
+/// quadratic in their number, so at 10,000 services those 20,000 chains made up most of what
+/// applying one endpoint change cost.)
 fn service_to_endpoints(rs: &mut Ruleset, sp: &ServicePort, chain: &str, eps: &[&Endpoint]) {
     let mut rules = Vec::new();
     if sp.affinity_timeout.is_some() {
         for ep in eps {
             rules.push(format!(
-                "ip saddr @{} goto {}",
+                "ip saddr @{} {}",
                 affinity_set(&sp.key, ep),
-                endpoint_chain(&sp.key, ep)
+                to_endpoint(sp, ep)
             ));
         }
     }
@@ -468,11 +478,10 @@ fn service_to_endpoints(rs: &mut Ruleset, sp: &ServicePort, chain: &str, eps: &[
     // services took minutes.)
     let n = eps.len();
     for (i, ep) in eps.iter().enumerate() {
-        let chain = endpoint_chain(&sp.key, ep);
         if i + 1 < n {
-            rules.push(format!("numgen random mod {} 0 goto {chain}", n - i));
+            rules.push(format!("numgen random mod {} 0 {}", n - i, to_endpoint(sp, ep)));
         } else {
-            rules.push(format!("goto {chain}"));
+            rules.push(to_endpoint(sp, ep));
         }
     }
     rs.chain(chain).extend(rules);

@@ -904,7 +904,8 @@ mod tests {
         let calls = dp.take_calls();
         let text = nfts(&calls)[0];
         assert!(
-            !text.contains("add table") && text.contains("delete chain ip kube-proxy endpoint-"),
+            !text.contains("add table")
+                && text.contains("delete element ip kube-proxy hairpin-endpoints { 10.244.1.6 . 10.244.1.6 }"),
             "{text}"
         );
         assert!(calls.contains(&Call::Conntrack(Flow::IpToEndpoint {

@@ -156,13 +156,16 @@ fn every_feature_renders_its_rules_and_elements() {
     );
     assert!(elements(&r, SERVICE_NODEPORTS)
         .contains(&format!("tcp . 30080 : goto {}", external_chain(&web))));
+    // Each balancing rule DNATs itself (no chain per endpoint).
     let rules = &r.rules.chains[&web_svc];
-    assert_eq!(rules.len(), 2, "{rules:?}");
-    assert!(
-        rules[0].starts_with("numgen random mod 2 0 goto endpoint-")
-            && rules[1].starts_with("goto endpoint-"),
-        "{rules:?}"
+    assert_eq!(
+        rules,
+        &vec![
+            "numgen random mod 2 0 meta l4proto tcp dnat to 10.244.1.5:8080".to_string(),
+            "meta l4proto tcp dnat to 10.244.2.5:8080".to_string(),
+        ]
     );
+    assert!(!r.rules.chains.keys().any(|c| c.starts_with("endpoint-")));
     // Off-cluster traffic to cluster IPs and hairpin traffic are masqueraded by set lookups.
     assert_eq!(
         r.rules.chains[SERVICES][0],
@@ -185,7 +188,6 @@ fn every_feature_renders_its_rules_and_elements() {
             format!("goto {web_svc}")
         ]
     );
-    // Endpoint chain: hairpin masquerade, DNAT.
     let ep = Endpoint {
         ip: "10.244.1.5".parse().unwrap(),
         port: 8080,
@@ -194,10 +196,6 @@ fn every_feature_renders_its_rules_and_elements() {
         terminating: false,
         local: false,
     };
-    assert_eq!(
-        r.rules.chains[&endpoint_chain(&web, &ep)],
-        vec!["meta l4proto tcp dnat to 10.244.1.5:8080".to_string()]
-    );
     // No endpoints: REJECT through the no-endpoint map, no service chain.
     assert!(elements(&r, NO_ENDPOINT_SERVICES)
         .contains(&"10.96.0.42 . tcp . 80 : goto reject-chain".to_string()));
@@ -207,8 +205,8 @@ fn every_feature_renders_its_rules_and_elements() {
         "p80",
         Protocol::Tcp
     ))));
-    // Affinity: a set per endpoint, checked first, refreshed with the timeout in the
-    // endpoint chain.
+    // Affinity: a set per endpoint, checked first, refreshed with the timeout by whichever
+    // rule sends to the endpoint.
     let sticky = key("ns1", "sticky", "p80", Protocol::Tcp);
     let sep = Endpoint {
         ip: "10.244.1.6".parse().unwrap(),
@@ -216,14 +214,12 @@ fn every_feature_renders_its_rules_and_elements() {
     };
     let set = affinity_set(&sticky, &sep);
     assert!(r.rules.sets.contains(&set));
+    let to_sep = format!("update @{set} {{ ip saddr timeout 60s }} meta l4proto tcp dnat to 10.244.1.6:8080");
     assert_eq!(
         r.rules.chains[&service_chain(&sticky)][0],
-        format!("ip saddr @{set} goto {}", endpoint_chain(&sticky, &sep))
+        format!("ip saddr @{set} {to_sep}")
     );
-    assert_eq!(
-        r.rules.chains[&endpoint_chain(&sticky, &sep)][0],
-        format!("update @{set} {{ ip saddr timeout 60s }}")
-    );
+    assert!(r.rules.chains[&service_chain(&sticky)].contains(&to_sep));
     // externalTrafficPolicy Local: external IP, LB IP and node port go to the external
     // chain, which short-circuits pod and node traffic and otherwise uses local endpoints.
     let lb = key("ns2", "lb", "p80", Protocol::Tcp);
@@ -323,7 +319,7 @@ fn incremental_scripts_touch_only_what_changed() {
     assert_eq!(script(&before.rules, Some(&before.rules), false), "");
 
     // One endpoint of "web" goes: the service chain is rewritten, the endpoint's hairpin
-    // element deleted, the endpoint chain flushed and deleted; nothing else.
+    // element deleted; nothing else.
     e[0] = slice(
         "ns1",
         "web",
@@ -339,32 +335,14 @@ fn incremental_scripts_touch_only_what_changed() {
         port_name: "p80".into(),
         protocol: Protocol::Tcp,
     };
-    let gone = Endpoint {
-        ip: "10.244.1.5".parse().unwrap(),
-        port: 8080,
-        ready: true,
-        serving: true,
-        terminating: false,
-        local: false,
-    };
-    let kept = Endpoint {
-        ip: "10.244.2.5".parse().unwrap(),
-        ..gone.clone()
-    };
-    let (svc_c, gone_c, kept_c) = (
-        service_chain(&web),
-        endpoint_chain(&web, &gone),
-        endpoint_chain(&web, &kept),
-    );
+    let svc_c = service_chain(&web);
     assert_eq!(
         lines(&text),
         vec![
             format!("flush chain ip kube-proxy {svc_c}"),
-            format!("add rule ip kube-proxy {svc_c} goto {kept_c}"),
+            format!("add rule ip kube-proxy {svc_c} meta l4proto tcp dnat to 10.244.2.5:8080"),
             "delete element ip kube-proxy hairpin-endpoints { 10.244.1.5 . 10.244.1.5 }"
                 .to_string(),
-            format!("flush chain ip kube-proxy {gone_c}"),
-            format!("delete chain ip kube-proxy {gone_c}"),
         ]
     );
 
