@@ -18,6 +18,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The node label naming the node itself (system default spreading's per-node domain).
+pub const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
+/// The node label naming the node's zone (system default spreading's wider domain).
+pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
+
 /// How long a pod whose binding succeeded stays counted without the watch showing it bound.
 pub const ASSUMED_POD_TTL: Duration = Duration::from_secs(30);
 
@@ -189,6 +194,8 @@ pub struct PodInfo {
     pub pvcs: Vec<String>,
     /// The controlling owner's uid (ReplicaSet, StatefulSet, …) for default spreading.
     pub owner_uid: Option<String>,
+    /// The [`Cache`]'s number for `owner_uid`, set while the pod is placed in the cache.
+    pub owner_id: Option<u32>,
     pub scheduling_gated: bool,
     /// Hash of labels, annotations and spec: a change can alter the scheduling outcome,
     /// a status-only update cannot.
@@ -337,6 +344,7 @@ impl PodInfo {
                 })
                 .collect(),
             owner_uid,
+            owner_id: None,
             scheduling_gated: spec
                 .scheduling_gates
                 .as_ref()
@@ -371,8 +379,14 @@ pub struct NodeInfo {
     pub used_ports: Vec<HostPort>,
     /// Pods with any (anti-)affinity terms, for InterPodAffinity.
     pub affinity_pods: Vec<Arc<PodInfo>>,
-    /// Pod counts by controlling owner uid, for default spreading.
-    pub owner_counts: FxHashMap<String, u32>,
+    /// Pod counts by controlling owner (the cache's owner numbers), for default spreading:
+    /// a short list read for every candidate node, kept inline-searchable so that the read
+    /// touches one allocation and compares integers, not uid strings.
+    pub owner_counts: Vec<(u32, u32)>,
+    /// Whether the node has the hostname label, and its zone label as the cache's zone
+    /// number: what default spreading reads per candidate node, without label map lookups.
+    pub has_hostname: bool,
+    pub zone: Option<u32>,
 }
 
 impl NodeInfo {
@@ -393,6 +407,7 @@ impl NodeInfo {
     pub fn set_node(&mut self, node: &Node) {
         self.present = true;
         self.labels = node.metadata.labels.clone().unwrap_or_default();
+        self.has_hostname = self.labels.contains_key(LABEL_HOSTNAME);
         let spec = node.spec.clone().unwrap_or_default();
         self.taints = spec.taints.unwrap_or_default();
         self.unschedulable = spec.unschedulable.unwrap_or(false);
@@ -412,8 +427,11 @@ impl NodeInfo {
         if pod.has_affinity() {
             self.affinity_pods.push(pod.clone());
         }
-        if let Some(o) = &pod.owner_uid {
-            *self.owner_counts.entry(o.clone()).or_default() += 1;
+        if let Some(id) = pod.owner_id {
+            match self.owner_counts.iter_mut().find(|(o, _)| *o == id) {
+                Some((_, c)) => *c += 1,
+                None => self.owner_counts.push((id, 1)),
+            }
         }
         self.pods.push(pod);
     }
@@ -434,15 +452,23 @@ impl NodeInfo {
         if let Some(j) = self.affinity_pods.iter().position(|p| p.key == key) {
             self.affinity_pods.swap_remove(j);
         }
-        if let Some(o) = &pod.owner_uid {
-            if let Some(c) = self.owner_counts.get_mut(o) {
-                *c -= 1;
-                if *c == 0 {
-                    self.owner_counts.remove(o);
+        if let Some(id) = pod.owner_id {
+            if let Some(i) = self.owner_counts.iter().position(|(o, _)| *o == id) {
+                self.owner_counts[i].1 -= 1;
+                if self.owner_counts[i].1 == 0 {
+                    self.owner_counts.swap_remove(i);
                 }
             }
         }
         Some(pod)
+    }
+
+    /// Pods on this node whose controlling owner has the cache's number `owner`.
+    pub fn owner_count(&self, owner: u32) -> u32 {
+        self.owner_counts
+            .iter()
+            .find(|(o, _)| *o == owner)
+            .map_or(0, |(_, c)| *c)
     }
 }
 
@@ -471,6 +497,13 @@ pub struct Cache {
     pub volumes: Volumes,
     /// PodDisruptionBudgets by `namespace/name`, for preemption.
     pub pdbs: HashMap<String, crate::preemption::Pdb>,
+    /// Numbers for the controlling owners of placed pods, with how many placed pods have each;
+    /// a number is reused once no placed pod has its owner.
+    owners: HashMap<String, (u32, usize)>,
+    free_owner_ids: Vec<u32>,
+    /// Numbers for zone label values (few, and kept).
+    zones: Vec<String>,
+    zone_ids: HashMap<String, u32>,
 }
 
 /// What changed when a node was added or updated, for queue move decisions.
@@ -535,8 +568,34 @@ impl Cache {
         }
     }
 
+    /// The number of a controlling owner with placed pods (for [`NodeInfo::owner_count`]).
+    pub fn owner_id(&self, uid: &str) -> Option<u32> {
+        self.owners.get(uid).map(|(id, _)| *id)
+    }
+
+    /// The zone label value numbered `id` (see [`NodeInfo::zone`]).
+    pub fn zone_name(&self, id: u32) -> &str {
+        &self.zones[id as usize]
+    }
+
+    fn zone_id(&mut self, zone: &str) -> u32 {
+        if let Some(id) = self.zone_ids.get(zone) {
+            return *id;
+        }
+        let id = self.zones.len() as u32;
+        self.zones.push(zone.to_string());
+        self.zone_ids.insert(zone.to_string(), id);
+        id
+    }
+
     pub fn add_or_update_node(&mut self, node: &Node) -> NodeChange {
         let name = node.metadata.name.clone().unwrap_or_default();
+        let zone = node
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_ZONE))
+            .map(|z| self.zone_id(z));
         let n = self.node_mut(&name);
         let was_present = n.present;
         let before = (
@@ -546,6 +605,7 @@ impl Cache {
             n.unschedulable,
         );
         n.set_node(node);
+        n.zone = zone;
         let after = (&n.labels, &n.taints, &n.allocatable, n.unschedulable);
         if !was_present {
             self.present_nodes += 1;
@@ -567,9 +627,34 @@ impl Cache {
         self.drop_node_if_empty(name);
     }
 
-    fn place(&mut self, pod: Arc<PodInfo>, node: &str) {
+    fn place(&mut self, mut pod: PodInfo, node: &str) {
         self.affinity_pods += pod.has_affinity() as usize;
-        self.node_mut(node).add_pod(pod);
+        pod.owner_id = pod.owner_uid.as_deref().map(|uid| {
+            if let Some((id, n)) = self.owners.get_mut(uid) {
+                *n += 1;
+                return *id;
+            }
+            let id = self
+                .free_owner_ids
+                .pop()
+                .unwrap_or(self.owners.len() as u32);
+            self.owners.insert(uid.to_string(), (id, 1));
+            id
+        });
+        self.node_mut(node).add_pod(Arc::new(pod));
+    }
+
+    fn release_owner(&mut self, pod: &PodInfo) {
+        let Some(uid) = pod.owner_uid.as_deref() else {
+            return;
+        };
+        if let Some((id, n)) = self.owners.get_mut(uid) {
+            *n -= 1;
+            if *n == 0 {
+                self.free_owner_ids.push(*id);
+                self.owners.remove(uid);
+            }
+        }
     }
 
     /// Placed pods with (anti-)affinity terms anywhere in the cluster.
@@ -582,6 +667,7 @@ impl Cache {
         if let Some(&i) = self.index.get(&st.node) {
             if let Some(p) = self.nodes[i].remove_pod(key) {
                 self.affinity_pods -= p.has_affinity() as usize;
+                self.release_owner(&p);
             }
         }
         self.drop_node_if_empty(&st.node.clone());
@@ -593,7 +679,7 @@ impl Cache {
         self.unplace(&pod.key);
         let mut p = pod.clone();
         p.node_name = Some(node.to_string());
-        self.place(Arc::new(p), node);
+        self.place(p, node);
         self.pods.insert(
             pod.key.clone(),
             PodState {
@@ -637,7 +723,7 @@ impl Cache {
         let changed = old_labels.as_ref().is_some_and(|l| *l != pod.labels);
         self.unplace(&pod.key);
         let key = pod.key.clone();
-        self.place(Arc::new(pod), &node);
+        self.place(pod, &node);
         self.pods.insert(
             key,
             PodState {
@@ -703,6 +789,48 @@ mod tests {
     fn pod(name: &str, cpu: &str) -> PodInfo {
         let p: Pod = serde_json::from_value(json!({"metadata": {"name": name, "namespace": "d"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}})).unwrap();
         PodInfo::from_pod(&p)
+    }
+
+    #[test]
+    fn owners_are_numbered_while_they_have_placed_pods() {
+        let owned = |name: &str, uid: &str, node: &str| {
+            let p: Pod = serde_json::from_value(json!({"metadata": {"name": name, "namespace": "d", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": uid, "controller": true}]}, "spec": {"nodeName": node}})).unwrap();
+            PodInfo::from_pod(&p)
+        };
+        let mut c = Cache::new();
+        c.add_or_update_node(&node(json!({"metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "n1", "topology.kubernetes.io/zone": "z"}}})));
+        c.add_or_update_node(&node(json!({"metadata": {"name": "n2"}})));
+        let n1 = c.node("n1").unwrap();
+        assert!(n1.has_hostname);
+        assert_eq!(n1.zone.map(|z| c.zone_name(z)), Some("z"));
+        assert!(!c.node("n2").unwrap().has_hostname);
+        assert_eq!(c.node("n2").unwrap().zone, None);
+
+        c.add_or_update_pod(owned("a1", "A", "n1"));
+        c.add_or_update_pod(owned("a2", "A", "n1"));
+        c.assume_pod(&owned("b1", "B", ""), "n2");
+        let (a, b) = (c.owner_id("A").unwrap(), c.owner_id("B").unwrap());
+        assert_ne!(a, b);
+        assert_eq!(c.node("n1").unwrap().owner_count(a), 2);
+        assert_eq!(c.node("n1").unwrap().owner_count(b), 0);
+        assert_eq!(c.node("n2").unwrap().owner_count(b), 1);
+        // Observing an assumed pod keeps its owner's number and count.
+        c.add_or_update_pod(owned("b1", "B", "n2"));
+        assert_eq!(c.owner_id("B"), Some(b));
+        assert_eq!(c.node("n2").unwrap().owner_count(b), 1);
+        // An owner without placed pods loses its number; a new owner reuses it, and the old
+        // number's counts are gone with the pods.
+        c.remove_pod("d/a1");
+        assert_eq!(c.owner_id("A"), Some(a));
+        c.remove_pod("d/a2");
+        assert_eq!(c.owner_id("A"), None);
+        c.add_or_update_pod(owned("c1", "C", "n2"));
+        assert_eq!(c.owner_id("C"), Some(a));
+        assert_eq!(c.node("n1").unwrap().owner_count(a), 0);
+        assert_eq!(c.node("n2").unwrap().owner_count(a), 1);
+        assert_eq!(c.node("n2").unwrap().owner_count(b), 1);
+        c.forget_pod("d/c1");
+        assert_eq!(c.owner_id("C"), Some(a), "observed pods are not forgotten");
     }
 
     #[test]

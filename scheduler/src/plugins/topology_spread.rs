@@ -3,7 +3,10 @@
 //! constraints that have a controlling owner — upstream's system default spreading
 //! (hostname maxSkew 3, zone maxSkew 5) over pods of the same owner.
 
-use crate::cache::{compile_selector, selector_matches, FxHashMap, NodeInfo, PodInfo};
+use crate::cache::{
+    compile_selector, selector_matches, FxHashMap, NodeInfo, PodInfo, LABEL_HOSTNAME as HOSTNAME,
+    LABEL_ZONE as ZONE,
+};
 use crate::framework::{Ctx, CycleState, Plugin, Status, MAX_NODE_SCORE};
 use crate::plugins::node_affinity::pod_matches_node;
 use crate::plugins::taint_toleration::tolerates;
@@ -14,8 +17,6 @@ pub const NAME: &str = "PodTopologySpread";
 pub const REASON: &str = "node(s) didn't match pod topology spread constraints";
 pub const REASON_MISSING_LABEL: &str =
     "node(s) didn't match pod topology spread constraints (missing required label)";
-const HOSTNAME: &str = "kubernetes.io/hostname";
-const ZONE: &str = "topology.kubernetes.io/zone";
 
 pub struct PodTopologySpread;
 
@@ -23,8 +24,9 @@ pub struct PodTopologySpread;
 #[derive(Clone, Debug)]
 enum Matcher {
     Selector(LabelSelector),
-    /// System default: pods with the same controlling owner.
-    Owner(String),
+    /// System default: pods with the same controlling owner (the cache's number for it;
+    /// `None` when no placed pod has that owner).
+    Owner(Option<u32>),
 }
 
 #[derive(Clone, Debug)]
@@ -66,7 +68,7 @@ impl Constraint {
 
     fn counts_on(&self, ns: &str, node: &NodeInfo) -> i64 {
         match &self.matcher {
-            Matcher::Owner(uid) => node.owner_counts.get(uid).copied().unwrap_or(0) as i64,
+            Matcher::Owner(id) => id.map_or(0, |id| node.owner_count(id)) as i64,
             Matcher::Selector(sel) => node
                 .pods
                 .iter()
@@ -198,17 +200,18 @@ impl Plugin for PodTopologySpread {
         let mut cs = constraints(ctx.pod, "ScheduleAnyway");
         if ctx.pod.spread_constraints.is_empty() {
             if let Some(uid) = &ctx.pod.owner_uid {
+                let owner = ctx.cache.owner_id(uid);
                 let default = |key: &str, skew| Constraint {
                     key: key.into(),
                     max_skew: skew,
                     min_domains: 1,
-                    matcher: Matcher::Owner(uid.clone()),
+                    matcher: Matcher::Owner(owner),
                     honor_affinity: true,
                     honor_taints: false,
                 };
                 cs.push(default(HOSTNAME, 3));
                 // The zone constraint only applies when nodes carry zones.
-                if nodes.iter().any(|n| n.labels.contains_key(ZONE)) {
+                if nodes.iter().any(|n| n.zone.is_some()) {
                     cs.push(default(ZONE, 5));
                 }
             }
@@ -237,13 +240,23 @@ impl Plugin for PodTopologySpread {
         let k = cs.len();
         let mut cells: Vec<i64> = Vec::with_capacity(nodes.len() * k);
         let mut missing = vec![false; nodes.len()];
-        // (domain, count, counted on an eligible node) per sampled constraint.
-        let mut domains: Vec<Vec<(&str, i64, bool)>> = vec![Vec::new(); k];
+        // (zone number, count, counted on an eligible node) per sampled constraint: sampled
+        // constraints are the system default zone constraint, whose domain is the node's
+        // zone number (see `NodeInfo::zone`), compared without reading label strings.
+        let mut domains: Vec<Vec<(u32, i64, bool)>> = vec![Vec::new(); k];
         let ns = ctx.pod.namespace.as_str();
+        let hostname: Vec<bool> = cs.iter().map(|c| c.key == HOSTNAME).collect();
+        let is_sampled: Vec<bool> = cs.iter().map(sampled).collect();
         for (j, n) in nodes.iter().enumerate() {
             let mut owned: Option<i64> = None;
             for (i, c) in cs.iter().enumerate() {
-                let Some(v) = n.labels.get(&c.key) else {
+                // The default constraints read the node's precomputed hostname and zone.
+                let value = match (&c.matcher, hostname[i]) {
+                    (Matcher::Owner(_), true) => n.has_hostname.then_some(""),
+                    (Matcher::Owner(_), false) => n.zone.map(|_| ""),
+                    (Matcher::Selector(_), _) => n.labels.get(&c.key).map(String::as_str),
+                };
+                let Some(v) = value else {
                     missing[j] = true;
                     cells.push(0);
                     continue;
@@ -252,13 +265,14 @@ impl Plugin for PodTopologySpread {
                     Matcher::Owner(_) => *owned.get_or_insert_with(|| c.counts_on(ns, n)),
                     Matcher::Selector(_) => c.counts_on(ns, n),
                 };
-                if c.key == HOSTNAME {
+                if hostname[i] {
                     cells.push(count());
-                } else if sampled(c) {
-                    let d = match domains[i].iter().position(|(dv, _, _)| *dv == v.as_str()) {
+                } else if is_sampled[i] {
+                    let zone = n.zone.expect("sampled constraints are zone constraints");
+                    let d = match domains[i].iter().position(|(z, _, _)| *z == zone) {
                         Some(d) => d,
                         None => {
-                            domains[i].push((v.as_str(), 0, false));
+                            domains[i].push((zone, 0, false));
                             domains[i].len() - 1
                         }
                     };
@@ -270,7 +284,7 @@ impl Plugin for PodTopologySpread {
                     }
                     cells.push(d as i64);
                 } else {
-                    cells.push(counts[i].get(v.as_str()).copied().unwrap_or(0));
+                    cells.push(counts[i].get(v).copied().unwrap_or(0));
                 }
             }
         }
@@ -279,7 +293,7 @@ impl Plugin for PodTopologySpread {
                 counts[i] = domains[i]
                     .iter()
                     .filter(|(_, _, counted)| *counted)
-                    .map(|(v, n, _)| (v.to_string(), *n))
+                    .map(|(z, n, _)| (ctx.cache.zone_name(*z).to_string(), *n))
                     .collect();
             }
         }
@@ -490,5 +504,40 @@ mod tests {
         // Without an owner there is no default spreading.
         let s = score_all(&PodTopologySpread, &pod(json!({})), &c);
         assert_eq!(s, vec![("a".into(), 0), ("b".into(), 0)]);
+    }
+
+    #[test]
+    fn default_spreading_counts_zones_and_other_owners_apart() {
+        let owned = |name: &str, uid: &str, node: Option<&str>| {
+            pod(
+                json!({"metadata": {"name": name, "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": uid, "controller": true}]}, "spec": {"nodeName": node}}),
+            )
+        };
+        let node = |name: &str, zone: &str| {
+            labelled(
+                name,
+                json!({"kubernetes.io/hostname": name, "topology.kubernetes.io/zone": zone}),
+            )
+        };
+        let nodes = vec![node("a1", "a"), node("a2", "a"), node("b1", "b")];
+        // rs-1 has two pods in zone a (none on a2 itself); rs-2's pods must not count.
+        let c = cache(
+            &nodes,
+            vec![
+                owned("x", "rs-1", Some("a1")),
+                owned("y", "rs-1", Some("a1")),
+                owned("o1", "rs-2", Some("b1")),
+                owned("o2", "rs-2", Some("b1")),
+                owned("o3", "rs-2", Some("b1")),
+            ],
+        );
+        let s = score_all(&PodTopologySpread, &owned("p", "rs-1", None), &c);
+        let score = |n: &str| s.iter().find(|(m, _)| m == n).unwrap().1;
+        assert!(score("b1") > score("a2"), "zone b is emptier for rs-1: {s:?}");
+        assert!(score("a2") > score("a1"), "a2 holds no rs-1 pod: {s:?}");
+        assert_eq!(score("b1"), MAX_NODE_SCORE, "{s:?}");
+        // An owner with no placed pod sees every node as empty.
+        let s = score_all(&PodTopologySpread, &owned("q", "rs-3", None), &c);
+        assert!(s.iter().all(|(_, v)| *v == MAX_NODE_SCORE), "{s:?}");
     }
 }
