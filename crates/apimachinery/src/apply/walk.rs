@@ -8,12 +8,14 @@ use super::fieldpath::{FieldSet, PathElement};
 use crate::patch::{FieldMeta, PatchSchema};
 use serde_json::{Map, Value};
 
-/// A position in the schema: the node's metadata and where its children live.
+/// A position in the schema: the node's metadata and where its children live. `'a` covers
+/// the schema and the walked objects, whose property names make up the path, so that a child
+/// borrows its path segments instead of copying them.
 #[derive(Clone)]
 pub(crate) struct Ctx<'a> {
     schema: &'a dyn PatchSchema,
     /// Schema path of this node (list items share their list's path).
-    path: Vec<String>,
+    path: Vec<&'a str>,
     meta: Option<FieldMeta>,
     /// The node is an entry of an `additionalProperties` map (its key is data).
     is_map_entry: bool,
@@ -39,9 +41,8 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn lookup(&self, path: Vec<String>) -> (Vec<String>, Option<FieldMeta>) {
-        let refs: Vec<&str> = path.iter().map(String::as_str).collect();
-        let meta = self.schema.field(&refs);
+    fn lookup(&self, path: Vec<&'a str>) -> (Vec<&'a str>, Option<FieldMeta>) {
+        let meta = self.schema.field(&path);
         (path, meta)
     }
 
@@ -49,9 +50,10 @@ impl<'a> Ctx<'a> {
         self.meta.as_ref().is_some_and(|m| m.is_map)
     }
 
-    fn child(&self, key: &str) -> Ctx<'a> {
-        let mut p = self.path.clone();
-        p.push(if self.is_map() { "*" } else { key }.to_string());
+    fn child(&self, key: &'a str) -> Ctx<'a> {
+        let mut p = Vec::with_capacity(self.path.len() + 1);
+        p.extend_from_slice(&self.path);
+        p.push(if self.is_map() { "*" } else { key });
         let (path, meta) = self.lookup(p);
         Ctx {
             schema: self.schema,
@@ -111,9 +113,9 @@ impl<'a> Ctx<'a> {
                     let v = match obj.get(k) {
                         Some(v) => v.clone(),
                         None => {
-                            let mut p = self.path.clone();
-                            p.push(k.clone());
-                            match self.lookup(p).1.and_then(|m| m.default) {
+                            let mut p: Vec<&str> = self.path.clone();
+                            p.push(k);
+                            match self.schema.field(&p).and_then(|m| m.default) {
                                 Some(d) => d,
                                 None => continue,
                             }
@@ -150,13 +152,18 @@ impl<'a> Ctx<'a> {
 /// The fields `value` sets, as structured-merge-diff's `ToFieldSet`: leaves, atomic lists and
 /// maps, list items, entries of `additionalProperties` maps and empty maps are members; struct
 /// fields holding objects are only implied by what lies below them.
-pub(crate) fn field_set(value: &Value, ctx: &Ctx) -> FieldSet {
+pub(crate) fn field_set<'a>(value: &'a Value, ctx: &Ctx<'a>) -> FieldSet {
     let mut out = FieldSet::new();
     collect_fields(value, ctx, &mut Vec::new(), &mut out);
     out
 }
 
-fn collect_fields(value: &Value, ctx: &Ctx, path: &mut Vec<PathElement>, out: &mut FieldSet) {
+fn collect_fields<'a>(
+    value: &'a Value,
+    ctx: &Ctx<'a>,
+    path: &mut Vec<PathElement>,
+    out: &mut FieldSet,
+) {
     match value {
         Value::Object(m) if !ctx.map_atomic() => {
             if m.is_empty() {
@@ -201,16 +208,21 @@ pub(crate) struct Comparison {
 /// Compares `old` and `new`. With `skeleton`, `old` stands for an object that did not exist:
 /// upstream compares against an empty typed object whose struct fields (`metadata`, `spec`, …)
 /// already exist, so struct nodes are not reported as added themselves.
-pub(crate) fn compare(old: &Value, new: &Value, ctx: &Ctx, skeleton: bool) -> Comparison {
+pub(crate) fn compare<'a>(
+    old: &'a Value,
+    new: &'a Value,
+    ctx: &Ctx<'a>,
+    skeleton: bool,
+) -> Comparison {
     let mut c = Comparison::default();
     compare_walk(Some(old), Some(new), ctx, &mut Vec::new(), &mut c, skeleton);
     c
 }
 
-fn compare_walk(
-    l: Option<&Value>,
-    r: Option<&Value>,
-    ctx: &Ctx,
+fn compare_walk<'a>(
+    l: Option<&'a Value>,
+    r: Option<&'a Value>,
+    ctx: &Ctx<'a>,
     path: &mut Vec<PathElement>,
     c: &mut Comparison,
     skeleton: bool,
@@ -297,7 +309,7 @@ fn compare_walk(
 /// Merges an applied configuration into the live object: fields merge, map-lists merge by key
 /// and set-lists by value (in structured-merge-diff's order), everything else is replaced.
 /// A `null` in the configuration removes the field.
-pub(crate) fn merge(live: Option<&Value>, config: &Value, ctx: &Ctx) -> Option<Value> {
+pub(crate) fn merge<'a>(live: Option<&Value>, config: &'a Value, ctx: &Ctx<'a>) -> Option<Value> {
     match (live, config) {
         (_, Value::Null) => None,
         (Some(Value::Object(lm)), Value::Object(rm)) if !ctx.map_atomic() => {
@@ -323,7 +335,7 @@ pub(crate) fn merge(live: Option<&Value>, config: &Value, ctx: &Ctx) -> Option<V
 
 /// structured-merge-diff's list merge order: configuration order, with live-only items kept
 /// where they were relative to the items both lists share.
-fn merge_lists(la: &[Value], ra: &[Value], ctx: &Ctx) -> Vec<Value> {
+fn merge_lists<'a>(la: &[Value], ra: &'a [Value], ctx: &Ctx<'a>) -> Vec<Value> {
     let kind = ctx.list_kind();
     let lhs = ctx.index_items(&kind, la);
     let rhs = ctx.index_items(&kind, ra);
@@ -391,10 +403,10 @@ fn without_nulls(v: &Value) -> Value {
 
 /// Removes the node at `path`; containers it leaves empty go too unless `keep` touches them.
 /// Returns whether the caller should drop `value` itself because it became empty.
-pub(crate) fn remove_path(
+pub(crate) fn remove_path<'a>(
     value: &mut Value,
-    path: &[PathElement],
-    ctx: &Ctx,
+    path: &'a [PathElement],
+    ctx: &Ctx<'a>,
     keep: &FieldSet,
     at: &mut Vec<PathElement>,
 ) -> bool {
