@@ -554,7 +554,12 @@ fn written_response(t: &Target, w: Written, as_: As, include: IncludeObject) -> 
         StatusCode::OK
     };
     let resp = if as_ == As::Object {
-        value_response(code, &w.object)
+        match w.stored {
+            // The bytes just stored, with the new resourceVersion spliced in: the same object
+            // without encoding it again.
+            Some(stored) => json_response(code, stored.into_vec()),
+            None => value_response(code, &w.object),
+        }
     } else {
         value_response(code, &render_object(t, &w.object, as_, include))
     };
