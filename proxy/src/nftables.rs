@@ -479,7 +479,11 @@ fn service_to_endpoints(rs: &mut Ruleset, sp: &ServicePort, chain: &str, eps: &[
     let n = eps.len();
     for (i, ep) in eps.iter().enumerate() {
         if i + 1 < n {
-            rules.push(format!("numgen random mod {} 0 {}", n - i, to_endpoint(sp, ep)));
+            rules.push(format!(
+                "numgen random mod {} 0 {}",
+                n - i,
+                to_endpoint(sp, ep)
+            ));
         } else {
             rules.push(to_endpoint(sp, ep));
         }

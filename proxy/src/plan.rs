@@ -150,7 +150,9 @@ impl PortPlan {
 }
 
 /// The UDP view of a plan, for conntrack cleanup.
-pub fn udp_state(ports: &[PortPlan]) -> BTreeMap<PortKey, (Vec<UdpDestination>, BTreeSet<Ipv4Addr>)> {
+pub fn udp_state(
+    ports: &[PortPlan],
+) -> BTreeMap<PortKey, (Vec<UdpDestination>, BTreeSet<Ipv4Addr>)> {
     ports
         .iter()
         .filter_map(|p| p.udp().map(|u| (p.sp.key.clone(), u)))

@@ -204,14 +204,21 @@ impl Ruleset {
     pub fn own_rule_count(&self) -> usize {
         [&self.filter, &self.nat]
             .iter()
-            .flat_map(|t| t.chains.iter().filter(|(c, _)| !t.fixed.contains(&c.as_str())))
+            .flat_map(|t| {
+                t.chains
+                    .iter()
+                    .filter(|(c, _)| !t.fixed.contains(&c.as_str()))
+            })
             .map(|(_, r)| r.len())
             .sum()
     }
 
     /// Append `other`'s rules chain by chain (creating chains it has and this one lacks).
     pub fn merge(&mut self, other: &Ruleset) {
-        for (mine, theirs) in [(&mut self.filter, &other.filter), (&mut self.nat, &other.nat)] {
+        for (mine, theirs) in [
+            (&mut self.filter, &other.filter),
+            (&mut self.nat, &other.nat),
+        ] {
             for (c, rules) in &theirs.chains {
                 mine.chain(c).extend(rules.iter().cloned());
             }

@@ -357,9 +357,7 @@ impl<D: Dataplane> Proxier<D> {
                 r.fell_back = true;
                 return Ok(r);
             }
-            Err(SyncError::Restore(e))
-                if self.config.render.sctp && report.sctp_in_restore =>
-            {
+            Err(SyncError::Restore(e)) if self.config.render.sctp && report.sctp_in_restore => {
                 // A kernel without SCTP refuses the whole restore: drop SCTP ports (each
                 // reported on its Service) so every other service keeps working.
                 tracing::warn!(error = %e, "iptables-restore failed with SCTP rules; retrying without SCTP service ports");
@@ -418,8 +416,7 @@ impl<D: Dataplane> Proxier<D> {
         report.render_time = t.elapsed();
         report.filter_rules = fixed.filter.rule_count();
         report.nat_rules = fixed.nat.rule_count()
-            + re
-                .ports
+            + re.ports
                 .values()
                 .map(|(_, f)| f.own_rule_count())
                 .sum::<usize>();
@@ -607,8 +604,7 @@ impl<D: Dataplane> Proxier<D> {
         };
         report.script_time = t.elapsed();
         report.nat_rules = fixed.rule_count()
-            + re
-                .ports
+            + re.ports
                 .values()
                 .map(|(_, f)| f.rule_count())
                 .sum::<usize>();
@@ -905,7 +901,9 @@ mod tests {
         let text = nfts(&calls)[0];
         assert!(
             !text.contains("add table")
-                && text.contains("delete element ip kube-proxy hairpin-endpoints { 10.244.1.6 . 10.244.1.6 }"),
+                && text.contains(
+                    "delete element ip kube-proxy hairpin-endpoints { 10.244.1.6 . 10.244.1.6 }"
+                ),
             "{text}"
         );
         assert!(calls.contains(&Call::Conntrack(Flow::IpToEndpoint {
@@ -921,7 +919,11 @@ mod tests {
         let texts = nfts(&calls);
         assert_eq!(texts.len(), 2, "{texts:?}");
         assert!(!texts[0].contains("delete table"), "{}", texts[0]);
-        assert!(texts[1].contains("delete table ip kube-proxy"), "{}", texts[1]);
+        assert!(
+            texts[1].contains("delete table ip kube-proxy"),
+            "{}",
+            texts[1]
+        );
         assert!(texts[1].contains("dnat to 10.244.1.7:5353"), "{}", texts[1]);
         // If that fails too, the error is returned and the next sync is full. (No iptables
         // rules are left to remove, so the two failures are the two nft runs.)
@@ -975,7 +977,12 @@ mod tests {
             !text.contains("-default/api/") && !text.contains("-default/dns/"),
             "{text}"
         );
-        assert!(text.contains("add element ip kube-proxy hairpin-endpoints { 10.244.1.8 . 10.244.1.8 }"), "{text}");
+        assert!(
+            text.contains(
+                "add element ip kube-proxy hairpin-endpoints { 10.244.1.8 . 10.244.1.8 }"
+            ),
+            "{text}"
+        );
         // 10.244.1.7 is still an endpoint of api: its hairpin element stays.
         assert!(!text.contains("10.244.1.7 . 10.244.1.7"), "{text}");
         // The same as the full render would give: a forced full sync after it changes nothing
@@ -1027,7 +1034,9 @@ mod tests {
         let calls = dp.take_calls();
         let text = nfts(&calls)[0];
         assert!(
-            text.contains("delete element ip kube-proxy hairpin-endpoints { 10.244.1.7 . 10.244.1.7 }"),
+            text.contains(
+                "delete element ip kube-proxy hairpin-endpoints { 10.244.1.7 . 10.244.1.7 }"
+            ),
             "{text}"
         );
     }
@@ -1051,9 +1060,15 @@ mod tests {
             port_name: "p".into(),
             protocol: crate::model::Protocol::Tcp,
         };
-        assert!(text.contains(&format!(":{} - [0:0]", rules::svc_chain(&web))), "{text}");
+        assert!(
+            text.contains(&format!(":{} - [0:0]", rules::svc_chain(&web))),
+            "{text}"
+        );
         assert!(!text.contains(":KUBE-SERVICES"), "{text}");
-        assert!(!text.contains("default/api") && !text.contains("default/dns"), "{text}");
+        assert!(
+            !text.contains("default/api") && !text.contains("default/dns"),
+            "{text}"
+        );
         // api loses its last endpoint: nat KUBE-SERVICES no longer sends to it, filter
         // KUBE-SERVICES rejects it, its chains go.
         snap.slices[2] = slice("api", "TCP", &[]);
@@ -1062,7 +1077,12 @@ mod tests {
         let calls = dp.take_calls();
         let text = restores(&calls)[0];
         assert!(text.contains("*filter\n:KUBE-SERVICES - [0:0]"), "{text}");
-        assert!(text.contains("default/api:p has no endpoints\" -m tcp -p tcp -d 10.96.0.30 --dport 53 -j REJECT"), "{text}");
+        assert!(
+            text.contains(
+                "default/api:p has no endpoints\" -m tcp -p tcp -d 10.96.0.30 --dport 53 -j REJECT"
+            ),
+            "{text}"
+        );
         assert!(text.contains("*nat\n:KUBE-SERVICES - [0:0]"), "{text}");
         assert!(text.contains("-X KUBE-SEP-"), "{text}");
         // What the kernel has is what a full render gives.
@@ -1083,7 +1103,10 @@ mod tests {
         p.sync(&snap, false).unwrap();
         let calls = dp.take_calls();
         let text = restores(&calls)[0];
-        assert!(text.contains(&format!("-X {}", rules::svc_chain(&api))), "{text}");
+        assert!(
+            text.contains(&format!("-X {}", rules::svc_chain(&api))),
+            "{text}"
+        );
         // web is untouched (only jumped to from the rewritten KUBE-SERVICES).
         assert!(
             !text.contains(&format!(":{}", rules::svc_chain(&web))),

@@ -229,9 +229,15 @@ fn bench(mode: Mode, n: usize, m: usize, rounds: usize, verbose: bool) -> anyhow
         let change = t.elapsed();
         assert!(r.restored && !r.full && r.rerendered == 1);
         changes.push(change);
-        for (i, d) in [r.plan_time, r.render_time, r.script_time, r.restore_time, idle]
-            .into_iter()
-            .enumerate()
+        for (i, d) in [
+            r.plan_time,
+            r.render_time,
+            r.script_time,
+            r.restore_time,
+            idle,
+        ]
+        .into_iter()
+        .enumerate()
         {
             parts[i].push(d);
         }
@@ -340,7 +346,9 @@ fn main() -> anyhow::Result<()> {
             ms(f.forced_full)
         );
     }
-    println!("\n  median parts of one change (plan / render / script / apply tool; unchanged sync):");
+    println!(
+        "\n  median parts of one change (plan / render / script / apply tool; unchanged sync):"
+    );
     for f in &all {
         println!(
             "  {:<9} {:>9}   {} / {} / {} / {}; {}",

@@ -214,7 +214,9 @@ fn every_feature_renders_its_rules_and_elements() {
     };
     let set = affinity_set(&sticky, &sep);
     assert!(r.rules.sets.contains(&set));
-    let to_sep = format!("update @{set} {{ ip saddr timeout 60s }} meta l4proto tcp dnat to 10.244.1.6:8080");
+    let to_sep = format!(
+        "update @{set} {{ ip saddr timeout 60s }} meta l4proto tcp dnat to 10.244.1.6:8080"
+    );
     assert_eq!(
         r.rules.chains[&service_chain(&sticky)][0],
         format!("ip saddr @{set} {to_sep}")
