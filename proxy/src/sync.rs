@@ -225,27 +225,35 @@ struct Rerendered<R> {
 /// Rendering stays a pure function of the plan: a reused fragment is what rendering its
 /// (equal) plan again would give.
 fn rerender<R>(
-    mut prev: Ports<R>,
+    prev: Ports<R>,
     plan: Vec<PortPlan>,
     render: impl Fn(&PortPlan) -> R,
 ) -> Rerendered<R> {
     let mut old = BTreeMap::new();
     let mut changed = Vec::new();
     let mut ports = Vec::with_capacity(plan.len());
+    // Both are sorted by key: walk them side by side, keeping the applied entry (and its key)
+    // of every unchanged port, so an unchanged port costs one comparison of its plan.
+    let mut prev = prev.into_iter().peekable();
     for p in plan {
-        let r = match prev.remove(&p.sp.key) {
-            Some((before, r)) if before == p => r,
-            before => {
-                if let Some((_, r)) = before {
-                    old.insert(p.sp.key.clone(), r);
-                }
+        while let Some((k, (_, r))) = prev.next_if(|(k, _)| *k < p.sp.key) {
+            old.insert(k, r);
+        }
+        let (key, r) = match prev.next_if(|(k, _)| *k == p.sp.key) {
+            Some((k, (before, r))) if before == p => (k, r),
+            Some((k, (_, r))) => {
+                old.insert(k.clone(), r);
+                changed.push(k.clone());
+                (k, render(&p))
+            }
+            None => {
                 changed.push(p.sp.key.clone());
-                render(&p)
+                (p.sp.key.clone(), render(&p))
             }
         };
-        ports.push((p.sp.key.clone(), (p, r)));
+        ports.push((key, (p, r)));
     }
-    old.extend(prev.into_iter().map(|(k, (_, r))| (k, r)));
+    old.extend(prev.map(|(k, (_, r))| (k, r)));
     Rerendered {
         // Sorted already (the plan is), so this builds the tree without searching.
         ports: ports.into_iter().collect(),
@@ -953,6 +961,33 @@ mod tests {
             ],
             nodes: vec![],
         }
+    }
+
+    #[test]
+    fn rerender_keeps_unchanged_ports_and_reports_changed_and_gone_ones() {
+        let cfg = RenderConfig::default();
+        let plan_of = |snap: &Snapshot| plan::plan(&snap.services, &snap.slices, &cfg).ports;
+        let name = |p: &PortPlan| p.sp.key.name.clone();
+        let mut snap = three_services();
+        let first = rerender(Ports::new(), plan_of(&snap), name);
+        assert_eq!(first.changed.len(), 3);
+        assert!(first.old.is_empty());
+        // api changes, dns goes, new arrives; web is kept as it was.
+        snap.slices[2] = slice("api", "TCP", &["10.244.1.9"]);
+        snap.services[0] = service("new", "10.96.0.40", "TCP");
+        let second = rerender(first.ports, plan_of(&snap), |p| format!("{}2", name(p)));
+        let names =
+            |keys: Vec<&PortKey>| keys.into_iter().map(|k| k.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(second.changed.iter().collect()), ["api", "new"]);
+        assert_eq!(names(second.old.keys().collect()), ["api", "dns"]);
+        assert_eq!(
+            second
+                .ports
+                .values()
+                .map(|(_, r)| r.as_str())
+                .collect::<Vec<_>>(),
+            ["api2", "new2", "web"]
+        );
     }
 
     #[test]
