@@ -298,6 +298,31 @@ impl NftState {
     }
 }
 
+/// The Services and EndpointSlices a successful sync was computed from, by identity: the
+/// caches hand out the same `Arc` for an object until it changes, and holding them here
+/// keeps their addresses from being reused.
+struct Inputs {
+    services: Vec<Arc<Service>>,
+    slices: Vec<Arc<EndpointSlice>>,
+}
+
+impl Inputs {
+    fn of(snap: &Snapshot) -> Inputs {
+        let mut services = snap.services.clone();
+        let mut slices = snap.slices.clone();
+        services.sort_by_key(|s| Arc::as_ptr(s) as usize);
+        slices.sort_by_key(|s| Arc::as_ptr(s) as usize);
+        Inputs { services, slices }
+    }
+
+    fn same(&self, other: &Inputs) -> bool {
+        fn same<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
+        }
+        same(&self.services, &other.services) && same(&self.slices, &other.slices)
+    }
+}
+
 /// The stateful half of the proxy: what was applied, what was reported.
 pub struct Proxier<D: Dataplane> {
     pub dataplane: D,
@@ -309,6 +334,9 @@ pub struct Proxier<D: Dataplane> {
     udp: Option<UdpState>,
     routes: Option<Routes>,
     reported: BTreeSet<Warning>,
+    /// What the last successful sync was computed from, and its report (for a sync that
+    /// finds the same objects: nothing to plan, render or apply).
+    last: Option<(Inputs, SyncReport)>,
 }
 
 impl<D: Dataplane> Proxier<D> {
@@ -321,6 +349,7 @@ impl<D: Dataplane> Proxier<D> {
             udp: None,
             routes: None,
             reported: BTreeSet::new(),
+            last: None,
         }
     }
 
@@ -340,6 +369,25 @@ impl<D: Dataplane> Proxier<D> {
     /// sync with the kernel state unknown follows at once.
     pub fn sync(&mut self, snap: &Snapshot, full: bool) -> Result<SyncReport, SyncError> {
         let started = Instant::now();
+        let inputs = Inputs::of(snap);
+        let last = self.last.take();
+        if let Some((before, r)) =
+            last.filter(|(before, _)| !full && !self.needs_full_sync() && before.same(&inputs))
+        {
+            // Only Nodes (routes) can have changed: the proxy costs next to nothing while
+            // services and endpoints stay as they are.
+            let mut report = SyncReport {
+                service_ports: r.service_ports,
+                filter_rules: r.filter_rules,
+                nat_rules: r.nat_rules,
+                plan_time: started.elapsed(),
+                ..Default::default()
+            };
+            let udp = self.udp.clone().unwrap_or_default();
+            self.finish(snap, udp, &mut report);
+            self.last = Some((before, r));
+            return Ok(report);
+        }
         let plan = plan::plan(&snap.services, &snap.slices, &self.config.render);
         let plan_time = started.elapsed();
         let udp = plan::udp_state(&plan.ports);
@@ -383,6 +431,7 @@ impl<D: Dataplane> Proxier<D> {
         let apply_start = Instant::now();
         self.finish(snap, udp, &mut report);
         report.apply_time += apply_start.elapsed();
+        self.last = Some((inputs, report.clone()));
         Ok(report)
     }
 
@@ -961,6 +1010,36 @@ mod tests {
             ],
             nodes: vec![],
         }
+    }
+
+    #[test]
+    fn a_sync_with_the_same_objects_plans_nothing_but_still_follows_nodes() {
+        let dp = Recording::new();
+        let mut p = proxier(&dp);
+        let mut snap = three_services();
+        let first = p.sync(&snap, false).unwrap();
+        dp.take_calls();
+        // Only a Node changed: routes follow, no rules are touched, the counts stay.
+        snap.nodes = vec![node("node-b", Some("10.244.2.0/24"), Some("192.168.77.12"))];
+        let r = p.sync(&snap, false).unwrap();
+        assert!(!r.restored && r.rerendered == 0);
+        assert_eq!(
+            (r.nat_rules, r.filter_rules, r.service_ports),
+            (first.nat_rules, first.filter_rules, first.service_ports)
+        );
+        assert_eq!(
+            dp.take_calls(),
+            vec![Call::RouteReplace(
+                "10.244.2.0/24".into(),
+                "192.168.77.12".parse().unwrap()
+            )]
+        );
+        // An equal object in a new Arc (a resync of the watch): planned, nothing re-rendered.
+        snap.services[1] = Arc::new((*snap.services[1]).clone());
+        let r = p.sync(&snap, false).unwrap();
+        assert!(!r.restored && r.rerendered == 0);
+        // A forced full sync never takes the shortcut.
+        assert!(p.sync(&snap, true).unwrap().restored);
     }
 
     #[test]
