@@ -10,7 +10,8 @@
 //! service deletion, and `proxy --cleanup` (the binary, when built) removing everything.
 //! The data-path scenario runs again with `--proxy-mode=nftables` (table `ip kube-proxy`
 //! through `nft -f`), which also replaces iptables-mode rules, survives restarts and is
-//! removed by `--cleanup`.
+//! removed by `--cleanup`. In both modes, the rules left by partial syncs after services and
+//! endpoints change are compared with those a proxy starting from scratch writes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -920,6 +921,158 @@ async fn restart_rebuilds_from_scratch_and_cleanup_removes_everything() {
     assert!(net.our_routes().trim().is_empty());
     let (res, _) = fetch(&net.node, "http://10.96.100.30/").await;
     assert!(res.is_err(), "no rules, no service: {res:?}");
+}
+
+/// The rules of ours in the kernel, in a form that does not depend on the order chains,
+/// sets and elements were created in: per chain its rules in order; per set or map its
+/// elements sorted. (iptables-save of nat and filter, or the nftables table.)
+fn kernel_rules(net: &Net, mode: proxy::sync::Mode) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    match mode {
+        proxy::sync::Mode::Iptables => {
+            for (table, save) in [("nat", net.nat_rules()), ("filter", net.filter_rules())] {
+                for l in save.lines() {
+                    if let Some(c) = l.strip_prefix(':').filter(|c| c.starts_with("KUBE-")) {
+                        let chain = c.split_whitespace().next().unwrap_or_default();
+                        out.entry(format!("{table} {chain}")).or_default();
+                    } else if let Some(rule) = l.strip_prefix("-A ") {
+                        let chain = rule.split_whitespace().next().unwrap_or_default();
+                        out.entry(format!("{table} {chain}"))
+                            .or_default()
+                            .push(rule.to_string());
+                    }
+                }
+            }
+        }
+        proxy::sync::Mode::Nftables => {
+            let table = net.nft_table();
+            let mut block = String::new();
+            for l in table.lines().map(str::trim) {
+                if l.ends_with('{') && !l.starts_with("elements") {
+                    block = l.to_string();
+                    out.entry(block.clone()).or_default();
+                } else if l == "}" || l.is_empty() {
+                } else {
+                    out.entry(block.clone()).or_default().push(l.to_string());
+                }
+            }
+            for (name, lines) in out.iter_mut() {
+                if name.starts_with("set ") || name.starts_with("map ") {
+                    // Elements are listed in hash order, several to a line.
+                    let text = lines.join(" ");
+                    let body = text.split_once("elements = {").map_or("", |(_, b)| b);
+                    let mut elems: Vec<String> = body
+                        .trim_end_matches('}')
+                        .split(',')
+                        .map(|e| e.trim().to_string())
+                        .filter(|e| !e.is_empty())
+                        .collect();
+                    elems.sort();
+                    lines.retain(|l| !l.starts_with("elements") && l.contains(';'));
+                    lines.extend(elems);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Services and endpoints change under a running proxy (partial syncs only: an endpoint
+/// moves, a service goes, one comes, one loses its endpoints); its rules must then be exactly
+/// those a proxy starting from scratch writes for the same objects, in a second node
+/// namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_syncs_leave_the_rules_a_full_sync_writes_in_both_modes() {
+    use proxy::sync::Mode;
+    component_base::logging::init("warn");
+    for mode in [Mode::Iptables, Mode::Nftables] {
+        let (tag, flags): (&str, &[&str]) = match mode {
+            Mode::Iptables => ("pi", &[]),
+            Mode::Nftables => ("pn", &["--proxy-mode=nftables"]),
+        };
+        let mut net = Net::new(tag);
+        net.serve(EP_A, "ep-a");
+        net.serve(EP_B, "ep-b");
+        let cluster = TestCluster::start(Backend::Embedded).await.unwrap();
+        let client = cluster.client().await;
+        let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+        let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+        let pp = PostParams::default();
+        for (name, ip, eps) in [
+            ("a", "10.96.100.41", &[EP_A, EP_B][..]),
+            ("b", "10.96.100.42", &[EP_A][..]),
+            ("c", "10.96.100.43", &[EP_B][..]),
+        ] {
+            svcs.create(&pp, &service(name, ip, "NodePort", None))
+                .await
+                .unwrap();
+            slices.create(&pp, &slice(name, eps)).await.unwrap();
+        }
+        let px = RunningProxy::start_with(&cluster, &net.node, flags).await;
+        let n = &net;
+        eventually("first sync", || async {
+            fetch(&n.node, "http://10.96.100.42/").await.0.map(|_| ())
+        })
+        .await;
+
+        let replace = |name: &'static str, eps: &'static [&'static str]| {
+            let slices = slices.clone();
+            async move {
+                let mut s = slice(name, eps);
+                let cur = slices.get(&format!("{name}-1")).await.unwrap();
+                s.metadata.resource_version = cur.metadata.resource_version;
+                slices
+                    .replace(&format!("{name}-1"), &PostParams::default(), &s)
+                    .await
+                    .unwrap();
+            }
+        };
+        replace("a", &[EP_B]).await;
+        svcs.delete("b", &DeleteParams::default()).await.unwrap();
+        slices.delete("b-1", &DeleteParams::default()).await.unwrap();
+        svcs.create(&pp, &service("d", "10.96.100.44", "NodePort", None))
+            .await
+            .unwrap();
+        slices.create(&pp, &slice("d", &[EP_A])).await.unwrap();
+        replace("c", &[]).await;
+        eventually("changes applied", || async {
+            let d = fetch(&n.node, "http://10.96.100.44/").await.0?;
+            let c = fetch(&n.node, "http://10.96.100.43/").await.0;
+            if d != "ep-a" || c.is_ok() || programmed(n, mode, "b") {
+                return Err(format!("d: {d}, c: {c:?}, b still programmed?"));
+            }
+            Ok(())
+        })
+        .await;
+        assert_eq!(
+            answers(&net.node, "http://10.96.100.41/", 6).await,
+            BTreeSet::from(["ep-b".to_string()])
+        );
+
+        // A proxy starting from scratch in another node namespace.
+        let fresh = Net::new(&format!("{tag}f"));
+        let px2 = RunningProxy::start_with(&cluster, &fresh.node, flags).await;
+        let want = || kernel_rules(&fresh, mode);
+        eventually("fresh proxy synced", || async {
+            programmed(&fresh, mode, "d")
+                .then_some(())
+                .ok_or_else(|| "not yet".to_string())
+        })
+        .await;
+        let mut got = kernel_rules(&net, mode);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got != want() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            got = kernel_rules(&net, mode);
+        }
+        assert_eq!(got, want(), "{mode:?}: partial syncs differ from a full sync");
+        assert!(got.keys().any(|k| k.contains(&match mode {
+            Mode::Iptables => svc_chain("d"),
+            Mode::Nftables => "service-".to_string(),
+        })));
+        px2.stop().await;
+        px.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
