@@ -1029,7 +1029,10 @@ async fn partial_syncs_leave_the_rules_a_full_sync_writes_in_both_modes() {
         };
         replace("a", &[EP_B]).await;
         svcs.delete("b", &DeleteParams::default()).await.unwrap();
-        slices.delete("b-1", &DeleteParams::default()).await.unwrap();
+        slices
+            .delete("b-1", &DeleteParams::default())
+            .await
+            .unwrap();
         svcs.create(&pp, &service("d", "10.96.100.44", "NodePort", None))
             .await
             .unwrap();
@@ -1065,7 +1068,11 @@ async fn partial_syncs_leave_the_rules_a_full_sync_writes_in_both_modes() {
             tokio::time::sleep(Duration::from_millis(200)).await;
             got = kernel_rules(&net, mode);
         }
-        assert_eq!(got, want(), "{mode:?}: partial syncs differ from a full sync");
+        assert_eq!(
+            got,
+            want(),
+            "{mode:?}: partial syncs differ from a full sync"
+        );
         assert!(got.keys().any(|k| k.contains(&match mode {
             Mode::Iptables => svc_chain("d"),
             Mode::Nftables => "service-".to_string(),
