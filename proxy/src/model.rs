@@ -7,7 +7,7 @@
 //! keeps its rules. Only IPv4 is programmed (the iptables binary, not ip6tables); IPv6 cluster
 //! IPs and slices are skipped quietly.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -377,7 +377,7 @@ pub fn endpoints_by_port(
     slices: &[Arc<EndpointSlice>],
     node_name: &str,
 ) -> HashMap<PortKey, Vec<Endpoint>> {
-    let mut by_port: HashMap<PortKey, BTreeMap<(Ipv4Addr, u16), Endpoint>> = HashMap::new();
+    let mut by_port: HashMap<PortKey, Vec<Endpoint>> = HashMap::new();
     for slice in slices {
         if slice.address_type != "IPv4" {
             continue;
@@ -415,7 +415,7 @@ pub fn endpoints_by_port(
                 let Some(ip) = ep.addresses.first().and_then(|a| parse_v4(a)) else {
                     continue;
                 };
-                eps.entry((ip, port)).or_insert(Endpoint {
+                eps.push(Endpoint {
                     ip,
                     port,
                     ready,
@@ -426,10 +426,12 @@ pub fn endpoints_by_port(
             }
         }
     }
+    for eps in by_port.values_mut() {
+        // Stable: of two entries for one address, the first seen is kept.
+        eps.sort_by_key(|e| (e.ip, e.port));
+        eps.dedup_by_key(|e| (e.ip, e.port));
+    }
     by_port
-        .into_iter()
-        .map(|(k, v)| (k, v.into_values().collect()))
-        .collect()
 }
 
 /// Upstream `CategorizeEndpoints` without topology hints: the endpoints for Cluster policy
