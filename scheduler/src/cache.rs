@@ -230,12 +230,21 @@ fn compile_terms(
 
 fn fingerprint(pod: &Pod) -> u64 {
     use std::hash::{Hash, Hasher};
+    /// Feeds the spec's JSON to the hasher as it is written, instead of building a string.
+    struct HashWriter<'a>(&'a mut std::collections::hash_map::DefaultHasher);
+    impl std::io::Write for HashWriter<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.write(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
     let mut h = std::collections::hash_map::DefaultHasher::new();
     pod.metadata.labels.hash(&mut h);
     pod.metadata.annotations.hash(&mut h);
-    serde_json::to_string(&pod.spec)
-        .unwrap_or_default()
-        .hash(&mut h);
+    let _ = serde_json::to_writer(HashWriter(&mut h), &pod.spec);
     h.finish()
 }
 
@@ -244,7 +253,14 @@ impl PodInfo {
         let meta = &pod.metadata;
         let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
         let name = meta.name.clone().unwrap_or_default();
-        let spec = pod.spec.clone().unwrap_or_default();
+        let no_spec;
+        let spec = match &pod.spec {
+            Some(s) => s,
+            None => {
+                no_spec = k8s_openapi::api::core::v1::PodSpec::default();
+                &no_spec
+            }
+        };
         let mut host_ports = Vec::new();
         for c in spec
             .containers
@@ -379,10 +395,8 @@ pub struct NodeInfo {
     pub used_ports: Vec<HostPort>,
     /// Pods with any (anti-)affinity terms, for InterPodAffinity.
     pub affinity_pods: Vec<Arc<PodInfo>>,
-    /// Pod counts by controlling owner (the cache's owner numbers), for default spreading:
-    /// a short list read for every candidate node, kept inline-searchable so that the read
-    /// touches one allocation and compares integers, not uid strings.
-    pub owner_counts: Vec<(u32, u32)>,
+    /// Pod counts by controlling owner (the cache's owner numbers), for default spreading.
+    pub owner_counts: OwnerCounts,
     /// Whether the node has the hostname label, and its zone label as the cache's zone
     /// number: what default spreading reads per candidate node, without label map lookups.
     pub has_hostname: bool,
@@ -428,10 +442,7 @@ impl NodeInfo {
             self.affinity_pods.push(pod.clone());
         }
         if let Some(id) = pod.owner_id {
-            match self.owner_counts.iter_mut().find(|(o, _)| *o == id) {
-                Some((_, c)) => *c += 1,
-                None => self.owner_counts.push((id, 1)),
-            }
+            self.owner_counts.add(id);
         }
         self.pods.push(pod);
     }
@@ -453,22 +464,66 @@ impl NodeInfo {
             self.affinity_pods.swap_remove(j);
         }
         if let Some(id) = pod.owner_id {
-            if let Some(i) = self.owner_counts.iter().position(|(o, _)| *o == id) {
-                self.owner_counts[i].1 -= 1;
-                if self.owner_counts[i].1 == 0 {
-                    self.owner_counts.swap_remove(i);
-                }
-            }
+            self.owner_counts.remove(id);
         }
         Some(pod)
     }
 
     /// Pods on this node whose controlling owner has the cache's number `owner`.
     pub fn owner_count(&self, owner: u32) -> u32 {
-        self.owner_counts
-            .iter()
-            .find(|(o, _)| *o == owner)
-            .map_or(0, |(_, c)| *c)
+        self.owner_counts.get(owner)
+    }
+}
+
+/// Pod counts per owner number. Default spreading reads this for every candidate node, so the
+/// first owner is kept inline in the [`NodeInfo`] (whose cache lines the filters have just
+/// read): on a node whose pods share one owner, the read follows no pointer.
+#[derive(Clone, Debug, Default)]
+pub struct OwnerCounts {
+    first: Option<(u32, u32)>,
+    rest: Vec<(u32, u32)>,
+}
+
+impl OwnerCounts {
+    pub fn get(&self, owner: u32) -> u32 {
+        match self.first {
+            Some((o, c)) if o == owner => c,
+            _ => self
+                .rest
+                .iter()
+                .find(|(o, _)| *o == owner)
+                .map_or(0, |(_, c)| *c),
+        }
+    }
+
+    fn add(&mut self, owner: u32) {
+        match &mut self.first {
+            None => self.first = Some((owner, 1)),
+            Some((o, c)) if *o == owner => *c += 1,
+            Some(_) => match self.rest.iter_mut().find(|(o, _)| *o == owner) {
+                Some((_, c)) => *c += 1,
+                None => self.rest.push((owner, 1)),
+            },
+        }
+    }
+
+    fn remove(&mut self, owner: u32) {
+        match &mut self.first {
+            Some((o, c)) if *o == owner => {
+                *c -= 1;
+                if *c == 0 {
+                    self.first = self.rest.pop();
+                }
+            }
+            _ => {
+                if let Some(i) = self.rest.iter().position(|(o, _)| *o == owner) {
+                    self.rest[i].1 -= 1;
+                    if self.rest[i].1 == 0 {
+                        self.rest.swap_remove(i);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -789,6 +844,25 @@ mod tests {
     fn pod(name: &str, cpu: &str) -> PodInfo {
         let p: Pod = serde_json::from_value(json!({"metadata": {"name": name, "namespace": "d"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}})).unwrap();
         PodInfo::from_pod(&p)
+    }
+
+    #[test]
+    fn owner_counts_add_and_remove_across_inline_and_list() {
+        let mut c = OwnerCounts::default();
+        for o in [1, 2, 1, 3, 2, 1] {
+            c.add(o);
+        }
+        assert_eq!((c.get(1), c.get(2), c.get(3), c.get(4)), (3, 2, 1, 0));
+        for _ in 0..3 {
+            c.remove(1);
+        }
+        assert_eq!((c.get(1), c.get(2), c.get(3)), (0, 2, 1));
+        c.remove(4);
+        c.remove(3);
+        c.remove(2);
+        assert_eq!((c.get(2), c.get(3)), (1, 0));
+        c.remove(2);
+        assert!(c.first.is_none() && c.rest.is_empty());
     }
 
     #[test]
