@@ -203,9 +203,51 @@ impl FieldSet {
         match path {
             [] => {}
             [last] => {
-                self.members.insert(last.clone());
+                if !self.members.contains(last) {
+                    self.members.insert(last.clone());
+                }
             }
-            [first, rest @ ..] => self.children.entry(first.clone()).or_default().insert(rest),
+            // Walks insert many paths below the same few parents: clone a parent's element
+            // only the first time.
+            [first, rest @ ..] => match self.children.get_mut(first) {
+                Some(child) => child.insert(rest),
+                None => self
+                    .children
+                    .entry(first.clone())
+                    .or_default()
+                    .insert(rest),
+            },
+        }
+    }
+
+    /// `self ∪ other`, consuming both (no copies of either's elements).
+    pub fn into_union(mut self, other: FieldSet) -> FieldSet {
+        if self.is_empty() {
+            return other;
+        }
+        self.members.extend(other.members);
+        for (pe, child) in other.children {
+            match self.children.remove(&pe) {
+                Some(mine) => self.children.insert(pe, mine.into_union(child)),
+                None => self.children.insert(pe, child),
+            };
+        }
+        self
+    }
+
+    /// Removes from `self` the paths `other` holds exactly, in place: the same result as
+    /// [`FieldSet::difference`].
+    pub fn remove_all(&mut self, other: &FieldSet) {
+        if !other.members.is_empty() {
+            self.members.retain(|m| !other.members.contains(m));
+        }
+        for (pe, o) in &other.children {
+            if let Some(child) = self.children.get_mut(pe) {
+                child.remove_all(o);
+                if child.is_empty() {
+                    self.children.remove(pe);
+                }
+            }
         }
     }
 
@@ -298,8 +340,21 @@ impl FieldSet {
     /// The `fieldsV1` JSON form.
     pub fn to_fields_v1(&self) -> Value {
         let mut m = Map::new();
-        let mut elements: BTreeSet<&PathElement> = self.members.iter().collect();
-        elements.extend(self.children.keys());
+        // Members and children's elements, each once (both are sorted: merge them).
+        let mut members = self.members.iter().peekable();
+        let mut children = self.children.keys().peekable();
+        let elements = std::iter::from_fn(|| match (members.peek(), children.peek()) {
+            (Some(a), Some(b)) => match a.cmp(b) {
+                Ordering::Less => members.next(),
+                Ordering::Greater => children.next(),
+                Ordering::Equal => {
+                    children.next();
+                    members.next()
+                }
+            },
+            (Some(_), None) => members.next(),
+            (None, _) => children.next(),
+        });
         for pe in elements {
             let mut node = match self.children.get(pe) {
                 Some(child) => match child.to_fields_v1() {
@@ -399,5 +454,20 @@ mod tests {
         assert!(d.contains(&[f("spec"), f("paused")]) && !d.contains(&[f("spec"), f("replicas")]));
         assert_eq!(d.union(&b), a);
         assert!(a.touches(&[f("spec")]));
+        assert_eq!(d.clone().into_union(b.clone()), a);
+        assert_eq!(FieldSet::new().into_union(b.clone()), b);
+        let mut c = a.clone();
+        c.insert(&[f("kind")]);
+        c.insert(&[f("spec"), f("template"), f("x")]);
+        let mut e = b.clone();
+        e.insert(&[f("kind")]);
+        e.insert(&[f("spec"), f("template")]);
+        e.insert(&[f("status"), f("y")]);
+        let mut in_place = c.clone();
+        in_place.remove_all(&e);
+        assert_eq!(in_place, c.difference(&e));
+        let mut all = a.clone();
+        all.remove_all(&a);
+        assert!(all.is_empty() && all == FieldSet::new());
     }
 }

@@ -404,11 +404,13 @@ pub fn update_managed_fields_in_place(
         m.remove("managedFields");
     }
     let cmp = walk::compare(&old_clean, new, &ctx, old.is_none());
-    let changed = cmp.modified.union(&cmp.added);
+    let changed = cmp.modified.into_union(cmp.added);
     for e in &mut entries {
-        e.set = e.set.difference(&changed).difference(&cmp.removed);
+        e.set.remove_all(&changed);
+        e.set.remove_all(&cmp.removed);
     }
-    let mine = changed.difference(&unowned());
+    let mut mine = changed;
+    mine.remove_all(&unowned());
     if !mine.is_empty() {
         let me = Entry {
             manager: manager.to_string(),
