@@ -318,8 +318,8 @@ impl PodInfo {
             preempt_never: spec.preemption_policy.as_deref() == Some("Never"),
             terminating: meta.deletion_timestamp.is_some(),
             creation: meta.creation_timestamp.as_ref().map(|t| t.0),
-            requests: pod_requests(&spec, false),
-            non_zero: pod_requests(&spec, true),
+            requests: pod_requests(spec, false),
+            non_zero: pod_requests(spec, true),
             host_ports,
             node_selector: spec.node_selector.clone().unwrap_or_default(),
             required_node_affinity: na
