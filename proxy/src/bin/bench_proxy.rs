@@ -2,15 +2,18 @@
 //! one run: the first full sync (with the kernel state unknown), one endpoint change (only
 //! the changed service re-rendered, only its chains / map elements applied; many rounds,
 //! p50/p99/max, with the median split into plan, render, script and iptables-restore/nft),
-//! a sync with nothing changed, and a forced full resync, for N services × M endpoints,
-//! each mode and size inside a private network namespace of its own (the host's rules are
-//! never touched). Needs root, iptables and nft.
+//! a sync with nothing changed (the same objects: what a Node update costs), and a forced full
+//! resync, for N services × M endpoints, each mode and size inside a private network
+//! namespace of its own (the host's rules are never touched). Needs root, iptables and nft.
+//! A one-change time is the whole `Proxier::sync` (plan, render, script, apply, conntrack),
+//! from the snapshot to the rule being live.
 //!
 //! `bench-proxy [--services N,N...] [--endpoints M] [--rounds R] [--modes iptables,nftables]
 //! [--verbose]` (`--dump-nft PATH` writes the nftables mode's first full script for the first
-//! size instead) (default 1000,10000 services × 2 endpoints, 50 rounds, both modes). Every 10th service is
-//! a NodePort, every 7th has ClientIP affinity, every 5th is a LoadBalancer with
-//! externalTrafficPolicy Local, every 11th is UDP, so the sync exercises every rule shape.
+//! size instead) (default 1000,10000 services × 2 endpoints, 50 rounds, both modes;
+//! `--verbose` prints every round). Every 10th service is a NodePort, every 7th has ClientIP
+//! affinity, every 5th is a LoadBalancer with externalTrafficPolicy Local, every 11th is UDP,
+//! so the sync exercises every rule shape.
 
 use std::collections::BTreeMap;
 use std::process::Command;
