@@ -91,7 +91,9 @@ fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
 /// The conflist for `cidr`: bridge + host-local + portmap, pretty-printed with a trailing
 /// newline. `data_dir` is host-local's allocation directory; it lives under the kubelet's root
 /// dir so several kubelets on one machine (simulated nodes) never share IP allocations.
-pub fn render(cidr: &Cidr, masquerade: bool, data_dir: &Path) -> String {
+/// Pods' outbound masquerade is not the bridge's (`ipMasq` is off): the kubelet installs one
+/// rule set per node CIDR instead (see `masquerade.rs`), which costs nothing per sandbox.
+pub fn render(cidr: &Cidr, data_dir: &Path) -> String {
     let default_route = if cidr.addr.is_ipv4() {
         "0.0.0.0/0"
     } else {
@@ -105,7 +107,7 @@ pub fn render(cidr: &Cidr, masquerade: bool, data_dir: &Path) -> String {
                 "type": "bridge",
                 "bridge": BRIDGE,
                 "isGateway": true,
-                "ipMasq": masquerade,
+                "ipMasq": false,
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
@@ -129,14 +131,9 @@ pub fn render(cidr: &Cidr, masquerade: bool, data_dir: &Path) -> String {
 /// Write `<dir>/10-kubrs.conflist` for `pod_cidr` if its content differs from what is there.
 /// Returns whether the file was (re)written. An invalid CIDR is an `InvalidInput` error naming
 /// the problem; `dir` is created if missing.
-pub fn write_config(
-    dir: &Path,
-    pod_cidr: &str,
-    masquerade: bool,
-    data_dir: &Path,
-) -> io::Result<bool> {
+pub fn write_config(dir: &Path, pod_cidr: &str, data_dir: &Path) -> io::Result<bool> {
     let cidr = Cidr::parse(pod_cidr).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let content = render(&cidr, masquerade, data_dir);
+    let content = render(&cidr, data_dir);
     let path = dir.join(CONFLIST_FILE);
     match std::fs::read(&path) {
         Ok(old) if old == content.as_bytes() => return Ok(false),
@@ -195,7 +192,7 @@ mod tests {
     #[test]
     fn conflist_is_bridge_hostlocal_portmap_without_loopback_or_promisc() {
         let c = Cidr::parse("10.244.3.0/24").unwrap();
-        let v: Value = serde_json::from_str(&render(&c, true, Path::new("/k/cni"))).unwrap();
+        let v: Value = serde_json::from_str(&render(&c, Path::new("/k/cni"))).unwrap();
         assert_eq!(v["cniVersion"], "1.0.0");
         assert_eq!(v["name"], "kubrs");
         let plugins = v["plugins"].as_array().unwrap();
@@ -208,7 +205,7 @@ mod tests {
         assert_eq!(b["bridge"], "cni0");
         assert_eq!(b["isGateway"], true);
         assert_eq!(b["hairpinMode"], true);
-        assert_eq!(b["ipMasq"], true);
+        assert_eq!(b["ipMasq"], false);
         assert!(b.get("promiscMode").is_none());
         assert_eq!(b["ipam"]["type"], "host-local");
         assert_eq!(b["ipam"]["ranges"][0][0]["subnet"], "10.244.3.0/24");
@@ -218,7 +215,7 @@ mod tests {
         assert_eq!(plugins[1]["snat"], true);
 
         let v6 = Cidr::parse("fd00:1::/64").unwrap();
-        let v: Value = serde_json::from_str(&render(&v6, false, Path::new("/d"))).unwrap();
+        let v: Value = serde_json::from_str(&render(&v6, Path::new("/d"))).unwrap();
         assert_eq!(v["plugins"][0]["ipMasq"], false);
         assert_eq!(v["plugins"][0]["ipam"]["routes"][0]["dst"], "::/0");
     }
@@ -228,10 +225,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("net.d");
         let data = dir.path().join("ipam");
-        assert!(write_config(&conf, "10.244.1.0/24", true, &data).unwrap());
-        assert!(!write_config(&conf, "10.244.1.0/24", true, &data).unwrap());
-        assert!(write_config(&conf, "10.244.2.0/24", true, &data).unwrap());
-        assert!(write_config(&conf, "10.244.2.0/24", false, &data).unwrap());
+        assert!(write_config(&conf, "10.244.1.0/24", &data).unwrap());
+        assert!(!write_config(&conf, "10.244.1.0/24", &data).unwrap());
+        assert!(write_config(&conf, "10.244.2.0/24", &data).unwrap());
         let v: Value =
             serde_json::from_str(&std::fs::read_to_string(conf.join(CONFLIST_FILE)).unwrap())
                 .unwrap();
@@ -251,7 +247,7 @@ mod tests {
     #[test]
     fn invalid_cidr_is_invalid_input_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let e = write_config(dir.path(), "10.244.1.1/24", true, dir.path()).unwrap_err();
+        let e = write_config(dir.path(), "10.244.1.1/24", dir.path()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         assert!(e.to_string().contains("not a network address"), "{e}");
         assert!(!dir.path().join(CONFLIST_FILE).exists());

@@ -89,7 +89,8 @@ pub struct Args {
     /// Pod CIDR for a standalone node (normally the controller-manager assigns spec.podCIDR).
     #[arg(long)]
     pub pod_cidr: Option<String>,
-    /// Masquerade traffic from pods leaving the pod network (the CNI bridge's ipMasq).
+    /// Masquerade traffic from pods leaving the pod network: one iptables chain for the node's
+    /// podCIDR (`KUBE-POD-MASQ-*` in nat POSTROUTING), not the CNI bridge's per-pod ipMasq.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub pod_masquerade: bool,
     /// Root of the cgroup hierarchy for pods (`/kubepods/...` is created under it).

@@ -15,6 +15,7 @@ pub mod config;
 pub mod cri;
 pub mod images;
 pub mod logs;
+pub mod masquerade;
 pub mod node;
 pub mod pleg;
 pub mod pods;

@@ -1005,6 +1005,9 @@ struct StatusState {
     last_report: Option<Instant>,
     node_uid: Option<String>,
     cni_error: Option<String>,
+    /// The CIDR whose masquerade rules are installed, and the last error installing them.
+    masquerade: Option<cni::Cidr>,
+    masquerade_error: Option<String>,
 }
 
 /// Registers the node, renews its Lease, reports its status, and publishes its podCIDR.
@@ -1222,14 +1225,44 @@ impl NodeAgent {
             .await
     }
 
+    /// Pods' outbound masquerade for `cidr` (once per CIDR; a changed CIDR replaces the old
+    /// rules). Errors are logged once each and retried at the next observation.
+    fn ensure_masquerade(&self, st: &mut StatusState, cidr: &str) {
+        let Ok(cidr) = cni::Cidr::parse(cidr) else {
+            return; // write_config reports the invalid CIDR
+        };
+        if st.masquerade == Some(cidr) {
+            return;
+        }
+        if let Some(old) = st.masquerade.take() {
+            crate::masquerade::remove(&old);
+        }
+        match crate::masquerade::ensure(&cidr) {
+            Ok(()) => {
+                tracing::info!(%cidr, chain = %crate::masquerade::chain(&cidr), "pod masquerade rules installed");
+                st.masquerade = Some(cidr);
+                st.masquerade_error = None;
+            }
+            Err(e) => {
+                if st.masquerade_error.as_deref() != Some(e.as_str()) {
+                    tracing::error!(%cidr, error = %e, "cannot install pod masquerade rules");
+                    st.masquerade_error = Some(e);
+                }
+            }
+        }
+    }
+
     /// Make sure the CNI configuration matches the effective podCIDR, then publish it (so a
     /// receiver seeing a CIDR can rely on the configuration being in place).
     fn observe_pod_cidr(&self, node: &Node) {
         let cidr = effective_pod_cidr(Some(node), self.config.pod_cidr.as_deref());
         if let (Some(cidr), Some(dir)) = (&cidr, &self.config.cni_conf_dir) {
             let data_dir = self.config.root_dir.join("cni").join("networks");
-            let res = cni::write_config(dir, cidr, self.config.pod_masquerade, &data_dir);
+            let res = cni::write_config(dir, cidr, &data_dir);
             let mut st = self.state.lock().unwrap();
+            if self.config.pod_masquerade {
+                self.ensure_masquerade(&mut st, cidr);
+            }
             match res {
                 Ok(true) => {
                     st.cni_error = None;

@@ -282,6 +282,9 @@ impl Env {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         self.stop_kubelet().await;
+        // The kubelet leaves its pod masquerade rules in place when it stops (pods outlive it);
+        // the test's node goes, so they go too.
+        kubelet::masquerade::remove(&kubelet::cni::Cidr::parse(POD_CIDR).unwrap());
         for m in crate::containerd::mounts_under(&self.dir.path().join("kubelet")) {
             let _ = std::process::Command::new("umount")
                 .arg("-l")

@@ -89,6 +89,26 @@ async fn pods_run_serve_and_report_status() {
     let body = http_get(&format!("{ip}:80"), "/").await;
     assert!(body.contains("Welcome to nginx"), "{body}");
 
+    // Pods' outbound masquerade: one chain for the node's CIDR, no per-pod CNI chain.
+    let nat = std::process::Command::new("iptables-save")
+        .args(["-t", "nat"])
+        .output()
+        .unwrap();
+    let nat = String::from_utf8_lossy(&nat.stdout);
+    let cidr = kubelet::cni::Cidr::parse("10.244.77.0/24").unwrap();
+    let chain = kubelet::masquerade::chain(&cidr);
+    assert!(nat.contains(&format!("-A {chain} -j MASQUERADE")), "{nat}");
+    assert!(
+        nat.lines()
+            .any(|l| l.starts_with("-A POSTROUTING -s 10.244.77.0/24")
+                && l.ends_with(&format!("-j {chain}"))),
+        "{nat}"
+    );
+    assert!(
+        !nat.contains(&format!("-s {ip}/32")),
+        "per-pod masquerade: {nat}"
+    );
+
     // kubectl shows it like upstream.
     let out = env
         .cluster

@@ -56,6 +56,8 @@ impl Env {
             root.join("net.d").display().to_string(),
             "--node-status-update-frequency".into(),
             "500ms".into(),
+            // No pods run here: no masquerade rules in the host's nat table.
+            "--pod-masquerade=false".into(),
         ];
         argv.extend(extra.iter().map(|s| s.to_string()));
         let config = kubelet::Config::try_from(<kubelet::Args as clap::Parser>::parse_from(argv))

@@ -28,6 +28,7 @@ use serde_json::json;
 use tests::containerd::{image_bundle, ContainerdProcess};
 
 const NODE: &str = "bench-node";
+const BENCH_POD_CIDR: &str = "10.244.99.0/24";
 const IMAGE: &str = "docker.io/library/busybox:latest";
 
 struct Proc {
@@ -78,7 +79,11 @@ fn spawn(name: &'static str, args: &[String], log: &Path) -> Result<Proc> {
     }
     let child = tokio::process::Command::new(&bin)
         .args(args)
-        .env("RUST_LOG", "warn")
+        // BENCH_RUST_LOG (e.g. `kubelet=debug`) to study a run; BENCH_KEEP=1 keeps the logs.
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         // As deploy/cluster.sh runs them: two glibc malloc arenas instead of eight per core,
         // and a fixed mmap threshold.
         .env("MALLOC_ARENA_MAX", "2")
@@ -99,6 +104,74 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     }
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
     v[i]
+}
+
+/// CPU seconds a process has used (user + system, from `/proc/<pid>/stat`).
+fn proc_cpu_s(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name's closing parenthesis: utime is the 12th, stime
+            // the 13th.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+        })
+        .map_or(0.0, |ticks| ticks / 100.0)
+}
+
+/// CPU seconds the whole machine has been busy (`/proc/stat`).
+fn machine_busy_s() -> f64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let f: Vec<f64> = s
+                .lines()
+                .next()?
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            // user, nice, system, irq, softirq (not idle, iowait, steal; guest time is
+            // already in user).
+            Some(f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)?)
+        })
+        .map_or(0.0, |ticks| ticks / 100.0)
+}
+
+/// CPU used during a phase: by the whole machine and by each named process.
+struct CpuUse {
+    start_machine: f64,
+    start: Vec<(String, u32, f64)>,
+}
+
+impl CpuUse {
+    fn start(procs: &[(String, u32)]) -> Self {
+        CpuUse {
+            start_machine: machine_busy_s(),
+            start: procs
+                .iter()
+                .map(|(n, pid)| (n.clone(), *pid, proc_cpu_s(*pid)))
+                .collect(),
+        }
+    }
+
+    /// "total 9.1 s: containerd 2.0, kubelet 0.4, ..., rest (shims, runc, CNI, this bench) 5.1".
+    fn report(&self) -> String {
+        let total = machine_busy_s() - self.start_machine;
+        let mut named = 0.0;
+        let mut parts = Vec::new();
+        for (n, pid, t0) in &self.start {
+            let d = proc_cpu_s(*pid) - t0;
+            named += d;
+            parts.push(format!("{n} {d:.2}"));
+        }
+        format!(
+            "machine {total:.2} s CPU: {}, rest (shims, runc, CNI plugins, this bench) {:.2}",
+            parts.join(", "),
+            total - named
+        )
+    }
 }
 
 fn all_started(p: &Pod) -> bool {
@@ -325,6 +398,9 @@ async fn main() -> Result<()> {
     }
     let tmp = tempfile::tempdir()?;
     let d = tmp.path();
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        eprintln!("logs kept in {}", d.display());
+    }
     let bundle = tokio::task::spawn_blocking(image_bundle).await?;
     let containerd = ContainerdProcess::start(&d.join("containerd"))?;
     containerd.import_dir(&bundle)?;
@@ -397,7 +473,7 @@ async fn main() -> Result<()> {
             "--cni-conf-dir".into(),
             containerd.cni_conf_dir.display().to_string(),
             "--pod-cidr".into(),
-            "10.244.99.0/24".into(),
+            BENCH_POD_CIDR.into(),
             "--node-ip".into(),
             "127.0.0.1".into(),
             "--address".into(),
@@ -408,7 +484,16 @@ async fn main() -> Result<()> {
             "0".into(),
             "--client-ca-file".into(),
             d.join("apiserver/pki/ca.crt").display().to_string(),
-        ],
+        ]
+        .into_iter()
+        // BENCH_KUBELET_ARGS: extra kubelet flags, to compare settings.
+        .chain(
+            std::env::var("BENCH_KUBELET_ARGS")
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(String::from),
+        )
+        .collect::<Vec<String>>(),
         &d.join("kubelet.log"),
     )?);
     if bin_dir().join("proxy").is_file() {
@@ -455,7 +540,16 @@ async fn main() -> Result<()> {
 
     let rt: Arc<RemoteRuntime> = Arc::new(RemoteRuntime::connect(&containerd.endpoint()).await?);
     let mut floor = raw_cri(&rt, 10, &d.join("raw-logs")).await?;
+    let cpu_procs: Vec<(String, u32)> = std::iter::once(("containerd".to_string(), containerd.pid))
+        .chain(
+            procs
+                .iter()
+                .filter_map(|p| Some((p.name.to_string(), p.child.id()?))),
+        )
+        .collect();
+    let cpu = CpuUse::start(&cpu_procs);
     let raw_burst = raw_cri_burst(&rt, 30, &d.join("raw-logs")).await?;
+    let raw_burst_cpu = cpu.report();
 
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
     // Warm-up (first sandbox pays one-time costs).
@@ -469,8 +563,10 @@ async fn main() -> Result<()> {
     }
     let names: Vec<String> = (0..30).map(|i| format!("burst-{i}")).collect();
     let t = Instant::now();
+    let cpu = CpuUse::start(&cpu_procs);
     let burst = start_pods(&api, &names).await?;
     let burst_all = t.elapsed();
+    let burst_cpu = cpu.report();
     let mut burst_ms: Vec<f64> = burst.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
 
     // Idle with 30 pods: let status writes settle, then sample RSS.
@@ -496,6 +592,7 @@ async fn main() -> Result<()> {
         "  floor: raw CRI burst of 30 pods started concurrently: all started in {:.2} s",
         raw_burst.as_secs_f64()
     );
+    println!("    {raw_burst_cpu}");
     println!(
         "  single pods, create -> all containers started (watch)  p50 {:.0} ms  p99 {:.0} ms  (n=20; targets p50 <= 400 ms, p99 <= 1000 ms)",
         percentile(&mut single.clone(), 0.5),
@@ -507,6 +604,7 @@ async fn main() -> Result<()> {
         percentile(&mut burst_ms.clone(), 0.5),
         percentile(&mut burst_ms, 0.99)
     );
+    println!("    {burst_cpu}");
     println!("RSS idle with 30 pods (containerd excluded):");
     let mut total = 0;
     for (n, kib) in &rss {
@@ -548,10 +646,17 @@ async fn main() -> Result<()> {
     }
     drop(procs);
     drop(containerd);
+    kubelet::masquerade::remove(
+        &kubelet::cni::Cidr::parse(BENCH_POD_CIDR).map_err(anyhow::Error::msg)?,
+    );
     // The CNI bridge plugin created `cni0`; with every sandbox gone nothing uses it.
     let _ = std::process::Command::new("ip")
         .args(["link", "del", "cni0"])
         .stderr(Stdio::null())
         .status();
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        // Leave the directory (logs) behind on purpose.
+        let _ = tmp.keep();
+    }
     Ok(())
 }
