@@ -40,7 +40,18 @@ pub fn plan(
     config: &RenderConfig,
 ) -> Plan {
     let mut warnings = Vec::new();
-    let mut ports = model::all_service_ports(services, &mut warnings);
+    let ports = model::all_service_ports(services, &mut warnings);
+    plan_with_ports(ports, warnings, slices, config)
+}
+
+/// [`plan`] from the service ports [`model::all_service_ports`] gave for the Services (and
+/// its warnings), when the caller kept them from Services that have not changed since.
+pub fn plan_with_ports(
+    mut ports: Vec<ServicePort>,
+    mut warnings: Vec<Warning>,
+    slices: &[Arc<EndpointSlice>],
+    config: &RenderConfig,
+) -> Plan {
     if !config.sctp {
         ports.retain(|sp| {
             let keep = sp.key.protocol != Protocol::Sctp;

@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::dataplane::{Dataplane, DataplaneError, Flow, Routes};
-use crate::model::{PortKey, Warning};
+use crate::model::{self, PortKey, Warning};
 use crate::nftables;
 use crate::plan::{self, PortPlan};
 use crate::rules::{self, RenderConfig, Ruleset, UdpDestination};
@@ -316,12 +316,17 @@ impl Inputs {
     }
 
     fn same(&self, other: &Inputs) -> bool {
-        fn same<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
-            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
-        }
-        same(&self.services, &other.services) && same(&self.slices, &other.slices)
+        same_objects(&self.services, &other.services) && same_objects(&self.slices, &other.slices)
     }
 }
+
+/// The same objects (both sorted by address).
+fn same_objects<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
+}
+
+/// Services (sorted by address), and the service ports and warnings they gave.
+type KeptPorts = (Vec<Arc<Service>>, Vec<model::ServicePort>, Vec<Warning>);
 
 /// The stateful half of the proxy: what was applied, what was reported.
 pub struct Proxier<D: Dataplane> {
@@ -337,6 +342,9 @@ pub struct Proxier<D: Dataplane> {
     /// What the last successful sync was computed from, and its report (for a sync that
     /// finds the same objects: nothing to plan, render or apply).
     last: Option<(Inputs, SyncReport)>,
+    /// The service ports (and warnings) of the Services of the last sync, reused while the
+    /// same Service objects come back (endpoints change far more often than Services).
+    service_ports: Option<KeptPorts>,
 }
 
 impl<D: Dataplane> Proxier<D> {
@@ -350,6 +358,7 @@ impl<D: Dataplane> Proxier<D> {
             routes: None,
             reported: BTreeSet::new(),
             last: None,
+            service_ports: None,
         }
     }
 
@@ -388,7 +397,21 @@ impl<D: Dataplane> Proxier<D> {
             self.last = Some((before, r));
             return Ok(report);
         }
-        let plan = plan::plan(&snap.services, &snap.slices, &self.config.render);
+        let (ports, warnings) = match self.service_ports.take() {
+            Some((svcs, ports, warnings)) if same_objects(&svcs, &inputs.services) => {
+                let kept = (ports.clone(), warnings.clone());
+                self.service_ports = Some((svcs, ports, warnings));
+                kept
+            }
+            _ => {
+                let mut warnings = Vec::new();
+                let ports = model::all_service_ports(&inputs.services, &mut warnings);
+                self.service_ports =
+                    Some((inputs.services.clone(), ports.clone(), warnings.clone()));
+                (ports, warnings)
+            }
+        };
+        let plan = plan::plan_with_ports(ports, warnings, &snap.slices, &self.config.render);
         let plan_time = started.elapsed();
         let udp = plan::udp_state(&plan.ports);
         let mut report = SyncReport {
@@ -1038,6 +1061,12 @@ mod tests {
         snap.services[1] = Arc::new((*snap.services[1]).clone());
         let r = p.sync(&snap, false).unwrap();
         assert!(!r.restored && r.rerendered == 0);
+        // A changed Service is planned again (its ports are not the kept ones).
+        snap.services[1] = service("web", "10.96.0.21", "TCP");
+        let r = p.sync(&snap, false).unwrap();
+        assert!(r.restored && r.rerendered == 1);
+        let calls = dp.take_calls();
+        assert!(restores(&calls)[0].contains("-d 10.96.0.21"));
         // A forced full sync never takes the shortcut.
         assert!(p.sync(&snap, true).unwrap().restored);
     }
