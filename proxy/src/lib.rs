@@ -67,10 +67,16 @@ pub struct Args {
     /// Shortest time between two syncs (changes arriving faster are batched).
     #[arg(long, alias = "iptables-min-sync-period", default_value = "1s", value_parser = parse_duration)]
     pub min_sync_period: Duration,
-    /// Time between forced full syncs, which rewrite every rule (stretched to ten times the
-    /// last full sync's duration when that is longer, so big rulesets never resync non-stop).
+    /// Time between syncs when no change is reported (a sync that finds the same Services
+    /// and EndpointSlices plans and applies nothing); /healthz fails after two periods without
+    /// a successful sync.
     #[arg(long, alias = "iptables-sync-period", default_value = "30s", value_parser = parse_duration)]
     pub sync_period: Duration,
+    /// Time between forced full syncs, which rewrite every rule and so repair rules changed
+    /// behind the proxy's back (upstream's fixed one hour; stretched to ten times the last full
+    /// sync's duration when that is longer). Other syncs apply only what changed.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub full_sync_period: Duration,
     /// Address of /healthz (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:10256")]
     pub healthz_bind_address: String,
@@ -141,6 +147,8 @@ pub enum ConfigError {
     MasqueradeBit(u8),
     #[error("--min-sync-period ({0:?}) must not exceed --sync-period ({1:?}), which must be > 0")]
     Periods(Duration, Duration),
+    #[error("--full-sync-period must be > 0")]
+    FullSyncPeriod,
 }
 
 /// Validated settings.
@@ -153,6 +161,7 @@ pub struct Config {
     pub masquerade_bit: u8,
     pub min_sync_period: Duration,
     pub sync_period: Duration,
+    pub full_sync_period: Duration,
     pub healthz_bind_address: SocketAddr,
     pub metrics_bind_address: SocketAddr,
     pub pod_routes: bool,
@@ -187,6 +196,9 @@ impl TryFrom<Args> for Config {
         if a.sync_period.is_zero() || a.min_sync_period > a.sync_period {
             return Err(ConfigError::Periods(a.min_sync_period, a.sync_period));
         }
+        if a.full_sync_period.is_zero() {
+            return Err(ConfigError::FullSyncPeriod);
+        }
         Ok(Config {
             kubeconfig: a.kubeconfig,
             hostname_override: a.hostname_override.filter(|h| !h.trim().is_empty()),
@@ -195,6 +207,7 @@ impl TryFrom<Args> for Config {
             masquerade_bit: a.iptables_masquerade_bit,
             min_sync_period: a.min_sync_period,
             sync_period: a.sync_period,
+            full_sync_period: a.full_sync_period,
             healthz_bind_address,
             metrics_bind_address,
             pod_routes: a.pod_routes,
@@ -458,8 +471,9 @@ pub async fn start(
     })
 }
 
-/// The sync loop: waits for changes, batches them (`--min-sync-period`), forces a full sync
-/// every `--sync-period`, retries failures with exponential back-off.
+/// The sync loop: waits for changes, batches them (`--min-sync-period`), syncs at least every
+/// `--sync-period`, forces a full sync every `--full-sync-period`, retries failures with
+/// exponential back-off.
 struct Loop {
     config: Config,
     node: String,
@@ -490,7 +504,9 @@ impl Loop {
         let first_backoff = min.max(Duration::from_millis(100)).min(period);
         let mut backoff = first_backoff;
         let mut retry_at: Option<Instant> = None;
-        let mut next_full = Instant::now() + period;
+        let full_period = self.config.full_sync_period;
+        let mut next_full = Instant::now() + full_period;
+        let mut next_periodic = Instant::now() + period;
         let mut last_sync: Option<Instant> = None;
         let mut pending = true;
         loop {
@@ -499,7 +515,7 @@ impl Loop {
                 tokio::select! {
                     _ = token.cancelled() => break,
                     _ = self.notify.notified() => {}
-                    _ = tokio::time::sleep_until(next_full.into()), if retry_at.is_none() => {}
+                    _ = tokio::time::sleep_until(next_full.min(next_periodic).into()), if retry_at.is_none() => {}
                     _ = tokio::time::sleep_until(retry_at.unwrap_or(far).into()), if retry_at.is_some() => {}
                 }
             }
@@ -535,6 +551,7 @@ impl Loop {
             proxier = p;
             let took = started.elapsed();
             last_sync = Some(Instant::now());
+            next_periodic = Instant::now() + period;
             self.metrics.sync_duration.observe(took.as_secs_f64());
             match result {
                 Ok(report) => {
@@ -548,8 +565,8 @@ impl Loop {
                     if report.full {
                         // A full rewrite of a big ruleset is slow (iptables-nft: ~30 s for
                         // 10,000 services); never let resyncs take over 10% of the time.
-                        let interval = period.max(took * 10);
-                        if interval > period {
+                        let interval = full_period.max(took * 10);
+                        if interval > full_period {
                             tracing::info!(
                                 full_sync_ms = took.as_millis() as u64,
                                 next_in_s = interval.as_secs(),
@@ -679,6 +696,7 @@ mod tests {
         assert_eq!(c.cluster_cidr.unwrap().to_string(), "10.244.0.0/16");
         assert_eq!(c.min_sync_period, Duration::from_millis(250));
         assert_eq!(c.sync_period, Duration::from_secs(30));
+        assert_eq!(c.full_sync_period, Duration::from_secs(3600));
         assert!(c.pod_routes);
         assert_eq!(c.mode, sync::Mode::Iptables);
         assert_eq!(
@@ -692,6 +710,7 @@ mod tests {
         };
         assert!(bad(&["--cluster-cidr=10.244.0.0"]));
         assert!(bad(&["--min-sync-period=1m", "--sync-period=30s"]));
+        assert!(bad(&["--full-sync-period=0s"]));
         assert!(bad(&["--iptables-masquerade-bit=32"]));
         assert!(bad(&["--healthz-bind-address=localhost"]));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
@@ -729,7 +748,8 @@ mod tests {
         let lp = Loop {
             config: config(&[
                 "--min-sync-period=200ms",
-                "--sync-period=3s",
+                "--sync-period=1s",
+                "--full-sync-period=3s",
                 "--pod-routes=false",
             ]),
             node: "node-a".into(),
@@ -779,7 +799,8 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(restores(&dp.take_calls()), 0);
-        // The periodic full resync rewrites everything, once per period.
+        // Periodic syncs (every second) find nothing to do; the full resync rewrites
+        // everything, once per --full-sync-period.
         tokio::time::sleep(Duration::from_millis(3000)).await;
         assert_eq!(restores(&dp.take_calls()), 1);
         token.cancel();

@@ -9,7 +9,7 @@
 //! only their chains and elements (in the iptables mode plus the fixed chains such as
 //! `KUBE-SERVICES` when a changed port's rules in them changed), so an unchanged snapshot
 //! applies nothing and one endpoint change costs one port's rules. A full sync (start, every
-//! `--sync-period`, after a failure) rewrites every chain and, when the kernel state is not
+//! `--full-sync-period`, after a failure) rewrites every chain and, when the kernel state is not
 //! known (start, failure), first reads `iptables-save` to delete chains of ours left from an
 //! earlier run, or recreates the nftables table. A failed partial apply is followed at once by
 //! such a full sync. Decisions are pure functions ([`stale_flows`], [`desired_routes`],
