@@ -1016,7 +1016,7 @@ async fn proxyable_hostname(host: &str) -> Result<(), String> {
 /// A client configuration that checks the handshake signatures but not the server's
 /// certificate chain or name.
 fn unverified_client_config(identity: Option<(&str, &str)>) -> Result<Arc<ClientConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = component_base::tls::provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .dangerous()

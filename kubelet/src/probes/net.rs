@@ -87,7 +87,7 @@ fn insecure_tls(h2: bool) -> Arc<ClientConfig> {
     static H2: OnceLock<Arc<ClientConfig>> = OnceLock::new();
     let cell = if h2 { &H2 } else { &HTTP1 };
     cell.get_or_init(|| {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = component_base::tls::provider();
         let mut config = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .expect("the ring provider supports the default protocol versions")

@@ -160,7 +160,7 @@ impl Endpoint {
 
     /// An endpoint that trusts any server certificate and presents none: only for `/readyz`.
     pub fn insecure(addr: SocketAddr) -> Result<Self> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = component_base::tls::provider();
         let config = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?
             .dangerous()
