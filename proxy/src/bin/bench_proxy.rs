@@ -10,8 +10,9 @@
 //!
 //! `bench-proxy [--services N,N...] [--endpoints M] [--rounds R] [--modes iptables,nftables]
 //! [--verbose]` (`--dump-nft PATH` writes the nftables mode's first full script for the first
-//! size instead) (default 1000,10000 services × 2 endpoints, 50 rounds, both modes;
-//! `--verbose` prints every round). Every 10th service is a NodePort, every 7th has ClientIP
+//! size instead, `--dump-iptables PATH` the iptables mode's full restore text, to time
+//! `iptables-restore --noflush` on by hand) (default 1000,10000 services × 2 endpoints, 50
+//! rounds, both modes; `--verbose` prints every round). Every 10th service is a NodePort, every 7th has ClientIP
 //! affinity, every 5th is a LoadBalancer with externalTrafficPolicy Local, every 11th is UDP,
 //! so the sync exercises every rule shape.
 
@@ -315,6 +316,22 @@ fn main() -> anyhow::Result<()> {
         };
         let r = proxy::nftables::render(&services, &slices, &config);
         std::fs::write(&path, proxy::nftables::script(&r.rules, None, false))?;
+        println!("wrote {path}");
+        return Ok(());
+    }
+    if let Some(path) = arg_text("--dump-iptables") {
+        // The iptables mode's full restore text for the first size (as a full sync with no
+        // chains of ours in the kernel writes it), to study `iptables-restore`.
+        let n = sizes[0];
+        let services: Vec<Arc<Service>> = (0..n).map(|i| Arc::new(service(i))).collect();
+        let slices: Vec<Arc<EndpointSlice>> = (0..n).map(|i| Arc::new(slice(i, m, 0))).collect();
+        let config = RenderConfig {
+            node_name: "bench".into(),
+            cluster_cidr: Cidr::parse("10.244.0.0/16"),
+            ..Default::default()
+        };
+        let r = proxy::rules::render(&services, &slices, &config);
+        std::fs::write(&path, proxy::rules::restore_text(&r.rules, None, &[]))?;
         println!("wrote {path}");
         return Ok(());
     }
