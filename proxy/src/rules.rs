@@ -345,6 +345,7 @@ pub fn render(
     for p in &plan.ports {
         rules.merge(&render_port(p, config));
     }
+    order_by_target(&mut rules);
     rules.merge(&tail());
     Rendered {
         rules,
@@ -386,6 +387,29 @@ pub fn fixed(config: &RenderConfig) -> Ruleset {
     rs.nat(KUBE_MARK_MASQ)
         .push(format!("-j MARK --or-mark {mark:#x}"));
     rs
+}
+
+/// Order the rules of nat `KUBE-SERVICES` and `KUBE-NODEPORTS` (before [`tail`] is added) by
+/// the chain they jump to, descending (stable, so a port's rules keep their order).
+///
+/// Each rule there matches one service port's own destination, so their order among ports
+/// carries no meaning (upstream writes them in Go map order), but it decides what
+/// `iptables-restore` costs with the nf_tables backend: iptables 1.8.9 keeps every chain and
+/// jump-target name of a restore in a sorted linked list and walks it from the start for each
+/// command, so rewriting `KUBE-SERVICES` with 12,000 jumps in service-name order (targets in
+/// hash order) walks ~57 million nodes (3.0 s at 10,000 services), and in descending target
+/// order each new name goes near the front (4 million nodes, 0.9 s).
+pub fn order_by_target(rs: &mut Ruleset) {
+    fn target(rule: &str) -> &str {
+        rule.rsplit_once(" -j ")
+            .map(|(_, t)| t.split_whitespace().next().unwrap_or_default())
+            .unwrap_or_default()
+    }
+    for chain in [KUBE_SERVICES, KUBE_NODEPORTS] {
+        if let Some(rules) = rs.nat.chains.get_mut(chain) {
+            rules.sort_by(|a, b| target(b).cmp(target(a)));
+        }
+    }
 }
 
 /// What follows every service port's rules: local destinations go on to the node ports

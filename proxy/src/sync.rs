@@ -489,6 +489,7 @@ impl<D: Dataplane> Proxier<D> {
                 for (_, frag) in re.ports.values() {
                     f.merge(&frag.select(true));
                 }
+                rules::order_by_target(&mut f);
                 f.merge(&rules::tail());
                 f
             }

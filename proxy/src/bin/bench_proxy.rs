@@ -156,6 +156,7 @@ struct Figures {
     changes: Vec<Duration>,
     /// Medians of the one-change syncs' parts: plan, render, script, restore/nft, unchanged sync.
     parts: [Duration; 5],
+    added: Duration,
     forced_full: Duration,
 }
 
@@ -267,6 +268,26 @@ fn bench(mode: Mode, n: usize, m: usize, rounds: usize, verbose: bool) -> anyhow
         ms(parts[3]),
         ms(parts[4])
     );
+    // A new service: its rules go into the fixed chains, so nat `KUBE-SERVICES` (one rule per
+    // destination of every service) is rewritten whole.
+    let mut services = services.clone();
+    services.push(Arc::new(service(n)));
+    slices.push(Arc::new(slice(n, m, 0)));
+    let snap = |slices: &Vec<Arc<EndpointSlice>>| Snapshot {
+        services: services.clone(),
+        slices: slices.clone(),
+        nodes: vec![],
+    };
+    let t = Instant::now();
+    let r = proxier.sync(&snap(&slices), false)?;
+    let added = t.elapsed();
+    assert!(r.restored && !r.full);
+    println!(
+        "  one service added (fixed chains rewritten): {} ({tool} {}, {} KiB)",
+        ms(added),
+        ms(r.restore_time),
+        r.restore_bytes / 1024
+    );
     let t = Instant::now();
     let full = proxier.sync(&snap(&slices), true)?;
     let forced_full = t.elapsed();
@@ -282,6 +303,7 @@ fn bench(mode: Mode, n: usize, m: usize, rounds: usize, verbose: bool) -> anyhow
         first_full,
         changes,
         parts,
+        added,
         forced_full,
     })
 }
@@ -343,26 +365,28 @@ fn main() -> anyhow::Result<()> {
     }
     println!("\nsummary ({m} endpoints per service, {rounds} one-change rounds):");
     println!(
-        "  {:<9} {:>9} {:>16} {:>15} {:>15} {:>15} {:>18}",
+        "  {:<9} {:>9} {:>16} {:>15} {:>15} {:>15} {:>14} {:>18}",
         "mode",
         "services",
         "first full sync",
         "one change p50",
         "one change p99",
         "one change max",
+        "service added",
         "forced full resync"
     );
     for f in &all {
         let mut c = f.changes.clone();
         c.sort();
         println!(
-            "  {:<9} {:>9} {:>16} {:>15} {:>15} {:>15} {:>18}",
+            "  {:<9} {:>9} {:>16} {:>15} {:>15} {:>15} {:>14} {:>18}",
             format!("{:?}", f.mode).to_lowercase(),
             f.services,
             ms(f.first_full),
             ms(percentile(&c, 50.0)),
             ms(percentile(&c, 99.0)),
             ms(*c.last().expect("rounds >= 1")),
+            ms(f.added),
             ms(f.forced_full)
         );
     }

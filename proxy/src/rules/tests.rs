@@ -506,8 +506,8 @@ fn cases() -> Vec<Case> {
             want: r#"
                 nat -A KUBE-SERVICES -m comment --comment "ns2/dns:dns cluster IP" -m udp -p udp -d 10.96.0.10 --dport 53 -j KUBE-SVC-P2PEPPDBVJT3HIZY
                 nat -A KUBE-SERVICES -m comment --comment "ns2/dns:dns-tcp cluster IP" -m tcp -p tcp -d 10.96.0.10 --dport 53 -j KUBE-SVC-IEA4NUIZNX7PDRM7
-                nat -A KUBE-SERVICES -m comment --comment "ns2/dns:sctp cluster IP" -m sctp -p sctp -d 10.96.0.10 --dport 9999 -j KUBE-SVC-BZ6SXA4ZHVDNFRNS
                 nat -A KUBE-SERVICES -m comment --comment "ns2/plain cluster IP" -m tcp -p tcp -d 10.96.0.11 --dport 80 -j KUBE-SVC-CVO7T7MMEN57LYCD
+                nat -A KUBE-SERVICES -m comment --comment "ns2/dns:sctp cluster IP" -m sctp -p sctp -d 10.96.0.10 --dport 9999 -j KUBE-SVC-BZ6SXA4ZHVDNFRNS
                 nat -A KUBE-SEP-4GIMOMTATLA6AF2T -m comment --comment ns2/dns:dns -s 10.244.1.10 -j KUBE-MARK-MASQ
                 nat -A KUBE-SEP-4GIMOMTATLA6AF2T -m comment --comment ns2/dns:dns -m udp -p udp -j DNAT --to-destination 10.244.1.10:5353
                 nat -A KUBE-SEP-LJ7IFMPRAEUJG4MP -m comment --comment ns2/plain -s 10.244.1.11 -j KUBE-MARK-MASQ
@@ -545,6 +545,64 @@ fn rendered_rules_per_service_feature() {
         }
     }
     assert!(failed.is_empty(), "rules differ:\n{}", failed.join("\n\n"));
+}
+
+#[test]
+fn nat_service_and_node_port_rules_go_by_jump_target_descending_the_tail_last() {
+    // The order that keeps iptables-restore (nf_tables backend) from walking its sorted list
+    // of chain names from the start for every rule (`order_by_target`).
+    let services: Vec<_> = (0..12)
+        .map(|i| {
+            with_spec(
+                svc(
+                    "ns1",
+                    &format!("s{i}"),
+                    &format!("10.96.1.{i}"),
+                    &[("p80", 80, "TCP")],
+                ),
+                |s| {
+                    if i % 3 == 0 {
+                        s.type_ = Some("NodePort".into());
+                        s.ports.as_mut().unwrap()[0].node_port = Some(30000 + i);
+                        s.external_ips = Some(vec![format!("192.168.0.{i}")]);
+                    }
+                },
+            )
+        })
+        .collect();
+    let slices: Vec<_> = (0..12)
+        .map(|i| {
+            slice(
+                "ns1",
+                &format!("s{i}"),
+                "a",
+                &[("p80", 8080, "TCP")],
+                &[ready(&format!("10.244.1.{i}"))],
+            )
+        })
+        .collect();
+    let r = run(services, slices);
+    let target = |rule: &String| rule.rsplit_once(" -j ").unwrap().1.to_string();
+    let svcs = r.rules.nat.rules(KUBE_SERVICES).unwrap();
+    let (tail, rest) = svcs.split_last().unwrap();
+    assert!(tail.ends_with("-j KUBE-NODEPORTS"), "{tail}");
+    assert_eq!(rest.len(), 16);
+    let targets: Vec<String> = rest.iter().map(target).collect();
+    let mut sorted = targets.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(targets, sorted);
+    let nodeports: Vec<String> = r
+        .rules
+        .nat
+        .rules(KUBE_NODEPORTS)
+        .unwrap()
+        .iter()
+        .map(target)
+        .collect();
+    assert_eq!(nodeports.len(), 4);
+    let mut sorted = nodeports.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(nodeports, sorted);
 }
 
 #[test]
