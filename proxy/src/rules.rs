@@ -734,6 +734,46 @@ pub fn restore_text(
     out
 }
 
+/// One part of a full sync split over several restores (`sync::FULL_SYNC_PART_PORTS`): the
+/// own chains of some service ports, each declared right before its rules, endpoint chains
+/// first, then `KUBE-SVL-`, `KUBE-SVC-` and `KUBE-EXT-` chains (so every jump target is
+/// declared before the jump), each kind by name descending; with `lead`, its
+/// `KUBE-MARK-MASQ` first (the fixed chain the parts jump to). iptables 1.8.9 (nf_tables)
+/// inserts each chain and jump-target name of a restore into a sorted linked list walked from
+/// the start, so names arriving in descending order go in near the front.
+pub fn part_text(frags: &[&Ruleset], lead: Option<&Ruleset>) -> String {
+    const KINDS: [&str; 4] = ["KUBE-SEP-", "KUBE-SVL-", "KUBE-SVC-", "KUBE-EXT-"];
+    let kind = |c: &str| {
+        KINDS
+            .iter()
+            .position(|k| c.starts_with(k))
+            .unwrap_or(KINDS.len())
+    };
+    let mut chains: Vec<(&str, &[String])> = frags
+        .iter()
+        .flat_map(|f| {
+            f.nat
+                .chains
+                .iter()
+                .filter(|(c, _)| !f.nat.fixed.contains(&c.as_str()))
+                .map(|(c, r)| (c.as_str(), r.as_slice()))
+        })
+        .collect();
+    chains.sort_by(|a, b| kind(a.0).cmp(&kind(b.0)).then(b.0.cmp(a.0)));
+    let lead = lead
+        .and_then(|l| l.nat.rules(KUBE_MARK_MASQ))
+        .map(|r| (KUBE_MARK_MASQ, r));
+    let mut out = String::from("*nat\n");
+    for (c, rules) in lead.into_iter().chain(chains) {
+        let _ = writeln!(out, ":{c} - [0:0]");
+        for r in rules {
+            let _ = writeln!(out, "-A {c} {r}");
+        }
+    }
+    out.push_str("COMMIT\n");
+    out
+}
+
 /// A rule in a built-in chain that sends traffic to one of ours (ensured with `iptables -C`
 /// / `-I`, never through restore, so other programs' rules there are untouched).
 #[derive(Clone, Debug, PartialEq, Eq)]
