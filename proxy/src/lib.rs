@@ -441,6 +441,7 @@ pub async fn start(
                 masquerade_all: config.masquerade_all,
                 masquerade_bit: config.masquerade_bit,
                 sctp: true,
+                large_cluster: false,
             },
             pod_routes: config.pod_routes,
             mode: config.mode,

@@ -95,6 +95,20 @@ pub struct RenderConfig {
     pub masquerade_bit: u8,
     /// Whether SCTP service ports are programmed (off after the kernel refused them).
     pub sctp: bool,
+    /// Upstream's large-cluster mode (more than [`LARGE_CLUSTER_ENDPOINTS`] endpoints in all,
+    /// decided from the plan by [`render`] and the sync): the rules of endpoint chains and the
+    /// service-to-endpoint rules go without their `-m comment` (upstream: "only used for
+    /// debugging"); the rules in the fixed chains and the cluster-IP masquerade keep theirs.
+    pub large_cluster: bool,
+}
+
+/// Upstream's `largeClusterEndpointsThreshold`: above this many endpoints (summed over every
+/// service port), [`RenderConfig::large_cluster`].
+pub const LARGE_CLUSTER_ENDPOINTS: usize = 1000;
+
+/// Whether `ports` make a large cluster ([`LARGE_CLUSTER_ENDPOINTS`]).
+pub fn is_large_cluster(ports: &[PortPlan]) -> bool {
+    ports.iter().map(|p| p.endpoints.len()).sum::<usize>() > LARGE_CLUSTER_ENDPOINTS
 }
 
 impl Default for RenderConfig {
@@ -105,6 +119,7 @@ impl Default for RenderConfig {
             masquerade_all: false,
             masquerade_bit: 14,
             sctp: true,
+            large_cluster: false,
         }
     }
 }
@@ -341,6 +356,10 @@ pub fn render(
     config: &RenderConfig,
 ) -> Rendered {
     let plan = plan::plan(services, slices, config);
+    let config = &RenderConfig {
+        large_cluster: is_large_cluster(&plan.ports),
+        ..config.clone()
+    };
     let mut rules = fixed(config);
     for p in &plan.ports {
         rules.merge(&render_port(p, config));
@@ -570,27 +589,36 @@ fn write_port(rs: &mut Ruleset, p: &PortPlan, config: &RenderConfig) {
     }
 
     if d.uses_cluster_chain {
-        service_to_endpoints(rs, sp, &name, &cluster_chain, &d.cluster_eps);
+        service_to_endpoints(rs, sp, &name, &cluster_chain, &d.cluster_eps, config);
     }
     if d.uses_local_chain {
-        service_to_endpoints(rs, sp, &name, &local_chain, &d.local_eps);
+        service_to_endpoints(rs, sp, &name, &local_chain, &d.local_eps, config);
     }
 
     // Endpoint chains.
     for ep in d.all_eps {
         let chain = sep_chain(&sp.key, ep);
-        let c = comment(&name);
+        let c = debug_comment(config, &name);
         let sep = rs.nat(&chain);
-        sep.push(format!("{c} -s {} -j {KUBE_MARK_MASQ}", ep.ip));
+        sep.push(format!("{c}-s {} -j {KUBE_MARK_MASQ}", ep.ip));
         let affinity = if sp.affinity_timeout.is_some() {
-            format!(" -m recent --name {chain} --set")
+            format!("-m recent --name {chain} --set ")
         } else {
             String::new()
         };
         sep.push(format!(
-            "{c}{affinity} {pm} -j DNAT --to-destination {}",
+            "{c}{affinity}{pm} -j DNAT --to-destination {}",
             ep.addr()
         ));
+    }
+}
+
+/// A comment and a space, or nothing in [`RenderConfig::large_cluster`] mode.
+fn debug_comment(config: &RenderConfig, text: &str) -> String {
+    if config.large_cluster {
+        String::new()
+    } else {
+        format!("{} ", comment(text))
     }
 }
 
@@ -602,28 +630,29 @@ fn service_to_endpoints(
     name: &str,
     chain: &str,
     eps: &[&Endpoint],
+    config: &RenderConfig,
 ) {
     let rules = rs.nat(chain);
     if let Some(timeout) = sp.affinity_timeout {
         for ep in eps {
             let sep = sep_chain(&sp.key, ep);
             rules.push(format!(
-                "{} -m recent --name {sep} --rcheck --seconds {timeout} --reap -j {sep}",
-                comment(&format!("{name} -> {}", ep.addr()))
+                "{}-m recent --name {sep} --rcheck --seconds {timeout} --reap -j {sep}",
+                debug_comment(config, &format!("{name} -> {}", ep.addr()))
             ));
         }
     }
     let n = eps.len();
     for (i, ep) in eps.iter().enumerate() {
         let sep = sep_chain(&sp.key, ep);
-        let c = comment(&format!("{name} -> {}", ep.addr()));
+        let c = debug_comment(config, &format!("{name} -> {}", ep.addr()));
         if i + 1 < n {
             rules.push(format!(
-                "{c} -m statistic --mode random --probability {} -j {sep}",
+                "{c}-m statistic --mode random --probability {} -j {sep}",
                 probability(n - i)
             ));
         } else {
-            rules.push(format!("{c} -j {sep}"));
+            rules.push(format!("{c}-j {sep}"));
         }
     }
 }

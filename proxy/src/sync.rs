@@ -489,10 +489,21 @@ impl<D: Dataplane> Proxier<D> {
         let kernel_unknown = self.ipt.is_none();
         report.full = full || kernel_unknown;
         let t = Instant::now();
-        let (prev, prev_fixed) = match self.ipt.take() {
+        let (mut prev, prev_fixed) = match self.ipt.take() {
             Some(s) => (s.ports, Some(s.fixed)),
             None => (Ports::new(), None),
         };
+        // Crossing upstream's large-cluster threshold changes every port's rules (comments):
+        // a full sync, with the applied chains as the ones to compare against.
+        let mut applied_before: Vec<(String, String)> = Vec::new();
+        let large = rules::is_large_cluster(&plan);
+        if large != self.config.render.large_cluster {
+            self.config.render.large_cluster = large;
+            report.full = true;
+            for (_, (_, frag)) in std::mem::take(&mut prev) {
+                applied_before.extend(frag.nat.chain_names().map(|c| ("nat".into(), c.into())));
+            }
+        }
         let config = self.config.render.clone();
         let re = rerender(prev, plan, |p| rules::render_port(p, &config));
         report.rerendered = re.changed.len();
@@ -542,6 +553,7 @@ impl<D: Dataplane> Proxier<D> {
                 for frag in applied {
                     existing.extend(frag.nat.chain_names().map(|c| ("nat".into(), c.into())));
                 }
+                existing.extend(applied_before);
             }
             if re.ports.len() <= self.part_ports {
                 let mut desired = fixed.clone();
@@ -1132,6 +1144,41 @@ mod tests {
         }
         assert!(!want.contains_key(&("nat".to_string(), "KUBE-SVC-OLDOLDOLDOLDOLDO".to_string())));
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn crossing_the_large_cluster_threshold_rewrites_everything_once() {
+        let dp = Recording::new();
+        let mut p = proxier(&dp);
+        let mut snap = three_services();
+        p.sync(&snap, false).unwrap();
+        dp.take_calls();
+        let ips: Vec<String> = (0..1001)
+            .map(|i| format!("10.245.{}.{}", i / 250, i % 250 + 1))
+            .collect();
+        let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+        snap.slices[1] = slice("web", "TCP", &ips);
+        let r = p.sync(&snap, false).unwrap();
+        assert!(r.full && r.restored && r.rerendered == 3);
+        let calls = dp.take_calls();
+        let texts = restores(&calls);
+        let text = texts.concat();
+        // Every port's endpoint rules lost their comments, dns's too (unchanged otherwise).
+        let dns_sep = text
+            .lines()
+            .find(|l| l.contains("DNAT --to-destination 10.244.1.5:5353"))
+            .unwrap();
+        assert!(dns_sep.starts_with("-A KUBE-SEP-") && !dns_sep.contains("comment"));
+        assert!(text.contains("-m comment --comment \"default/dns:p cluster IP\""));
+        // Back under the threshold: comments again, everywhere.
+        snap.slices[1] = slice("web", "TCP", &["10.244.1.6"]);
+        let r = p.sync(&snap, false).unwrap();
+        assert!(r.full && r.rerendered == 3);
+        let text = restores(&dp.take_calls()).concat();
+        assert!(text
+            .lines()
+            .filter(|l| l.starts_with("-A KUBE-SEP-"))
+            .all(|l| l.contains("-m comment")));
     }
 
     /// Three services; `web` and `api` share an endpoint IP (one `hairpin-endpoints` element).

@@ -947,3 +947,70 @@ fn udp_destinations_follow_reachable_endpoints() {
         ["10.244.1.10"]
     );
 }
+
+#[test]
+fn large_cluster_mode_drops_the_endpoint_and_balancing_comments_only() {
+    // The sticky service of the per-feature cases, with 1,001 endpoints in all (one more than
+    // upstream's largeClusterEndpointsThreshold) from a second service's slice.
+    let sticky = with_spec(
+        svc("ns1", "sticky", "10.96.0.50", &[("p80", 80, "TCP")]),
+        |s| {
+            s.session_affinity = Some("ClientIP".into());
+            s.session_affinity_config = Some(SessionAffinityConfig {
+                client_ip: Some(ClientIPConfig {
+                    timeout_seconds: Some(600),
+                }),
+            });
+        },
+    );
+    let t80: &[(&str, i32, &str)] = &[("p80", 8080, "TCP")];
+    let many: Vec<String> = (0..999)
+        .map(|i| format!("10.245.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    let many_eps: Vec<Ep> = many.iter().map(|ip| ready(ip)).collect();
+    let slices = |extra: &[Ep]| {
+        vec![
+            slice(
+                "ns1",
+                "sticky",
+                "a",
+                t80,
+                &[ready("10.244.1.5"), ready("10.244.2.5")],
+            ),
+            slice("ns1", "big", "a", t80, extra),
+        ]
+    };
+    let big = svc("ns1", "big", "10.96.0.51", &[("p80", 80, "TCP")]);
+    let sticky_rules = |r: &Rendered| -> Vec<String> {
+        service_rules(r)
+            .into_iter()
+            .filter(|l| {
+                l.contains("ns1/sticky")
+                    || l.contains("KUBE-SEP-2LSVRRQHRN4MZPOY")
+                    || l.contains("KUBE-SEP-5ZSXIG2445CQQ2HW")
+                    || l.contains("KUBE-SVC-F7REZHQFGEE5SPJR")
+            })
+            .collect()
+    };
+
+    // 1,000 endpoints: not yet large; the rules are the per-feature case's.
+    let r = run(vec![sticky.clone(), big.clone()], slices(&many_eps[..998]));
+    assert!(sticky_rules(&r).iter().all(|l| l.contains("-m comment")));
+
+    let r = run(vec![sticky, big], slices(&many_eps));
+    let want = lines(
+        r#"
+        nat -A KUBE-SERVICES -m comment --comment "ns1/sticky:p80 cluster IP" -m tcp -p tcp -d 10.96.0.50 --dport 80 -j KUBE-SVC-F7REZHQFGEE5SPJR
+        nat -A KUBE-SEP-2LSVRRQHRN4MZPOY -s 10.244.2.5 -j KUBE-MARK-MASQ
+        nat -A KUBE-SEP-2LSVRRQHRN4MZPOY -m recent --name KUBE-SEP-2LSVRRQHRN4MZPOY --set -m tcp -p tcp -j DNAT --to-destination 10.244.2.5:8080
+        nat -A KUBE-SEP-5ZSXIG2445CQQ2HW -s 10.244.1.5 -j KUBE-MARK-MASQ
+        nat -A KUBE-SEP-5ZSXIG2445CQQ2HW -m recent --name KUBE-SEP-5ZSXIG2445CQQ2HW --set -m tcp -p tcp -j DNAT --to-destination 10.244.1.5:8080
+        nat -A KUBE-SVC-F7REZHQFGEE5SPJR -m comment --comment "ns1/sticky:p80 cluster IP" -m tcp -p tcp -d 10.96.0.50 --dport 80 ! -s 10.244.0.0/16 -j KUBE-MARK-MASQ
+        nat -A KUBE-SVC-F7REZHQFGEE5SPJR -m recent --name KUBE-SEP-5ZSXIG2445CQQ2HW --rcheck --seconds 600 --reap -j KUBE-SEP-5ZSXIG2445CQQ2HW
+        nat -A KUBE-SVC-F7REZHQFGEE5SPJR -m recent --name KUBE-SEP-2LSVRRQHRN4MZPOY --rcheck --seconds 600 --reap -j KUBE-SEP-2LSVRRQHRN4MZPOY
+        nat -A KUBE-SVC-F7REZHQFGEE5SPJR -m statistic --mode random --probability 0.5000000000 -j KUBE-SEP-5ZSXIG2445CQQ2HW
+        nat -A KUBE-SVC-F7REZHQFGEE5SPJR -j KUBE-SEP-2LSVRRQHRN4MZPOY
+        "#,
+    );
+    assert_eq!(sticky_rules(&r), want);
+}
