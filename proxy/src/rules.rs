@@ -813,6 +813,21 @@ pub struct JumpRule {
     pub args: Vec<String>,
 }
 
+impl JumpRule {
+    /// The rule as `iptables -S` prints it (arguments with spaces quoted).
+    pub fn save_line(&self) -> String {
+        let mut line = format!("-A {}", self.chain);
+        for a in &self.args {
+            if a.contains(' ') {
+                let _ = write!(line, " \"{a}\"");
+            } else {
+                let _ = write!(line, " {a}");
+            }
+        }
+        line
+    }
+}
+
 fn jump(
     table: &'static str,
     chain: &'static str,

@@ -1014,3 +1014,16 @@ fn large_cluster_mode_drops_the_endpoint_and_balancing_comments_only() {
     );
     assert_eq!(sticky_rules(&r), want);
 }
+
+#[test]
+fn jump_rules_as_iptables_lists_them() {
+    let lines: Vec<String> = jump_rules().iter().map(JumpRule::save_line).collect();
+    assert_eq!(
+        lines[0],
+        "-A INPUT -m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES"
+    );
+    assert_eq!(
+        lines[7],
+        "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING"
+    );
+}
