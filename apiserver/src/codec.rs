@@ -608,7 +608,10 @@ mod tests {
         q.add(&["spec", "nodeName"]);
         q.add(&["spec"]);
         q.add(&["spec", "hostNetwork"]);
-        assert_eq!(q.decode(&bytes).unwrap(), json!({"spec": obj["spec"].clone()}));
+        assert_eq!(
+            q.decode(&bytes).unwrap(),
+            json!({"spec": obj["spec"].clone()})
+        );
         assert!(q.decode(b"{\"spec\": ").is_err());
         assert_eq!(Projection::default().decode(&bytes).unwrap(), obj);
     }

@@ -1440,7 +1440,11 @@ mod tests {
             assert!(w.object.pointer("/metadata/resourceVersion").is_some());
         };
         let ns = reg
-            .create(&target("Namespace", None), json!({"metadata": {"name": "d"}}), &o)
+            .create(
+                &target("Namespace", None),
+                json!({"metadata": {"name": "d"}}),
+                &o,
+            )
             .await
             .unwrap();
         same(&ns);

@@ -199,8 +199,8 @@ pub async fn start(
         // Objects served as stored (no conversion, plain object rendering) are written from
         // the stored bytes, and selectors read only the fields they name: no event is decoded
         // and re-encoded in full per watcher.
-        let fast = r.render == As::Object
-            && !super::conversion::needs_conversion(t.resource, &t.version);
+        let fast =
+            r.render == As::Object && !super::conversion::needs_conversion(t.resource, &t.version);
         let projection = selector_projection(t.resource, &p.list);
         loop {
             tokio::select! {
@@ -307,10 +307,7 @@ fn fast_event(
             // An undecodable object is skipped, as the full decode skipped it.
             let now_match = matches(&ev.value)?;
             event_kind(ev, now_match, || {
-                ev.prev_value
-                    .as_deref()
-                    .and_then(matches)
-                    .unwrap_or(false)
+                ev.prev_value.as_deref().and_then(matches).unwrap_or(false)
             })
         }
     }?;
@@ -331,11 +328,13 @@ fn slow_event(
 ) -> Option<Bytes> {
     let decode = |b: &[u8]| -> Option<Value> {
         let v = crate::codec::decode_stored(b, ev.revision).ok()?;
-        Some(if super::conversion::needs_conversion(t.resource, &t.version) {
-            super::conversion::from_storage(t.resource, &t.version, v)
-        } else {
-            v
-        })
+        Some(
+            if super::conversion::needs_conversion(t.resource, &t.version) {
+                super::conversion::from_storage(t.resource, &t.version, v)
+            } else {
+                v
+            },
+        )
     };
     let obj = decode(&ev.value)?;
     let now_match = reg.matches(t.resource, &obj, sel);
@@ -413,7 +412,10 @@ mod tests {
             (None, Some("spec.nodeName=n1")),
             (None, Some("spec.nodeName=")),
             (None, Some("status.phase!=Succeeded,status.phase!=Failed")),
-            (Some("app"), Some("metadata.name=p,spec.schedulerName=default-scheduler")),
+            (
+                Some("app"),
+                Some("metadata.name=p,spec.schedulerName=default-scheduler"),
+            ),
         ];
         let evs = [
             event(EventType::Added, &pending, None),
@@ -435,7 +437,12 @@ mod tests {
                     b.as_ref()
                         .map(|b| serde_json::from_slice::<Value>(b).unwrap())
                 };
-                assert_eq!(parse(&fast), parse(&slow), "{label:?} {field:?} {:?}", ev.event_type);
+                assert_eq!(
+                    parse(&fast),
+                    parse(&slow),
+                    "{label:?} {field:?} {:?}",
+                    ev.event_type
+                );
                 assert!(fast.as_ref().is_none_or(|b| b.ends_with(b"\n")));
             }
         }

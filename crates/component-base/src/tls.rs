@@ -272,7 +272,9 @@ mod tests {
         let names = |aes_hw: bool| {
             let mut v = rustls::crypto::ring::default_provider().cipher_suites;
             v.sort_by_key(|s| suite_rank(s, aes_hw));
-            v.iter().map(|s| format!("{:?}", s.suite())).collect::<Vec<_>>()
+            v.iter()
+                .map(|s| format!("{:?}", s.suite()))
+                .collect::<Vec<_>>()
         };
         let hw = names(true);
         assert_eq!(
@@ -285,6 +287,9 @@ mod tests {
         );
         let soft = names(false);
         assert_eq!(soft[0], "TLS13_CHACHA20_POLY1305_SHA256");
-        assert!(soft[3..].iter().all(|n| !n.starts_with("TLS13")), "{soft:?}");
+        assert!(
+            soft[3..].iter().all(|n| !n.starts_with("TLS13")),
+            "{soft:?}"
+        );
     }
 }

@@ -533,7 +533,10 @@ mod tests {
         );
         let s = score_all(&PodTopologySpread, &owned("p", "rs-1", None), &c);
         let score = |n: &str| s.iter().find(|(m, _)| m == n).unwrap().1;
-        assert!(score("b1") > score("a2"), "zone b is emptier for rs-1: {s:?}");
+        assert!(
+            score("b1") > score("a2"),
+            "zone b is emptier for rs-1: {s:?}"
+        );
         assert!(score("a2") > score("a1"), "a2 holds no rs-1 pod: {s:?}");
         assert_eq!(score("b1"), MAX_NODE_SCORE, "{s:?}");
         // An owner with no placed pod sees every node as empty.

@@ -211,11 +211,7 @@ impl FieldSet {
             // only the first time.
             [first, rest @ ..] => match self.children.get_mut(first) {
                 Some(child) => child.insert(rest),
-                None => self
-                    .children
-                    .entry(first.clone())
-                    .or_default()
-                    .insert(rest),
+                None => self.children.entry(first.clone()).or_default().insert(rest),
             },
         }
     }
