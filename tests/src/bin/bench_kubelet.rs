@@ -622,6 +622,16 @@ async fn main() -> Result<()> {
     }
     drop(procs);
     drop(containerd);
+    // The proxy ran in this network namespace and was killed: remove its rules, as
+    // `cluster.sh down` does.
+    let proxy = bin_dir().join("proxy");
+    if proxy.is_file() {
+        let _ = std::process::Command::new(proxy)
+            .arg("--cleanup")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
     kubelet::masquerade::remove(
         &kubelet::cni::Cidr::parse(BENCH_POD_CIDR).map_err(anyhow::Error::msg)?,
     );
