@@ -193,7 +193,9 @@ fn bench(mode: Mode, n: usize, m: usize, rounds: usize, verbose: bool) -> anyhow
             pod_routes: false,
             mode,
         },
-    );
+    )
+    // --part-ports N: service ports per iptables-restore of a split full sync (to tune it).
+    .with_part_ports(arg("--part-ports", proxy::sync::FULL_SYNC_PART_PORTS));
     let snap = |slices: &Vec<Arc<EndpointSlice>>| Snapshot {
         services: services.clone(),
         slices: slices.clone(),
