@@ -180,16 +180,11 @@ fn bench(mode: Mode, n: usize, m: usize, rounds: usize, verbose: bool) -> anyhow
             .success(),
         "ip netns add failed (root needed)"
     );
-    let services: Vec<Arc<Service>> = (0..n).map(|i| Arc::new(service(i))).collect();
-    let mut slices: Vec<Arc<EndpointSlice>> = (0..n).map(|i| Arc::new(slice(i, m, 0))).collect();
+    let (services, mut slices) = inputs(n, m);
     let mut proxier = Proxier::new(
         System::new(Some(ns.0.clone())),
         SyncConfig {
-            render: RenderConfig {
-                node_name: "bench".into(),
-                cluster_cidr: Cidr::parse("10.244.0.0/16"),
-                ..Default::default()
-            },
+            render: render_config(),
             pod_routes: false,
             mode,
         },
@@ -310,6 +305,23 @@ fn bench(mode: Mode, n: usize, m: usize, rounds: usize, verbose: bool) -> anyhow
     })
 }
 
+/// The benchmark's `n` Services with `m` endpoints each (one EndpointSlice per Service).
+fn inputs(n: usize, m: usize) -> (Vec<Arc<Service>>, Vec<Arc<EndpointSlice>>) {
+    (
+        (0..n).map(|i| Arc::new(service(i))).collect(),
+        (0..n).map(|i| Arc::new(slice(i, m, 0))).collect(),
+    )
+}
+
+/// The benchmark node's render configuration.
+fn render_config() -> RenderConfig {
+    RenderConfig {
+        node_name: "bench".into(),
+        cluster_cidr: Cidr::parse("10.244.0.0/16"),
+        ..Default::default()
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let sizes: Vec<usize> = arg_text("--services")
         .unwrap_or_else(|| "1000,10000".into())
@@ -331,13 +343,8 @@ fn main() -> anyhow::Result<()> {
     if let Some(path) = arg_text("--dump-nft") {
         // The nftables mode's first full sync script for the first size, to study `nft -f`.
         let n = sizes[0];
-        let services: Vec<Arc<Service>> = (0..n).map(|i| Arc::new(service(i))).collect();
-        let slices: Vec<Arc<EndpointSlice>> = (0..n).map(|i| Arc::new(slice(i, m, 0))).collect();
-        let config = RenderConfig {
-            node_name: "bench".into(),
-            cluster_cidr: Cidr::parse("10.244.0.0/16"),
-            ..Default::default()
-        };
+        let (services, slices) = inputs(n, m);
+        let config = render_config();
         let r = proxy::nftables::render(&services, &slices, &config);
         std::fs::write(&path, proxy::nftables::script(&r.rules, None, false))?;
         println!("wrote {path}");
@@ -347,13 +354,8 @@ fn main() -> anyhow::Result<()> {
         // The iptables mode's full restore text for the first size (as a full sync with no
         // chains of ours in the kernel writes it), to study `iptables-restore`.
         let n = sizes[0];
-        let services: Vec<Arc<Service>> = (0..n).map(|i| Arc::new(service(i))).collect();
-        let slices: Vec<Arc<EndpointSlice>> = (0..n).map(|i| Arc::new(slice(i, m, 0))).collect();
-        let config = RenderConfig {
-            node_name: "bench".into(),
-            cluster_cidr: Cidr::parse("10.244.0.0/16"),
-            ..Default::default()
-        };
+        let (services, slices) = inputs(n, m);
+        let config = render_config();
         let r = proxy::rules::render(&services, &slices, &config);
         std::fs::write(&path, proxy::rules::restore_text(&r.rules, None, &[]))?;
         println!("wrote {path}");
