@@ -53,6 +53,10 @@ pub struct Args {
     /// Extra key prefix in etcd before `/registry` (to share one etcd between clusters).
     #[arg(long, default_value = "")]
     pub etcd_prefix: String,
+    /// Serve LISTs from an in-memory watch cache of etcd (consistent reads from cache, as
+    /// upstream's --watch-cache). Only with --etcd-servers; the embedded store is in memory.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub watch_cache: bool,
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     pub bind_address: IpAddr,
@@ -118,6 +122,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub etcd_servers: Vec<String>,
     pub etcd_prefix: String,
+    pub watch_cache: bool,
     pub bind: SocketAddr,
     pub advertise: IpAddr,
     pub service_range: String,
@@ -218,6 +223,7 @@ impl TryFrom<Args> for Config {
                 .filter(|s| !s.is_empty())
                 .collect(),
             etcd_prefix: a.etcd_prefix,
+            watch_cache: a.watch_cache,
             bind: SocketAddr::new(a.bind_address, a.secure_port),
             advertise,
             service_range: a.service_cluster_ip_range,
@@ -257,6 +263,12 @@ async fn open_store(
             .with_context(|| format!("connecting to etcd at {}", c.etcd_servers.join(",")))?;
         // Like kube-apiserver: compact etcd history every 5 minutes, keeping one interval.
         s.spawn_compactor(std::time::Duration::from_secs(300), shutdown.clone());
+        if c.watch_cache {
+            return Ok(Arc::new(storage::cache::CachedStore::start(
+                s,
+                shutdown.clone(),
+            )));
+        }
         Ok(Arc::new(s))
     }
 }

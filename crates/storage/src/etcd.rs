@@ -174,6 +174,74 @@ impl EtcdStore {
         Ok(next)
     }
 
+    /// Every change in the whole etcd keyspace after `from_revision` (0 = from now), one item
+    /// per etcd watch response: the changes to this store's keys (prefix stripped, as
+    /// [`Storage::watch`] reports them) and the highest revision the response covers, which also
+    /// counts writes outside this store's prefix (other tenants of a shared etcd, the
+    /// compactor's key). Since every etcd revision is one write and every write is seen here,
+    /// a cache fed by this stream knows it has seen every change up to a revision read from
+    /// etcd as soon as the stream has reported that revision (see [`crate::cache`]).
+    pub async fn watch_keyspace(
+        &self,
+        from_revision: i64,
+    ) -> Result<BoxStream<'static, Result<Changes>>> {
+        let state = self.open_watch(vec![0], vec![0], from_revision, true).await?;
+        Ok(futures::stream::unfold(state, |mut state| async move {
+            let item = state.next().await?;
+            Some((item, state))
+        })
+        .boxed())
+    }
+
+    /// Starts an etcd watch on `[key, end)` after `from_revision` and waits until etcd has
+    /// registered it, so that setup errors surface now and a dropped stream never leaves a
+    /// half-created watcher behind.
+    async fn open_watch(
+        &self,
+        key: Vec<u8>,
+        end: Vec<u8>,
+        from_revision: i64,
+        whole_keyspace: bool,
+    ) -> Result<WatchState> {
+        let start_revision = match from_revision {
+            0 => self.current_revision().await? + 1,
+            r => r + 1,
+        };
+        let options = WatchOptions::new()
+            .with_range(end)
+            .with_start_revision(start_revision)
+            .with_prev_key();
+        let mut client = self.watch.clone();
+        let stream = self
+            .timed(client.watch(key, Some(options)))
+            .await
+            .map_err(map_err)?;
+        let mut state = WatchState {
+            store: self.clone(),
+            stream,
+            requested: start_revision - 1,
+            whole_keyspace,
+            pending: VecDeque::new(),
+            done: false,
+        };
+        match tokio::time::timeout(self.request_timeout, state.stream.message()).await {
+            Ok(Ok(Some(resp))) if resp.created() => state.handle(resp),
+            Ok(Ok(Some(resp))) => {
+                return Err(Error::Internal(format!(
+                    "etcd answered a watch request with {resp:?}"
+                )))
+            }
+            Ok(Ok(None)) => return Err(Error::Unavailable("etcd closed the watch stream".into())),
+            Ok(Err(e)) => return Err(map_err(e)),
+            Err(_) => {
+                return Err(Error::Unavailable(
+                    "timed out creating an etcd watch".into(),
+                ))
+            }
+        }
+        Ok(state)
+    }
+
     fn full_key(&self, key: &str) -> Vec<u8> {
         let mut full = Vec::with_capacity(self.prefix.len() + key.len());
         full.extend_from_slice(self.prefix.as_bytes());
@@ -438,47 +506,17 @@ impl Storage for EtcdStore {
         prefix: &str,
         from_revision: i64,
     ) -> Result<BoxStream<'static, Result<WatchEvent>>> {
-        let start_revision = match from_revision {
-            0 => self.current_revision().await? + 1,
-            r => r + 1,
-        };
         let (key, end) = self.prefix_range(prefix);
-        let options = WatchOptions::new()
-            .with_range(end)
-            .with_start_revision(start_revision)
-            .with_prev_key();
-        let mut client = self.watch.clone();
-        let stream = self
-            .timed(client.watch(key, Some(options)))
-            .await
-            .map_err(map_err)?;
-        let mut state = WatchState {
-            store: self.clone(),
-            stream,
-            requested: start_revision - 1,
-            pending: VecDeque::new(),
-            done: false,
-        };
-        // Wait until etcd has registered the watcher, so that setup errors surface now and a
-        // dropped stream never leaves a half-created watcher behind.
-        match tokio::time::timeout(self.request_timeout, state.stream.message()).await {
-            Ok(Ok(Some(resp))) if resp.created() => state.handle(resp),
-            Ok(Ok(Some(resp))) => {
-                return Err(Error::Internal(format!(
-                    "etcd answered a watch request with {resp:?}"
-                )))
-            }
-            Ok(Ok(None)) => return Err(Error::Unavailable("etcd closed the watch stream".into())),
-            Ok(Err(e)) => return Err(map_err(e)),
-            Err(_) => {
-                return Err(Error::Unavailable(
-                    "timed out creating an etcd watch".into(),
-                ))
-            }
-        }
+        let state = self.open_watch(key, end, from_revision, false).await?;
         Ok(futures::stream::unfold(state, |mut state| async move {
             let item = state.next().await?;
             Some((item, state))
+        })
+        .flat_map(|changes| {
+            futures::stream::iter(match changes {
+                Ok(changes) => changes.events.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            })
         })
         .boxed())
     }
@@ -523,19 +561,30 @@ impl Storage for EtcdStore {
     }
 }
 
-/// One watch: the etcd stream plus events decoded but not yet handed out.
+/// The changes of one etcd watch response (see [`EtcdStore::watch_keyspace`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// Changes to this store's keys, in revision order.
+    pub events: Vec<WatchEvent>,
+    /// The highest revision of any change in the response, inside the store's prefix or not.
+    pub revision: i64,
+}
+
+/// One watch: the etcd stream plus changes decoded but not yet handed out.
 struct WatchState {
     store: EtcdStore,
     stream: WatchStream,
     /// The `from_revision` the watch was asked for, for [`Error::Expired`].
     requested: i64,
-    pending: VecDeque<Result<WatchEvent>>,
+    /// The watch covers all of etcd: changes outside the store's prefix only count as revisions.
+    whole_keyspace: bool,
+    pending: VecDeque<Result<Changes>>,
     /// Set after an error: the error is the stream's last item.
     done: bool,
 }
 
 impl WatchState {
-    async fn next(&mut self) -> Option<Result<WatchEvent>> {
+    async fn next(&mut self) -> Option<Result<Changes>> {
         loop {
             if let Some(item) = self.pending.pop_front() {
                 return Some(item);
@@ -575,23 +624,38 @@ impl WatchState {
                 resp.cancel_reason()
             )));
         }
+        if resp.events().is_empty() {
+            return;
+        }
+        let mut changes = Changes {
+            events: Vec::with_capacity(resp.events().len()),
+            revision: 0,
+        };
         for event in resp.events() {
             match self.event(event) {
-                Ok(event) => self.pending.push_back(Ok(event)),
+                Ok((revision, event)) => {
+                    changes.revision = changes.revision.max(revision);
+                    changes.events.extend(event);
+                }
                 Err(e) => return self.fail(e),
             }
         }
+        self.pending.push_back(Ok(changes));
     }
 
-    fn event(&self, event: &etcd_client::Event) -> Result<WatchEvent> {
+    /// The revision of an etcd event and, if its key is the store's, the change it makes.
+    fn event(&self, event: &etcd_client::Event) -> Result<(i64, Option<WatchEvent>)> {
         let kv = event
             .kv()
             .ok_or_else(|| Error::Internal("etcd watch event without key-value".into()))?;
+        if self.whole_keyspace && !kv.key().starts_with(self.store.prefix.as_bytes()) {
+            return Ok((kv.mod_revision(), None));
+        }
         let key = self.store.user_key(kv.key())?;
         let prev_value = event
             .prev_kv()
             .map(|prev| Bytes::copy_from_slice(prev.value()));
-        Ok(match event.event_type() {
+        let change = match event.event_type() {
             EtcdEventType::Put => {
                 let added = kv.create_revision() == kv.mod_revision();
                 WatchEvent {
@@ -623,7 +687,8 @@ impl WatchState {
                     revision: kv.mod_revision(),
                 }
             }
-        })
+        };
+        Ok((kv.mod_revision(), Some(change)))
     }
 }
 

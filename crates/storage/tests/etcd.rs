@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use storage::cache::CachedStore;
 use storage::etcd::EtcdStore;
 use storage::testing::{EtcdProcess, StartError};
 use storage::{Error, EventType, ListOptions, Storage};
@@ -229,6 +230,110 @@ async fn missing_etcd_binary_is_reported_clearly() {
         .expect_err("no etcd there");
     assert!(matches!(err, StartError::MissingBinary(_)));
     assert!(err.to_string().contains("/nonexistent/etcd"), "{err}");
+}
+
+async fn cached(etcd: &EtcdProcess, prefix: &str, token: &CancellationToken) -> CachedStore {
+    let store = CachedStore::start(connect(etcd, prefix).await, token.clone());
+    assert!(
+        store.wait_ready(Duration::from_secs(10)).await,
+        "watch cache loaded"
+    );
+    store
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_etcd_passes_the_storage_conformance_suite() {
+    let etcd = etcd().await;
+    let token = CancellationToken::new();
+    let store = cached(&etcd, "", &token).await;
+    storage::conformance::run_all(&store).await;
+    assert!(
+        store.cache().hits() > 0,
+        "LISTs were served from the cache ({} misses)",
+        store.cache().misses()
+    );
+    token.cancel();
+}
+
+/// Read-your-writes through the cache: every LIST right after a write sees it, and is served
+/// from memory even when another store sharing the etcd wrote last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_lists_see_every_acknowledged_write_and_ignore_other_tenants() {
+    let etcd = etcd().await;
+    let token = CancellationToken::new();
+    let (a, other) = (
+        cached(&etcd, "/a", &token).await,
+        connect(&etcd, "/b").await,
+    );
+    let prefix = "/registry/configmaps/ns/";
+    let before = a.cache().hits();
+    for i in 0..200 {
+        let key = format!("{prefix}cm-{i:03}");
+        let rev = a.create(&key, Bytes::from(format!("v{i}"))).await.unwrap();
+        let listed = a.list(prefix, &ListOptions::default()).await.unwrap();
+        assert_eq!(listed.items.len(), i + 1, "list after create {i}");
+        assert!(listed.revision >= rev);
+        assert_eq!(listed.items.last().unwrap().key, key);
+        // Updates and deletes are seen as well.
+        let rev = a.update(&key, Bytes::from("changed"), rev).await.unwrap();
+        let listed = a.list(prefix, &ListOptions::default()).await.unwrap();
+        let last = listed.items.last().unwrap();
+        assert_eq!((last.value.as_ref(), last.mod_revision), (&b"changed"[..], rev));
+        // Another tenant of the etcd writes last: its revision is seen through the watch.
+        other
+            .create(&format!("{prefix}x-{i}"), Bytes::from("other"))
+            .await
+            .unwrap();
+        assert_eq!(
+            a.list(prefix, &ListOptions::default()).await.unwrap().items.len(),
+            i + 1
+        );
+    }
+    a.delete(&format!("{prefix}cm-000"), None).await.unwrap();
+    let listed = a.list(prefix, &ListOptions::default()).await.unwrap();
+    assert_eq!(listed.items.len(), 199);
+    assert_eq!(a.cache().hits() - before, 601, "misses: {}", a.cache().misses());
+
+    // Pages of one list: served from memory while nothing changed, by etcd after a change.
+    let first = a
+        .list(prefix, &ListOptions { limit: 50, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!((first.items.len(), first.remaining), (50, 149));
+    let next = ListOptions {
+        limit: 50,
+        start_after: Some(first.items[49].key.clone()),
+        revision: first.revision,
+    };
+    a.create(&format!("{prefix}zz"), Bytes::from("late")).await.unwrap();
+    let second = a.list(prefix, &next).await.unwrap();
+    assert_eq!((second.items.len(), second.remaining, second.revision), (50, 99, first.revision));
+    assert_eq!(second.items[0].key, format!("{prefix}cm-051"));
+    token.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_lists_fall_back_to_etcd_until_the_cache_is_reloaded() {
+    let mut etcd = etcd().await;
+    let token = CancellationToken::new();
+    let store = cached(&etcd, "", &token).await;
+    store
+        .create("/registry/pods/ns/p", Bytes::from("v"))
+        .await
+        .unwrap();
+    etcd.kill();
+    let err = store
+        .list("/registry/pods/", &ListOptions::default())
+        .await
+        .expect_err("etcd is gone");
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    // The cache's watch fails too: it stops answering rather than serving stale data.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while store.cache().revision().is_some() {
+        assert!(std::time::Instant::now() < deadline, "cache invalidated");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    token.cancel();
 }
 
 fn bench_value(i: usize) -> Bytes {
