@@ -53,6 +53,16 @@ pub struct Written {
     pub stored: Option<codec::Encoded>,
 }
 
+/// How one attempt of a read-modify-write ended.
+enum Attempt {
+    /// The store took the write.
+    Written(Written),
+    /// The answer needs no write (a no-op, a dry run).
+    Unwritten(Written),
+    /// Someone else wrote first: read again and retry.
+    Conflict,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatchType {
     Json,
@@ -676,12 +686,21 @@ impl Registry {
         let r = t.resource;
         let gr = r.group_resource();
         let key = self.key(t, name);
+        // Like upstream's cacher, the first attempt starts from the watch cache's copy (no
+        // read from etcd); the write's revision precondition catches a stale copy, and any
+        // answer that is not a write is decided again on a fresh read.
+        let mut cached = self.store.cached(&key);
         for _attempt in 0..100_000 {
-            let cur = self
-                .store
-                .get(&key)
-                .await
-                .map_err(|e| storage_err(gr, name, e))?;
+            let (cur, from_cache) = match cached.take() {
+                Some(kv) => (Some(kv), true),
+                None => (
+                    self.store
+                        .get(&key)
+                        .await
+                        .map_err(|e| storage_err(gr, name, e))?,
+                    false,
+                ),
+            };
             let Some(cur) = cur else {
                 let mut obj = mutate(None)?;
                 if !(apply || scope == Scope::Main && strategy::allow_create_on_update(r)) {
@@ -704,206 +723,219 @@ impl Registry {
                     w
                 });
             };
-            let old = self.decode(t, &cur)?;
-            let mut new = mutate(Some(&old))?;
-            self.check_identity(t, &mut new)?;
-            let warnings = self.check_fields(
-                t,
-                &mut new,
-                if apply {
-                    FieldValidation::Ignore
-                } else {
-                    o.field_validation
-                },
-            )?;
-            if name_of(&new) != name {
-                if name_of(&new).is_empty() {
-                    meta_mut(&mut new)
-                        .expect("object")
-                        .insert("name".into(), json!(name));
-                } else {
-                    return Err(ApiError::bad_request(format!(
+            let attempt: Result<Attempt, ApiError> = async {
+                let old = self.decode(t, &cur)?;
+                let mut new = mutate(Some(&old))?;
+                self.check_identity(t, &mut new)?;
+                let warnings = self.check_fields(
+                    t,
+                    &mut new,
+                    if apply {
+                        FieldValidation::Ignore
+                    } else {
+                        o.field_validation
+                    },
+                )?;
+                if name_of(&new) != name {
+                    if name_of(&new).is_empty() {
+                        meta_mut(&mut new)
+                            .expect("object")
+                            .insert("name".into(), json!(name));
+                    } else {
+                        return Err(ApiError::bad_request(format!(
                         "the name of the object ({}) does not match the name on the URL ({name})",
                         name_of(&new)
                     )));
+                    }
                 }
-            }
-            let precondition = meta_str(&new, "resourceVersion")
-                .filter(|v| !v.is_empty())
-                .map(String::from);
-            if let Some(rv) = &precondition {
-                if codec::parse_rv(rv)? != cur.mod_revision {
-                    return Err(ApiError::stale_resource_version(gr, name));
+                let precondition = meta_str(&new, "resourceVersion")
+                    .filter(|v| !v.is_empty())
+                    .map(String::from);
+                if let Some(rv) = &precondition {
+                    if codec::parse_rv(rv)? != cur.mod_revision {
+                        return Err(ApiError::stale_resource_version(gr, name));
+                    }
                 }
-            }
-            if let Some(uid) = meta_str(&new, "uid").filter(|u| !u.is_empty()) {
-                if Some(uid) != meta_str(&old, "uid") {
-                    return Err(ApiError::conflict(
-                        gr,
-                        name,
-                        &format!(
+                if let Some(uid) = meta_str(&new, "uid").filter(|u| !u.is_empty()) {
+                    if Some(uid) != meta_str(&old, "uid") {
+                        return Err(ApiError::conflict(
+                            gr,
+                            name,
+                            &format!(
                         "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
                         meta_str(&old, "uid").unwrap_or("")
                     ),
-                    ));
+                        ));
+                    }
                 }
-            }
-            // Fields only the server sets.
-            {
-                let om = old.get("metadata").cloned().unwrap_or_default();
-                let m = meta_mut(&mut new).expect("object");
-                for k in [
-                    "uid",
-                    "creationTimestamp",
-                    "deletionTimestamp",
-                    "deletionGracePeriodSeconds",
-                    "generation",
-                ] {
-                    match om.get(k) {
-                        Some(v) => m.insert(k.into(), v.clone()),
-                        None => m.remove(k),
-                    };
-                }
-                m.remove("resourceVersion");
-                if apply || !m.contains_key("managedFields") {
-                    if let Some(mf) = om.get("managedFields") {
-                        if !apply {
-                            m.insert("managedFields".into(), mf.clone());
+                // Fields only the server sets.
+                {
+                    let om = old.get("metadata").cloned().unwrap_or_default();
+                    let m = meta_mut(&mut new).expect("object");
+                    for k in [
+                        "uid",
+                        "creationTimestamp",
+                        "deletionTimestamp",
+                        "deletionGracePeriodSeconds",
+                        "generation",
+                    ] {
+                        match om.get(k) {
+                            Some(v) => m.insert(k.into(), v.clone()),
+                            None => m.remove(k),
+                        };
+                    }
+                    m.remove("resourceVersion");
+                    if apply || !m.contains_key("managedFields") {
+                        if let Some(mf) = om.get("managedFields") {
+                            if !apply {
+                                m.insert("managedFields".into(), mf.clone());
+                            }
                         }
                     }
                 }
-            }
-            strategy::prepare_for_update(r, scope, &mut new, &old);
-            if scope == Scope::Status {
-                self.check_fields(t, &mut new, FieldValidation::Ignore)?;
-            }
-            if strategy::tracks_generation(r) && spec_changed(&old, &new) {
-                let g = old
-                    .pointer("/metadata/generation")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0)
-                    + 1;
-                meta_mut(&mut new)
-                    .expect("object")
-                    .insert("generation".into(), json!(g));
-            }
-            self.default_and_validate(t, &mut new, Some(&old), scope)?;
-            if !apply {
-                self.managed_update(t, Some(&old), &mut new, &o.field_manager, scope);
-            }
-            // Deletion completes when the last finalizer goes.
-            let finalized = new.pointer("/metadata/deletionTimestamp").is_some()
-                && new
-                    .pointer("/metadata/finalizers")
-                    .and_then(Value::as_array)
-                    .is_none_or(|f| f.is_empty())
-                && !(r.kind == "Pod"
-                    && r.group.is_empty()
-                    && new
-                        .pointer("/metadata/deletionGracePeriodSeconds")
+                strategy::prepare_for_update(r, scope, &mut new, &old);
+                if scope == Scope::Status {
+                    self.check_fields(t, &mut new, FieldValidation::Ignore)?;
+                }
+                if strategy::tracks_generation(r) && spec_changed(&old, &new) {
+                    let g = old
+                        .pointer("/metadata/generation")
                         .and_then(Value::as_i64)
                         .unwrap_or(0)
-                        > 0)
-                && !(r.kind == "Namespace"
-                    && r.group.is_empty()
+                        + 1;
+                    meta_mut(&mut new)
+                        .expect("object")
+                        .insert("generation".into(), json!(g));
+                }
+                self.default_and_validate(t, &mut new, Some(&old), scope)?;
+                if !apply {
+                    self.managed_update(t, Some(&old), &mut new, &o.field_manager, scope);
+                }
+                // Deletion completes when the last finalizer goes.
+                let finalized = new.pointer("/metadata/deletionTimestamp").is_some()
                     && new
-                        .pointer("/spec/finalizers")
+                        .pointer("/metadata/finalizers")
                         .and_then(Value::as_array)
-                        .is_some_and(|f| !f.is_empty()));
-            let mut old_cmp = old.clone();
-            if let Some(m) = meta_mut(&mut old_cmp) {
-                m.remove("resourceVersion");
-            }
-            if !finalized && strip_mf_times(&old_cmp) == strip_mf_times(&new) {
-                // No-op: upstream does not write (and the resourceVersion stays).
-                return Ok(Written {
-                    object: old,
-                    created: false,
-                    warnings,
-                    stored: None,
-                });
-            }
-            let alloc = if r.group.is_empty()
-                && r.kind == "Service"
-                && scope == Scope::Main
-                && !o.dry_run
-            {
-                Some(
-                    self.alloc
-                        .allocate(&mut new, Some(&old))
-                        .map_err(|errs| ApiError::invalid(r.kind, r.group, name, &errs))?,
-                )
-            } else {
-                None
-            };
-            if o.dry_run {
-                if let Some(a) = alloc {
-                    a.rollback();
+                        .is_none_or(|f| f.is_empty())
+                    && !(r.kind == "Pod"
+                        && r.group.is_empty()
+                        && new
+                            .pointer("/metadata/deletionGracePeriodSeconds")
+                            .and_then(Value::as_i64)
+                            .unwrap_or(0)
+                            > 0)
+                    && !(r.kind == "Namespace"
+                        && r.group.is_empty()
+                        && new
+                            .pointer("/spec/finalizers")
+                            .and_then(Value::as_array)
+                            .is_some_and(|f| !f.is_empty()));
+                let mut old_cmp = old.clone();
+                if let Some(m) = meta_mut(&mut old_cmp) {
+                    m.remove("resourceVersion");
                 }
-                codec::set_rv(&mut new, cur.mod_revision);
-                return Ok(Written {
-                    object: new,
-                    created: false,
-                    warnings,
-                    stored: None,
-                });
-            }
-            if finalized {
-                if let Some(a) = alloc {
-                    a.rollback();
+                if !finalized && strip_mf_times(&old_cmp) == strip_mf_times(&new) {
+                    // No-op: upstream does not write (and the resourceVersion stays).
+                    return Ok(Attempt::Unwritten(Written {
+                        object: old,
+                        created: false,
+                        warnings,
+                        stored: None,
+                    }));
                 }
-                return match self.store.delete(&key, Some(cur.mod_revision)).await {
-                    Ok((_, rev)) => {
-                        if r.group.is_empty() && r.kind == "Service" {
-                            self.alloc.release(&old);
-                        }
-                        if r.group.is_empty() && r.kind == "Namespace" {
-                            self.namespaces.remove(name);
-                        }
-                        codec::set_rv(&mut new, rev);
-                        Ok(Written {
-                            object: new,
-                            created: false,
-                            warnings,
-                            stored: None,
-                        })
-                    }
-                    Err(storage::Error::Conflict { .. }) if precondition.is_none() => continue,
-                    Err(e) => Err(storage_err(gr, name, e)),
+                let alloc = if r.group.is_empty()
+                    && r.kind == "Service"
+                    && scope == Scope::Main
+                    && !o.dry_run
+                {
+                    Some(
+                        self.alloc
+                            .allocate(&mut new, Some(&old))
+                            .map_err(|errs| ApiError::invalid(r.kind, r.group, name, &errs))?,
+                    )
+                } else {
+                    None
                 };
-            }
-            let converted = conversion::needs_conversion(r, &t.version);
-            let value = if converted {
-                codec::encode_for_storage(&conversion::to_storage(r, &t.version, new.clone()))
-            } else {
-                codec::encode_for_storage(&new)
-            };
-            let stored = (!converted).then(|| value.clone());
-            match self.store.update(&key, value, cur.mod_revision).await {
-                Ok(rev) => {
+                if o.dry_run {
                     if let Some(a) = alloc {
-                        a.commit();
+                        a.rollback();
                     }
-                    codec::set_rv(&mut new, rev);
-                    return Ok(Written {
+                    codec::set_rv(&mut new, cur.mod_revision);
+                    return Ok(Attempt::Unwritten(Written {
                         object: new,
                         created: false,
                         warnings,
-                        stored: stored.map(|v| codec::Encoded::stored(v, rev)),
-                    });
+                        stored: None,
+                    }));
                 }
-                Err(storage::Error::Conflict { .. }) if precondition.is_none() => {
+                if finalized {
                     if let Some(a) = alloc {
                         a.rollback();
                     }
-                    continue;
+                    return match self.store.delete(&key, Some(cur.mod_revision)).await {
+                        Ok((_, rev)) => {
+                            if r.group.is_empty() && r.kind == "Service" {
+                                self.alloc.release(&old);
+                            }
+                            if r.group.is_empty() && r.kind == "Namespace" {
+                                self.namespaces.remove(name);
+                            }
+                            codec::set_rv(&mut new, rev);
+                            Ok(Attempt::Written(Written {
+                                object: new,
+                                created: false,
+                                warnings,
+                                stored: None,
+                            }))
+                        }
+                        Err(storage::Error::Conflict { .. }) if precondition.is_none() => {
+                            Ok(Attempt::Conflict)
+                        }
+                        Err(e) => Err(storage_err(gr, name, e)),
+                    };
                 }
-                Err(e) => {
-                    if let Some(a) = alloc {
-                        a.rollback();
+                let converted = conversion::needs_conversion(r, &t.version);
+                let value = if converted {
+                    codec::encode_for_storage(&conversion::to_storage(r, &t.version, new.clone()))
+                } else {
+                    codec::encode_for_storage(&new)
+                };
+                let stored = (!converted).then(|| value.clone());
+                match self.store.update(&key, value, cur.mod_revision).await {
+                    Ok(rev) => {
+                        if let Some(a) = alloc {
+                            a.commit();
+                        }
+                        codec::set_rv(&mut new, rev);
+                        Ok(Attempt::Written(Written {
+                            object: new,
+                            created: false,
+                            warnings,
+                            stored: stored.map(|v| codec::Encoded::stored(v, rev)),
+                        }))
                     }
-                    return Err(storage_err(gr, name, e));
+                    Err(storage::Error::Conflict { .. }) if precondition.is_none() => {
+                        if let Some(a) = alloc {
+                            a.rollback();
+                        }
+                        Ok(Attempt::Conflict)
+                    }
+                    Err(e) => {
+                        if let Some(a) = alloc {
+                            a.rollback();
+                        }
+                        Err(storage_err(gr, name, e))
+                    }
                 }
+            }
+            .await;
+            match attempt {
+                Ok(Attempt::Written(w)) => return Ok(w),
+                Ok(Attempt::Conflict) => continue,
+                // Decided on a cached copy that may be stale: decide again on a fresh read.
+                _ if from_cache => continue,
+                Ok(Attempt::Unwritten(w)) => return Ok(w),
+                Err(e) => return Err(e),
             }
         }
         Err(ApiError::conflict(
@@ -1135,24 +1167,44 @@ impl Registry {
                 None => None,
             },
         };
+        // As in update_with: start from the watch cache's copy; an answer that is not a write
+        // (a failed precondition, a deletion already in progress, a dry run) is decided again
+        // on a fresh read.
+        let mut cached = self.store.cached(&key);
         for _ in 0..100_000 {
-            let cur = self
-                .store
-                .get(&key)
-                .await
-                .map_err(|e| storage_err(gr, name, e))?
-                .ok_or_else(|| ApiError::not_found(gr, name))?;
-            let old = self.decode(t, &cur)?;
+            let (cur, from_cache) = match cached.take() {
+                Some(kv) => (kv, true),
+                None => (
+                    self.store
+                        .get(&key)
+                        .await
+                        .map_err(|e| storage_err(gr, name, e))?
+                        .ok_or_else(|| ApiError::not_found(gr, name))?,
+                    false,
+                ),
+            };
+            macro_rules! unwritten {
+                ($answer:expr) => {{
+                    if from_cache {
+                        continue;
+                    }
+                    return $answer;
+                }};
+            }
+            let old = match self.decode(t, &cur) {
+                Ok(old) => old,
+                Err(e) => unwritten!(Err(e)),
+            };
             if let Some(uid) = opts.pointer("/preconditions/uid").and_then(Value::as_str) {
                 if Some(uid) != meta_str(&old, "uid") {
-                    return Err(ApiError::conflict(
+                    unwritten!(Err(ApiError::conflict(
                         gr,
                         name,
                         &format!(
                         "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
                         meta_str(&old, "uid").unwrap_or("")
                     ),
-                    ));
+                    )));
                 }
             }
             if let Some(rv) = opts
@@ -1160,10 +1212,10 @@ impl Registry {
                 .and_then(Value::as_str)
             {
                 if codec::parse_rv(rv)? != cur.mod_revision {
-                    return Err(ApiError::conflict(gr, name, &format!(
+                    unwritten!(Err(ApiError::conflict(gr, name, &format!(
                         "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
                         cur.mod_revision
-                    )));
+                    ))));
                 }
             }
             let mut new = old.clone();
@@ -1208,7 +1260,7 @@ impl Registry {
                     .and_then(Value::as_i64);
                 if already && prev_grace.is_none_or(|p| grace >= p) && finalizers_unchanged {
                     // Nothing more to do: deletion already in progress.
-                    return Ok(Deleted::Pending(old));
+                    unwritten!(Ok(Deleted::Pending(old)));
                 }
                 let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
                 if !already || prev_grace.is_some_and(|p| grace < p) {
@@ -1222,7 +1274,7 @@ impl Registry {
                     new["status"]["phase"] = json!("Terminating");
                 }
                 if dry_run {
-                    return Ok(Deleted::Pending(new));
+                    unwritten!(Ok(Deleted::Pending(new)));
                 }
                 m_remove_rv(&mut new);
                 match self
@@ -1242,7 +1294,7 @@ impl Registry {
                 }
             }
             if dry_run {
-                return Ok(Deleted::Gone(old));
+                unwritten!(Ok(Deleted::Gone(old)));
             }
             match self.store.delete(&key, Some(cur.mod_revision)).await {
                 Ok((_, _rev)) => {
@@ -1252,7 +1304,7 @@ impl Registry {
                     return Ok(Deleted::Gone(old));
                 }
                 Err(storage::Error::Conflict { .. }) => continue,
-                Err(storage::Error::NotFound(_)) => return Err(ApiError::not_found(gr, name)),
+                Err(storage::Error::NotFound(_)) => unwritten!(Err(ApiError::not_found(gr, name))),
                 Err(e) => return Err(storage_err(gr, name, e)),
             }
         }
@@ -1472,6 +1524,157 @@ mod tests {
             .await
             .unwrap();
         assert!(dry.stored.is_none());
+    }
+
+    /// A store whose `cached` copies are frozen at one moment: every read-modify-write
+    /// starts from a stale copy, as it can behind a watch cache that lags.
+    struct StaleCache {
+        inner: storage::embedded::EmbeddedStore,
+        frozen: std::sync::Mutex<std::collections::HashMap<String, storage::KeyValue>>,
+    }
+
+    impl StaleCache {
+        async fn freeze(&self) {
+            let all = self.inner.list("", &Default::default()).await.unwrap();
+            let mut frozen = self.frozen.lock().unwrap();
+            *frozen = all
+                .items
+                .into_iter()
+                .map(|kv| (kv.key.clone(), kv))
+                .collect();
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl storage::Storage for StaleCache {
+        fn cached(&self, key: &str) -> Option<storage::KeyValue> {
+            self.frozen.lock().unwrap().get(key).cloned()
+        }
+        async fn create(&self, key: &str, value: bytes::Bytes) -> storage::Result<i64> {
+            self.inner.create(key, value).await
+        }
+        async fn get(&self, key: &str) -> storage::Result<Option<storage::KeyValue>> {
+            self.inner.get(key).await
+        }
+        async fn list(
+            &self,
+            prefix: &str,
+            opts: &storage::ListOptions,
+        ) -> storage::Result<storage::ListResult> {
+            self.inner.list(prefix, opts).await
+        }
+        async fn update(&self, key: &str, value: bytes::Bytes, rev: i64) -> storage::Result<i64> {
+            self.inner.update(key, value, rev).await
+        }
+        async fn delete(
+            &self,
+            key: &str,
+            rev: Option<i64>,
+        ) -> storage::Result<(storage::KeyValue, i64)> {
+            self.inner.delete(key, rev).await
+        }
+        async fn watch(
+            &self,
+            prefix: &str,
+            from: i64,
+        ) -> storage::Result<
+            futures::stream::BoxStream<'static, storage::Result<storage::WatchEvent>>,
+        > {
+            self.inner.watch(prefix, from).await
+        }
+        async fn current_revision(&self) -> storage::Result<i64> {
+            self.inner.current_revision().await
+        }
+        async fn compact(&self, rev: i64) -> storage::Result<()> {
+            self.inner.compact(rev).await
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_starting_from_a_stale_cached_copy_decide_on_the_current_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(StaleCache {
+            inner: storage::embedded::EmbeddedStore::open(dir.path()).unwrap(),
+            frozen: Default::default(),
+        });
+        let alloc = allocator::Allocators::new(
+            allocator::IpRange::parse("10.96.0.0/28").unwrap(),
+            (30000, 30002),
+        );
+        let reg = Registry::new(store.clone(), alloc);
+        let target = |kind: &str, ns: Option<&str>| Target {
+            resource: resources::by_kind("", kind).unwrap(),
+            version: "v1".into(),
+            namespace: ns.map(str::to_string),
+            name: None,
+            subresource: None,
+            subpath: None,
+        };
+        let o = WriteOptions {
+            dry_run: false,
+            field_manager: "test".into(),
+            field_validation: FieldValidation::Strict,
+        };
+        reg.create(
+            &target("Namespace", None),
+            json!({"metadata": {"name": "d"}}),
+            &o,
+        )
+        .await
+        .unwrap();
+        let cms = target("ConfigMap", Some("d"));
+        reg.create(
+            &cms,
+            json!({"metadata": {"name": "c"}, "data": {"k": "v1"}}),
+            &o,
+        )
+        .await
+        .unwrap();
+        store.freeze().await;
+        let patch = |v: &str| format!(r#"{{"data":{{"k":"{v}"}}}}"#).into_bytes();
+        let rv = |w: &Value| {
+            w["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let v2 = reg
+            .patch(&cms, "c", PatchType::Merge, &patch("v2"), false, &o)
+            .await
+            .unwrap();
+        // The cache still says v1. Patching back to v1 is a no-op for the stale copy but not
+        // for the stored object: it must be written.
+        let v1 = reg
+            .patch(&cms, "c", PatchType::Merge, &patch("v1"), false, &o)
+            .await
+            .unwrap();
+        assert_ne!(rv(&v1.object), rv(&v2.object));
+        assert_eq!(reg.get(&cms, "c").await.unwrap()["data"]["k"], "v1");
+        // And a real no-op answers the stored object, not the stale copy.
+        let same = reg
+            .patch(&cms, "c", PatchType::Merge, &patch("v1"), false, &o)
+            .await
+            .unwrap();
+        assert_eq!(rv(&same.object), rv(&v1.object));
+        // A precondition on the current resourceVersion holds although the copy is older.
+        let deleted = reg
+            .delete(
+                &cms,
+                "c",
+                &json!({"preconditions": {"resourceVersion": rv(&v1.object)}}),
+                false,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(deleted, Deleted::Gone(_)));
+        // Gone, though the stale copy is still there.
+        let err = reg.delete(&cms, "c", &json!({}), false).await.err();
+        assert_eq!(err.map(|e| e.code), Some(404));
+        let err = reg
+            .patch(&cms, "c", PatchType::Merge, &patch("v3"), false, &o)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, 404);
     }
 
     #[test]

@@ -200,6 +200,20 @@ impl WatchCache {
         })
     }
 
+    /// The cached copy of `key` (None while not ready or when absent).
+    pub fn get(&self, key: &str) -> Option<KeyValue> {
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        if !state.ready {
+            return None;
+        }
+        state.items.get(key).map(|e| KeyValue {
+            key: key.to_string(),
+            value: e.value.clone(),
+            create_revision: e.create_revision,
+            mod_revision: e.mod_revision,
+        })
+    }
+
     /// LISTs answered from memory so far.
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
@@ -351,6 +365,10 @@ impl Storage for CachedStore {
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         self.inner.get(key).await
+    }
+
+    fn cached(&self, key: &str) -> Option<KeyValue> {
+        self.cache.get(key)
     }
 
     async fn list(&self, prefix: &str, opts: &ListOptions) -> Result<ListResult> {
@@ -506,7 +524,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             keys(&res),
-            ["/registry/pods/a/p1", "/registry/pods/b/p1", "/registry/pods/c/p9"]
+            [
+                "/registry/pods/a/p1",
+                "/registry/pods/b/p1",
+                "/registry/pods/c/p9"
+            ]
         );
         assert_eq!(
             (res.items[0].create_revision, res.items[0].mod_revision),

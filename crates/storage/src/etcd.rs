@@ -185,7 +185,9 @@ impl EtcdStore {
         &self,
         from_revision: i64,
     ) -> Result<BoxStream<'static, Result<Changes>>> {
-        let state = self.open_watch(vec![0], vec![0], from_revision, true).await?;
+        let state = self
+            .open_watch(vec![0], vec![0], from_revision, true)
+            .await?;
         Ok(futures::stream::unfold(state, |mut state| async move {
             let item = state.next().await?;
             Some((item, state))

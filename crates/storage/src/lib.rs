@@ -112,6 +112,14 @@ pub trait Storage: Send + Sync + 'static {
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
 
+    /// A copy of `key` that may be stale (a cache's), without asking the backing store: the
+    /// starting point of a read-modify-write, whose revision precondition catches staleness,
+    /// as upstream's cacher hands etcd3's GuaranteedUpdate its cached object. None when there
+    /// is no such copy (the default): read with [`Storage::get`].
+    fn cached(&self, _key: &str) -> Option<KeyValue> {
+        None
+    }
+
     /// Keys starting with `prefix`, in key order.
     async fn list(&self, prefix: &str, opts: &ListOptions) -> Result<ListResult>;
 

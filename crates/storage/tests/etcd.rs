@@ -278,25 +278,45 @@ async fn cached_lists_see_every_acknowledged_write_and_ignore_other_tenants() {
         let rev = a.update(&key, Bytes::from("changed"), rev).await.unwrap();
         let listed = a.list(prefix, &ListOptions::default()).await.unwrap();
         let last = listed.items.last().unwrap();
-        assert_eq!((last.value.as_ref(), last.mod_revision), (&b"changed"[..], rev));
+        assert_eq!(
+            (last.value.as_ref(), last.mod_revision),
+            (&b"changed"[..], rev)
+        );
+        // Once a LIST has seen a write, so has the cached copy read-modify-writes start from.
+        assert_eq!(a.cached(&key).map(|kv| kv.mod_revision), Some(rev));
         // Another tenant of the etcd writes last: its revision is seen through the watch.
         other
             .create(&format!("{prefix}x-{i}"), Bytes::from("other"))
             .await
             .unwrap();
         assert_eq!(
-            a.list(prefix, &ListOptions::default()).await.unwrap().items.len(),
+            a.list(prefix, &ListOptions::default())
+                .await
+                .unwrap()
+                .items
+                .len(),
             i + 1
         );
     }
     a.delete(&format!("{prefix}cm-000"), None).await.unwrap();
     let listed = a.list(prefix, &ListOptions::default()).await.unwrap();
     assert_eq!(listed.items.len(), 199);
-    assert_eq!(a.cache().hits() - before, 601, "misses: {}", a.cache().misses());
+    assert_eq!(
+        a.cache().hits() - before,
+        601,
+        "misses: {}",
+        a.cache().misses()
+    );
 
     // Pages of one list: served from memory while nothing changed, by etcd after a change.
     let first = a
-        .list(prefix, &ListOptions { limit: 50, ..Default::default() })
+        .list(
+            prefix,
+            &ListOptions {
+                limit: 50,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!((first.items.len(), first.remaining), (50, 149));
@@ -305,9 +325,14 @@ async fn cached_lists_see_every_acknowledged_write_and_ignore_other_tenants() {
         start_after: Some(first.items[49].key.clone()),
         revision: first.revision,
     };
-    a.create(&format!("{prefix}zz"), Bytes::from("late")).await.unwrap();
+    a.create(&format!("{prefix}zz"), Bytes::from("late"))
+        .await
+        .unwrap();
     let second = a.list(prefix, &next).await.unwrap();
-    assert_eq!((second.items.len(), second.remaining, second.revision), (50, 99, first.revision));
+    assert_eq!(
+        (second.items.len(), second.remaining, second.revision),
+        (50, 99, first.revision)
+    );
     assert_eq!(second.items[0].key, format!("{prefix}cm-051"));
     token.cancel();
 }

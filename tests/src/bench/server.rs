@@ -29,6 +29,8 @@ pub struct ServerSpec {
     /// `(endpoint, prefix)` of an etcd to store objects in; the embedded store otherwise.
     pub etcd: Option<(String, String)>,
     pub log: PathBuf,
+    /// More command-line arguments for the server (e.g. `--watch-cache=false`).
+    pub extra_args: Vec<String>,
 }
 
 /// The `apiserver` binary in the benchmark binary's own directory (same target dir and profile).
@@ -78,6 +80,7 @@ impl ApiServer {
         if let Some((endpoint, prefix)) = &spec.etcd {
             cmd.args(["--etcd-servers", endpoint, "--etcd-prefix", prefix]);
         }
+        cmd.args(&spec.extra_args);
         cmd.env(
             "RUST_LOG",
             std::env::var("BENCH_APISERVER_LOG").unwrap_or_else(|_| "info".into()),

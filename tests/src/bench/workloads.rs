@@ -431,6 +431,8 @@ pub struct Paced {
     /// Per-request latency from the request's *scheduled* send time to its response, so a
     /// slow response also charges the requests queued behind it.
     pub latencies: Vec<Duration>,
+    /// The same latencies by step: creates, patches, deletes.
+    pub by_step: [Vec<Duration>; 3],
     pub errors: u64,
     pub first_error: Option<String>,
     pub achieved_rate: f64,
@@ -487,7 +489,7 @@ pub async fn paced_mutations(
                 let result = conn.send(req).await;
                 let latency = scheduled.elapsed();
                 out.push(match result {
-                    Ok(r) if r.status == *want => Ok(latency),
+                    Ok(r) if r.status == *want => Ok((k, latency)),
                     Ok(r) => Err(format!("{} {}: {}", req.method, req.path, r.describe())),
                     Err(e) => {
                         healthy = false;
@@ -508,7 +510,10 @@ pub async fn paced_mutations(
     for t in tasks {
         for r in t.await?? {
             match r {
-                Ok(l) => paced.latencies.push(l),
+                Ok((step, l)) => {
+                    paced.latencies.push(l);
+                    paced.by_step[step].push(l);
+                }
                 Err(e) => {
                     paced.errors += 1;
                     paced.first_error.get_or_insert(e);
@@ -539,6 +544,35 @@ impl RawEtcd {
             .await
             .with_context(|| format!("connecting to etcd at {endpoint}"))?;
         Ok(Self { client })
+    }
+
+    /// Latencies of `times` sequential linearizable ranges over every key under `prefix`
+    /// (what an API server without a watch cache asks etcd for a LIST), and the keys returned.
+    pub async fn range_latency(
+        &self,
+        prefix: &str,
+        times: usize,
+    ) -> Result<(Vec<Duration>, usize)> {
+        // A LIST of thousands of pods is larger than gRPC's default 4 MiB message limit.
+        let mut kv = self
+            .client
+            .kv_client()
+            .max_decoding_message_size(i32::MAX as usize);
+        let options = || etcd_client::GetOptions::new().with_prefix();
+        let keys = kv.get(prefix, Some(options())).await?.kvs().len();
+        let mut latencies = Vec::with_capacity(times);
+        for _ in 0..times {
+            let start = Instant::now();
+            let resp = kv.get(prefix, Some(options())).await?;
+            latencies.push(start.elapsed());
+            if resp.kvs().len() != keys {
+                bail!(
+                    "etcd range {prefix}: {keys} keys, then {}",
+                    resp.kvs().len()
+                );
+            }
+        }
+        Ok((latencies, keys))
     }
 
     /// `workers` closed loops of puts of `value_len`-byte values to `{prefix}{worker}/{i}`.

@@ -69,6 +69,10 @@ struct Args {
     /// Keep the temporary directory (data dirs and server logs) instead of removing it.
     #[arg(long)]
     keep: bool,
+    /// An extra argument for every apiserver started, e.g. `--apiserver-arg=--watch-cache=false`
+    /// (repeatable).
+    #[arg(long = "apiserver-arg", allow_hyphen_values = true)]
+    apiserver_args: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -93,6 +97,7 @@ struct Plan {
     watch_interval: Duration,
     mutating_rate: f64,
     mutating_for: Duration,
+    apiserver_args: Vec<String>,
 }
 
 impl Plan {
@@ -119,6 +124,7 @@ impl Plan {
             watch_interval: Duration::from_millis(20),
             mutating_rate: 100.0,
             mutating_for: Duration::from_secs(if a.quick { 5 } else { 10 }),
+            apiserver_args: a.apiserver_args.clone(),
         })
     }
 }
@@ -138,6 +144,8 @@ struct Figures {
     get_few: Option<Throughput>,
     get_many: Option<Throughput>,
     list: Option<(Summary, usize, usize)>,
+    /// The same LIST as one linearizable etcd range, straight from etcd (etcd runs only).
+    raw_list: Option<Summary>,
     watch: Option<WatchResult>,
     mutating: Option<Paced>,
     raw_puts: Option<(Throughput, usize)>,
@@ -160,6 +168,8 @@ impl Figures {
 const NS_GET: &str = "bench-get";
 const NS_LOAD: &str = "bench-load";
 const NS_LIST: &str = "bench-list";
+/// The API server's `--etcd-prefix` in the etcd run.
+const ETCD_PREFIX: &str = "/kubrs-bench";
 const NS_WATCH: &str = "bench-watch";
 const NS_MUT: &str = "bench-mut";
 
@@ -189,13 +199,14 @@ async fn main() -> Result<()> {
 async fn run(args: &Args, plan: &Plan, tmp: &Path) -> Result<()> {
     let started = Instant::now();
     println!(
-        "bench-apiserver: {} CPUs, {} clients, {} objects (etcd: up to {} within {} s), apiserver {}",
+        "bench-apiserver: {} CPUs, {} clients, {} objects (etcd: up to {} within {} s), apiserver {} {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         plan.clients,
         count(plan.objects as f64),
         count(plan.etcd_objects as f64),
         plan.etcd_load.as_secs(),
-        plan.binary.display()
+        plan.binary.display(),
+        plan.apiserver_args.join(" ")
     );
     let mut embedded = None;
     if args.store != Stores::Etcd {
@@ -237,6 +248,7 @@ async fn bench_embedded(plan: &Plan, tmp: &Path, f: &mut Figures) -> Result<()> 
         data_dir: tmp.join("embedded-empty"),
         etcd: None,
         log: tmp.join("embedded.log"),
+        extra_args: plan.apiserver_args.clone(),
     };
     let s = ApiServer::start(&empty).await?;
     f.ready_fresh = Some(s.ready_after);
@@ -264,7 +276,7 @@ async fn bench_embedded(plan: &Plan, tmp: &Path, f: &mut Figures) -> Result<()> 
     f.rss_idle = Some(rss);
     println!("  RSS idle after start: {}", mib(rss));
     let pids = [("apiserver", s.pid()), ("bench", std::process::id())];
-    load_phases(plan, &s, &pids, f, None).await?;
+    load_phases(plan, &s, &pids, f, None, None).await?;
     s.stop().await?;
 
     match ApiServer::start(&spec).await {
@@ -295,8 +307,9 @@ async fn bench_etcd(plan: &Plan, tmp: &Path, f: &mut Figures) -> Result<()> {
     let spec = ServerSpec {
         binary: plan.binary.clone(),
         data_dir: tmp.join("etcd-apiserver"),
-        etcd: Some((etcd.endpoint.clone(), "/kubrs-bench".into())),
+        etcd: Some((etcd.endpoint.clone(), ETCD_PREFIX.into())),
         log: tmp.join("etcd.log"),
+        extra_args: plan.apiserver_args.clone(),
     };
     let s = ApiServer::start(&spec).await?;
     f.ready_empty = Some(s.ready_after);
@@ -395,7 +408,16 @@ async fn bench_etcd(plan: &Plan, tmp: &Path, f: &mut Figures) -> Result<()> {
     f.raw_gets = Some(raw_gets);
     f.raw_txns = Some(raw_txns);
 
-    load_phases(plan, &s, &pids, f, Some(Instant::now() + plan.etcd_load)).await?;
+    let api_etcd = workloads::RawEtcd::connect(&etcd.endpoint).await?;
+    load_phases(
+        plan,
+        &s,
+        &pids,
+        f,
+        Some(Instant::now() + plan.etcd_load),
+        Some(&api_etcd),
+    )
+    .await?;
     s.stop().await?;
     drop(etcd);
     Ok(())
@@ -409,6 +431,7 @@ async fn load_phases(
     pids: &[(&'static str, u32)],
     f: &mut Figures,
     load_deadline: Option<Instant>,
+    etcd: Option<&workloads::RawEtcd>,
 ) -> Result<()> {
     let ep = &s.endpoint;
     let mut conn = ep.connect().await?;
@@ -545,6 +568,24 @@ async fn load_phases(
         ));
     }
     f.list = Some((list, items, bytes));
+    if let Some(etcd) = etcd {
+        // The physical limit without a cache: etcd reading the same pods, no API server.
+        let cpu = CpuMeter::start(pids);
+        let (latencies, keys) = etcd
+            .range_latency(
+                &format!("{ETCD_PREFIX}/registry/pods/{NS_LIST}/"),
+                plan.lists,
+            )
+            .await?;
+        let raw = summarize(&latencies).ok_or_else(|| anyhow!("no etcd range samples"))?;
+        println!(
+            "  raw etcd range of the same {} pods (linearizable, no API server): {raw}; {}; {}",
+            count(keys as f64),
+            cpu.report(),
+            cpu.per_request(plan.lists as u64 + 1)
+        );
+        f.raw_list = Some(raw);
+    }
 
     let cpu = CpuMeter::start(pids);
     let watch = workloads::watch_fanout(
@@ -576,6 +617,22 @@ async fn load_phases(
     }
     f.watch = Some(watch);
 
+    if let Some(etcd) = etcd {
+        // The yardstick on the etcd the API server uses, holding everything stored so far.
+        let cpu = CpuMeter::start(pids);
+        let raw = etcd
+            .paced_puts("/rawpaced/", 533, plan.mutating_rate, plan.mutating_for)
+            .await?;
+        println!(
+            "  raw etcd puts paced at {:.0}/s for {} s on the API server's etcd: {}; {} errors; {}",
+            raw.achieved_rate,
+            plan.mutating_for.as_secs(),
+            summarize(&raw.latencies).map_or("-".into(), |s| s.to_string()),
+            raw.errors,
+            cpu.report()
+        );
+    }
+
     let cpu = CpuMeter::start(pids);
     let paced =
         workloads::paced_mutations(ep, NS_MUT, plan.mutating_rate, plan.mutating_for).await?;
@@ -591,6 +648,13 @@ async fn load_phases(
             .map(|e| format!(", first: {e}"))
             .unwrap_or_default(),
         cpu.report()
+    );
+    let p99 = |l: &[Duration]| summarize(l).map_or("-".into(), |s| ms(s.p99));
+    println!(
+        "    p99 by step: create {}, merge patch {}, delete {}",
+        p99(&paced.by_step[0]),
+        p99(&paced.by_step[1]),
+        p99(&paced.by_step[2])
     );
     f.mutating = Some(paced);
     Ok(())
@@ -748,6 +812,16 @@ fn print_summary(plan: &Plan, emb: Option<&Figures>, etcd: Option<&Figures>) {
         cell(emb, &list),
         cell(etcd, &list),
         "p99 ≤ 20 ms".into(),
+    ]);
+    let raw_list = |f: &Figures| {
+        let s = f.raw_list.as_ref()?;
+        Some(format!("{} / {}", ms(s.p50), ms(s.p99)))
+    };
+    t.row([
+        "raw etcd range of the same pods p50 / p99".to_string(),
+        "-".into(),
+        cell(etcd, &raw_list),
+        String::new(),
     ]);
     let watch = |f: &Figures| {
         let w = f.watch.as_ref()?;
