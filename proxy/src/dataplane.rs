@@ -82,8 +82,19 @@ pub type Routes = BTreeMap<String, Ipv4Addr>;
 pub trait Dataplane: Send + 'static {
     /// `iptables-restore --noflush --wait` with `text` on stdin.
     fn restore(&mut self, text: &str) -> Result<(), DataplaneError>;
+    /// [`Dataplane::restore`] of each text, in any order, up to `workers` at a time: for
+    /// restores that do not depend on each other. By default one after the other.
+    fn restore_all(&mut self, texts: &[String], workers: usize) -> Result<(), DataplaneError> {
+        let _ = workers;
+        texts.iter().try_for_each(|t| self.restore(t))
+    }
     /// `iptables-save` of tables filter and nat.
     fn save(&mut self) -> Result<String, DataplaneError>;
+    /// The chains of tables filter and nat in `iptables-save`'s form (`*table`, then
+    /// `:CHAIN …` lines; rule lines may follow). By default [`Dataplane::save`].
+    fn chains(&mut self) -> Result<String, DataplaneError> {
+        self.save()
+    }
     /// `nft -f -` with `script` on stdin: one atomic nftables transaction.
     fn nft(&mut self, script: &str) -> Result<(), DataplaneError>;
     /// Insert `rule` at the top of its built-in chain unless it is there (`-C`, then `-I`).
@@ -103,6 +114,8 @@ pub trait Dataplane: Send + 'static {
 pub struct System {
     netns: Option<String>,
     conntrack: Option<bool>,
+    /// Whether `iptables` is the nf_tables backend (its chains can be listed with `nft`).
+    nf_tables: Option<bool>,
 }
 
 fn find_in_path(bin: &str) -> Option<PathBuf> {
@@ -121,6 +134,7 @@ impl System {
         Self {
             netns,
             conntrack: None,
+            nf_tables: None,
         }
     }
 
@@ -252,12 +266,64 @@ impl Dataplane for System {
         .map(|_| ())
     }
 
+    /// Several `iptables-restore` processes at once. With the nf_tables backend each commits
+    /// its own transaction (the kernel serializes commits, and iptables-nft replays a batch
+    /// whose cache went stale), so the parsing and rule building of one overlaps the others'.
+    fn restore_all(&mut self, texts: &[String], workers: usize) -> Result<(), DataplaneError> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let this = &*self;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers.clamp(1, texts.len().max(1)))
+                .map(|_| {
+                    scope.spawn(|| loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(text) = texts.get(i) else {
+                            return Ok(());
+                        };
+                        if let Err(e) = this.check(
+                            "iptables-restore",
+                            &["--noflush".into(), "--wait".into()],
+                            Some(text),
+                        ) {
+                            // Stop handing out parts; the sync fails and the next is full.
+                            next.store(texts.len(), std::sync::atomic::Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("restore worker panicked"))
+                .collect::<Result<(), _>>()
+        })
+    }
+
     fn save(&mut self) -> Result<String, DataplaneError> {
         let mut out = String::new();
         for t in ["filter", "nat"] {
             out.push_str(&self.check("iptables-save", &["-t".into(), t.into()], None)?);
         }
         Ok(out)
+    }
+
+    /// With the nf_tables backend, `nft list chains ip` (names only: 0.16 s with 34,000 chains
+    /// where `iptables-save`, which translates every rule back, takes 7 s); else `iptables-save`.
+    fn chains(&mut self) -> Result<String, DataplaneError> {
+        if self.nf_tables.is_none() {
+            let version = self.check("iptables", &["--version".into()], None);
+            self.nf_tables = Some(version.is_ok_and(|v| v.contains("nf_tables")));
+        }
+        if self.nf_tables == Some(true) {
+            let list = ["list", "chains", "ip"].map(String::from);
+            match self.check("nft", &list, None) {
+                Ok(out) => return Ok(nft_chains_as_save(&out)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "nft list chains failed; using iptables-save")
+                }
+            }
+        }
+        self.save()
     }
 
     fn nft(&mut self, script: &str) -> Result<(), DataplaneError> {
@@ -367,6 +433,28 @@ struct RecordingState {
     save_output: String,
     routes: Routes,
     conntrack_installed: bool,
+}
+
+/// `nft list chains ip` output as `iptables-save` would declare the chains of tables filter and
+/// nat (`*filter`, `:CHAIN - [0:0]`, …); other tables (such as the nftables mode's) are left out.
+pub fn nft_chains_as_save(listing: &str) -> String {
+    let mut out = String::new();
+    let mut keep = false;
+    for line in listing.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("table ip ") {
+            let table = rest.trim_end_matches('{').trim();
+            keep = matches!(table, "filter" | "nat");
+            if keep {
+                out.push_str(&format!("*{table}\n"));
+            }
+        } else if let Some(rest) = line.strip_prefix("chain ") {
+            let chain = rest.trim_end_matches('{').trim();
+            if keep && !chain.is_empty() {
+                out.push_str(&format!(":{chain} - [0:0]\n"));
+            }
+        }
+    }
+    out
 }
 
 /// A fake [`Dataplane`] that records calls; restores can be made to fail, `iptables-save`
@@ -495,6 +583,19 @@ impl Dataplane for Recording {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nft_chain_listing_reads_as_save_declarations_of_filter_and_nat() {
+        let listing = "table ip nat {\n\tchain PREROUTING {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t}\n\tchain KUBE-SVC-ABC {\n\t}\n}\ntable ip filter {\n\tchain KUBE-FORWARD {\n\t}\n}\ntable ip kube-proxy {\n\tchain services {\n\t}\n}\ntable ip mangle {\n\tchain KUBE-X {\n\t}\n}\n";
+        assert_eq!(
+            nft_chains_as_save(listing),
+            "*nat\n:PREROUTING - [0:0]\n:KUBE-SVC-ABC - [0:0]\n*filter\n:KUBE-FORWARD - [0:0]\n"
+        );
+        assert_eq!(
+            crate::rules::owned_chains_in_save(&nft_chains_as_save(listing)),
+            [("nat".to_string(), "KUBE-SVC-ABC".to_string())]
+        );
+    }
 
     #[test]
     fn route_listing_is_parsed() {

@@ -10,8 +10,8 @@
 //! `KUBE-SERVICES` when a changed port's rules in them changed), so an unchanged snapshot
 //! applies nothing and one endpoint change costs one port's rules. A full sync (start, every
 //! `--full-sync-period`, after a failure) rewrites every chain and, when the kernel state is not
-//! known (start, failure), first reads `iptables-save` to delete chains of ours left from an
-//! earlier run, or recreates the nftables table. A failed partial apply is followed at once by
+//! known (start, failure), first lists the chains (`nft list chains`, or `iptables-save`) to
+//! delete chains of ours left from an earlier run, or recreates the nftables table. A failed partial apply is followed at once by
 //! such a full sync. Decisions are pure functions ([`stale_flows`], [`desired_routes`],
 //! [`route_changes`]); side effects go through the [`Dataplane`].
 
@@ -348,6 +348,8 @@ pub struct Proxier<D: Dataplane> {
     /// Service ports per `iptables-restore` of a full sync in the iptables mode (above it, the
     /// full sync is split: [`FULL_SYNC_PART_PORTS`]).
     part_ports: usize,
+    /// `iptables-restore` processes at once for the parts of a split full sync.
+    restore_workers: usize,
 }
 
 /// A full sync of more service ports than this writes their chains in parts of this many
@@ -363,6 +365,10 @@ pub struct Proxier<D: Dataplane> {
 /// only ever sees whole services; up to this many ports the full sync stays one restore.
 pub const FULL_SYNC_PART_PORTS: usize = 500;
 
+/// At most this many `iptables-restore` processes at once (one per CPU up to it) for the parts
+/// of a split full sync.
+pub const MAX_RESTORE_WORKERS: usize = 4;
+
 impl<D: Dataplane> Proxier<D> {
     pub fn new(dataplane: D, config: SyncConfig) -> Self {
         Self {
@@ -376,7 +382,16 @@ impl<D: Dataplane> Proxier<D> {
             last: None,
             service_ports: None,
             part_ports: FULL_SYNC_PART_PORTS,
+            restore_workers: std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_RESTORE_WORKERS),
         }
+    }
+
+    /// `iptables-restore` processes at once for the parts of a split full sync (at least 1).
+    pub fn with_restore_workers(mut self, workers: usize) -> Self {
+        self.restore_workers = workers.max(1);
+        self
     }
 
     /// Service ports per restore of a split full sync (tests; at least 1).
@@ -541,8 +556,8 @@ impl<D: Dataplane> Proxier<D> {
         let texts: Vec<String> = if report.full {
             let mut existing: Vec<(String, String)> = Vec::new();
             if kernel_unknown {
-                let save = self.dataplane.save().map_err(SyncError::Save)?;
-                existing = rules::owned_chains_in_save(&save);
+                let chains = self.dataplane.chains().map_err(SyncError::Save)?;
+                existing = rules::owned_chains_in_save(&chains);
             } else {
                 // What was applied: unchanged ports' chains and the old ones of the others.
                 let applied = re
@@ -596,15 +611,25 @@ impl<D: Dataplane> Proxier<D> {
             vec![rules::restore_text(&desired, Some(&applied), &[])]
         };
         report.script_time = t.elapsed();
-        for text in texts.iter().filter(|t| !t.is_empty()) {
+        let texts: Vec<String> = texts.into_iter().filter(|t| !t.is_empty()).collect();
+        for text in &texts {
             report.restore_bytes += text.len();
             report.sctp_in_restore |= text.contains("-p sctp");
-            let t = Instant::now();
-            let result = self.dataplane.restore(text);
-            report.restore_time += t.elapsed();
-            result.map_err(SyncError::Restore)?;
-            report.restored = true;
         }
+        let t = Instant::now();
+        let result = match texts.as_slice() {
+            // A split full sync: the first part (which writes KUBE-MARK-MASQ), the others at
+            // once (they are independent and unreachable until the last), then the last.
+            [first, parts @ .., last] if parts.len() > 1 => self
+                .dataplane
+                .restore(first)
+                .and_then(|()| self.dataplane.restore_all(parts, self.restore_workers))
+                .and_then(|()| self.dataplane.restore(last)),
+            _ => texts.iter().try_for_each(|t| self.dataplane.restore(t)),
+        };
+        report.restore_time += t.elapsed();
+        result.map_err(SyncError::Restore)?;
+        report.restored |= !texts.is_empty();
         if kernel_unknown {
             // Switching from the nftables mode: its table would catch the packets too.
             match self.dataplane.nft(&nftables::cleanup_script()) {

@@ -12,7 +12,9 @@
 //! [--verbose]` (`--dump-nft PATH` writes the nftables mode's first full script for the first
 //! size instead, `--dump-iptables PATH` the iptables mode's full restore text, to time
 //! `iptables-restore --noflush` on by hand) (default 1000,10000 services × 2 endpoints, 50
-//! rounds, both modes; `--verbose` prints every round). Every 10th service is a NodePort, every 7th has ClientIP
+//! rounds, both modes; `--verbose` prints every round; `--part-ports N` and
+//! `--restore-workers N` tune the split iptables full sync). It also times a full sync after a
+//! proxy restart with the rules in place. Every 10th service is a NodePort, every 7th has ClientIP
 //! affinity, every 5th is a LoadBalancer with externalTrafficPolicy Local, every 11th is UDP,
 //! so the sync exercises every rule shape.
 
@@ -158,6 +160,7 @@ struct Figures {
     parts: [Duration; 5],
     added: Duration,
     forced_full: Duration,
+    restart: Duration,
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -190,7 +193,9 @@ fn bench(mode: Mode, n: usize, m: usize, rounds: usize, verbose: bool) -> anyhow
         },
     )
     // --part-ports N: service ports per iptables-restore of a split full sync (to tune it).
-    .with_part_ports(arg("--part-ports", proxy::sync::FULL_SYNC_PART_PORTS));
+    .with_part_ports(arg("--part-ports", proxy::sync::FULL_SYNC_PART_PORTS))
+    // --restore-workers N: iptables-restore processes at once for those parts.
+    .with_restore_workers(arg("--restore-workers", restore_workers()));
     let snap = |slices: &Vec<Arc<EndpointSlice>>| Snapshot {
         services: services.clone(),
         slices: slices.clone(),
@@ -294,6 +299,27 @@ fn bench(mode: Mode, n: usize, m: usize, rounds: usize, verbose: bool) -> anyhow
         ms(full.render_time),
         ms(full.restore_time)
     );
+    // A proxy restart: a new proxier with the rules of the old one in place (the kernel state
+    // unknown: the chains are listed to find stale ones, then everything is written).
+    let mut restarted = Proxier::new(
+        System::new(Some(ns.0.clone())),
+        SyncConfig {
+            render: render_config(),
+            pod_routes: false,
+            mode,
+        },
+    )
+    .with_part_ports(arg("--part-ports", proxy::sync::FULL_SYNC_PART_PORTS))
+    .with_restore_workers(arg("--restore-workers", restore_workers()));
+    let t = Instant::now();
+    let r = restarted.sync(&snap(&slices), true)?;
+    let restart = t.elapsed();
+    println!(
+        "  full sync after a proxy restart, rules in place: {} (render {}, {tool} {})",
+        ms(restart),
+        ms(r.render_time),
+        ms(r.restore_time)
+    );
     Ok(Figures {
         mode,
         services: n,
@@ -302,7 +328,15 @@ fn bench(mode: Mode, n: usize, m: usize, rounds: usize, verbose: bool) -> anyhow
         parts,
         added,
         forced_full,
+        restart,
     })
+}
+
+/// The proxy's default: one `iptables-restore` per CPU, up to its maximum.
+fn restore_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(proxy::sync::MAX_RESTORE_WORKERS)
 }
 
 /// The benchmark's `n` Services with `m` endpoints each (one EndpointSlice per Service).
@@ -369,7 +403,7 @@ fn main() -> anyhow::Result<()> {
     }
     println!("\nsummary ({m} endpoints per service, {rounds} one-change rounds):");
     println!(
-        "  {:<9} {:>9} {:>16} {:>15} {:>15} {:>15} {:>14} {:>18}",
+        "  {:<9} {:>9} {:>16} {:>15} {:>15} {:>15} {:>14} {:>18} {:>15}",
         "mode",
         "services",
         "first full sync",
@@ -377,13 +411,14 @@ fn main() -> anyhow::Result<()> {
         "one change p99",
         "one change max",
         "service added",
-        "forced full resync"
+        "forced full resync",
+        "after restart"
     );
     for f in &all {
         let mut c = f.changes.clone();
         c.sort();
         println!(
-            "  {:<9} {:>9} {:>16} {:>15} {:>15} {:>15} {:>14} {:>18}",
+            "  {:<9} {:>9} {:>16} {:>15} {:>15} {:>15} {:>14} {:>18} {:>15}",
             format!("{:?}", f.mode).to_lowercase(),
             f.services,
             ms(f.first_full),
@@ -391,7 +426,8 @@ fn main() -> anyhow::Result<()> {
             ms(percentile(&c, 99.0)),
             ms(*c.last().expect("rounds >= 1")),
             ms(f.added),
-            ms(f.forced_full)
+            ms(f.forced_full),
+            ms(f.restart)
         );
     }
     println!(
