@@ -292,10 +292,10 @@ impl Dataplane for System {
                     })
                 })
                 .collect();
+            // The scope joins every worker; the first error is the answer.
             handles
                 .into_iter()
-                .map(|h| h.join().expect("restore worker panicked"))
-                .collect::<Result<(), _>>()
+                .try_for_each(|h| h.join().expect("restore worker panicked"))
         })
     }
 
