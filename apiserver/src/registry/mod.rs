@@ -1463,28 +1463,39 @@ fn decode_continue(tok: &str, prefix: &str) -> Result<(i64, String), ApiError> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn written_objects_answer_from_the_stored_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = storage::embedded::EmbeddedStore::open(dir.path()).unwrap();
+    fn test_registry(store: Arc<dyn storage::Storage>) -> Registry {
         let alloc = allocator::Allocators::new(
             allocator::IpRange::parse("10.96.0.0/28").unwrap(),
             (30000, 30002),
         );
-        let reg = Registry::new(Arc::new(store), alloc);
-        let target = |kind: &str, ns: Option<&str>| Target {
+        Registry::new(store, alloc)
+    }
+
+    fn target(kind: &str, ns: Option<&str>) -> Target {
+        Target {
             resource: resources::by_kind("", kind).unwrap(),
             version: "v1".into(),
             namespace: ns.map(str::to_string),
             name: None,
             subresource: None,
             subpath: None,
-        };
-        let o = WriteOptions {
+        }
+    }
+
+    fn test_options() -> WriteOptions {
+        WriteOptions {
             dry_run: false,
             field_manager: "test".into(),
             field_validation: FieldValidation::Strict,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn written_objects_answer_from_the_stored_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = storage::embedded::EmbeddedStore::open(dir.path()).unwrap();
+        let reg = test_registry(Arc::new(store));
+        let o = test_options();
         let same = |w: &Written| {
             let stored = w.stored.as_ref().expect("stored bytes");
             let v: Value = serde_json::from_slice(&stored.to_vec()).unwrap();
@@ -1597,24 +1608,8 @@ mod tests {
             inner: storage::embedded::EmbeddedStore::open(dir.path()).unwrap(),
             frozen: Default::default(),
         });
-        let alloc = allocator::Allocators::new(
-            allocator::IpRange::parse("10.96.0.0/28").unwrap(),
-            (30000, 30002),
-        );
-        let reg = Registry::new(store.clone(), alloc);
-        let target = |kind: &str, ns: Option<&str>| Target {
-            resource: resources::by_kind("", kind).unwrap(),
-            version: "v1".into(),
-            namespace: ns.map(str::to_string),
-            name: None,
-            subresource: None,
-            subpath: None,
-        };
-        let o = WriteOptions {
-            dry_run: false,
-            field_manager: "test".into(),
-            field_validation: FieldValidation::Strict,
-        };
+        let reg = test_registry(store.clone());
+        let o = test_options();
         reg.create(
             &target("Namespace", None),
             json!({"metadata": {"name": "d"}}),

@@ -184,18 +184,7 @@ fn bench(mode: Mode, n: usize, m: usize, rounds: usize, verbose: bool) -> anyhow
         "ip netns add failed (root needed)"
     );
     let (services, mut slices) = inputs(n, m);
-    let mut proxier = Proxier::new(
-        System::new(Some(ns.0.clone())),
-        SyncConfig {
-            render: render_config(),
-            pod_routes: false,
-            mode,
-        },
-    )
-    // --part-ports N: service ports per iptables-restore of a split full sync (to tune it).
-    .with_part_ports(arg("--part-ports", proxy::sync::FULL_SYNC_PART_PORTS))
-    // --restore-workers N: iptables-restore processes at once for those parts.
-    .with_restore_workers(arg("--restore-workers", restore_workers()));
+    let mut proxier = new_proxier(&ns, mode);
     let snap = |slices: &Vec<Arc<EndpointSlice>>| Snapshot {
         services: services.clone(),
         slices: slices.clone(),
@@ -301,16 +290,7 @@ fn bench(mode: Mode, n: usize, m: usize, rounds: usize, verbose: bool) -> anyhow
     );
     // A proxy restart: a new proxier with the rules of the old one in place (the kernel state
     // unknown: the chains are listed to find stale ones, then everything is written).
-    let mut restarted = Proxier::new(
-        System::new(Some(ns.0.clone())),
-        SyncConfig {
-            render: render_config(),
-            pod_routes: false,
-            mode,
-        },
-    )
-    .with_part_ports(arg("--part-ports", proxy::sync::FULL_SYNC_PART_PORTS))
-    .with_restore_workers(arg("--restore-workers", restore_workers()));
+    let mut restarted = new_proxier(&ns, mode);
     let t = Instant::now();
     let r = restarted.sync(&snap(&slices), true)?;
     let restart = t.elapsed();
@@ -332,11 +312,24 @@ fn bench(mode: Mode, n: usize, m: usize, rounds: usize, verbose: bool) -> anyhow
     })
 }
 
-/// The proxy's default: one `iptables-restore` per CPU, up to its maximum.
-fn restore_workers() -> usize {
-    std::thread::available_parallelism()
+/// A proxier syncing the rules of network namespace `ns`.
+fn new_proxier(ns: &Netns, mode: Mode) -> Proxier<System> {
+    // The proxy's default: one `iptables-restore` per CPU, up to its maximum.
+    let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(proxy::sync::MAX_RESTORE_WORKERS)
+        .min(proxy::sync::MAX_RESTORE_WORKERS);
+    Proxier::new(
+        System::new(Some(ns.0.clone())),
+        SyncConfig {
+            render: render_config(),
+            pod_routes: false,
+            mode,
+        },
+    )
+    // --part-ports N: service ports per iptables-restore of a split full sync (to tune it).
+    .with_part_ports(arg("--part-ports", proxy::sync::FULL_SYNC_PART_PORTS))
+    // --restore-workers N: iptables-restore processes at once for those parts.
+    .with_restore_workers(arg("--restore-workers", workers))
 }
 
 /// The benchmark's `n` Services with `m` endpoints each (one EndpointSlice per Service).
