@@ -7,10 +7,7 @@
 //! LIST at the latest revision is served from memory once the cache has seen every change up
 //! to etcd's current revision:
 //!
-//! 1. read etcd's current revision `R`: with a single-member etcd, by a progress request on
-//!    the cache's own watch stream (etcd answers the requests of a stream in order, each with
-//!    its revision when it took it; no read transaction), else, and whenever that gets no
-//!    answer within 200 ms, by a linearizable count-only range of one key, as upstream does;
+//! 1. read etcd's current revision `R` (a count-only range of one key: cheap for etcd);
 //! 2. wait until the cache has applied every change up to `R`. Every etcd revision is one
 //!    write and the cache's watch sees every write (changes outside the store's prefix only
 //!    advance the cache's revision), so this wait ends as soon as the watch has delivered the
@@ -38,7 +35,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::etcd::{Changes, EtcdStore, ProgressRequester};
+use crate::etcd::{Changes, EtcdStore};
 use crate::{EventType, KeyValue, ListOptions, ListResult, Result, Storage, WatchEvent};
 
 /// How long a LIST waits for the cache to catch up with etcd before reading etcd instead
@@ -50,38 +47,6 @@ const LOAD_PAGE: usize = 10_000;
 
 /// Pause before reloading after the cache's watch failed.
 const RELOAD_BACKOFF: Duration = Duration::from_secs(1);
-
-/// How long a LIST waits for the answer to its progress request before reading etcd's
-/// revision with a range instead.
-const PROGRESS_TIMEOUT: Duration = Duration::from_millis(200);
-
-/// How often the cache checks that etcd still has one member (progress requests are used
-/// only then).
-const MEMBER_CHECK_PERIOD: Duration = Duration::from_secs(30);
-
-/// Progress requests on the cache's watch stream, and the LISTs waiting for their answers in
-/// the order the requests were sent.
-struct Progress {
-    requester: ProgressRequester,
-    waiters: std::sync::Mutex<std::collections::VecDeque<tokio::sync::oneshot::Sender<i64>>>,
-}
-
-impl Progress {
-    /// Hands a progress answer to the LIST that has waited longest.
-    fn answer(&self, revision: i64) {
-        let waiter = self
-            .waiters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop_front();
-        if let Some(w) = waiter {
-            // A LIST that gave up waiting has dropped its receiver: nothing to do.
-            let _ = w.send(revision);
-        }
-    }
-}
-
-type SharedProgress = Arc<std::sync::Mutex<Option<Arc<Progress>>>>;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -297,11 +262,6 @@ fn apply_event(items: &mut BTreeMap<String, Entry>, event: WatchEvent) {
 pub struct CachedStore {
     inner: EtcdStore,
     cache: Arc<WatchCache>,
-    /// Set while the cache follows a single-member etcd: LISTs then read etcd's revision with a
-    /// progress request on the cache's watch stream instead of a range.
-    progress: SharedProgress,
-    /// Revisions read with a progress request (the rest were read with a range).
-    progress_reads: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for CachedStore {
@@ -318,54 +278,8 @@ impl CachedStore {
     /// at once: until the cache is loaded, LISTs go to etcd.
     pub fn start(inner: EtcdStore, token: CancellationToken) -> Self {
         let cache = Arc::new(WatchCache::default());
-        let progress = SharedProgress::default();
-        tokio::spawn(reflect(
-            inner.clone(),
-            cache.clone(),
-            progress.clone(),
-            token,
-        ));
-        Self {
-            inner,
-            cache,
-            progress,
-            progress_reads: Arc::default(),
-        }
-    }
-
-    /// Consistent LISTs whose revision came from a progress request rather than a range.
-    pub fn progress_reads(&self) -> u64 {
-        self.progress_reads.load(Ordering::Relaxed)
-    }
-
-    /// etcd's current revision for a consistent read: by a progress request on the cache's
-    /// watch stream while etcd has one member (where the revision etcd's watch reports covers
-    /// every acknowledged write), else by a linearizable count-only range, as upstream reads it.
-    async fn current_revision_for_read(&self) -> Result<i64> {
-        let progress = self
-            .progress
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some(p) = progress {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let queued = p
-                .requester
-                .request(|| {
-                    p.waiters
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push_back(tx)
-                })
-                .await;
-            if queued.is_ok() {
-                if let Ok(Ok(revision)) = tokio::time::timeout(PROGRESS_TIMEOUT, rx).await {
-                    self.progress_reads.fetch_add(1, Ordering::Relaxed);
-                    return Ok(revision);
-                }
-            }
-        }
-        self.inner.current_revision().await
+        tokio::spawn(reflect(inner.clone(), cache.clone(), token));
+        Self { inner, cache }
     }
 
     pub fn cache(&self) -> &WatchCache {
@@ -381,19 +295,12 @@ impl CachedStore {
 }
 
 /// Loads the cache and keeps it current until `token` is cancelled; reloads after failures.
-async fn reflect(
-    store: EtcdStore,
-    cache: Arc<WatchCache>,
-    progress: SharedProgress,
-    token: CancellationToken,
-) {
+async fn reflect(store: EtcdStore, cache: Arc<WatchCache>, token: CancellationToken) {
     loop {
         let error = tokio::select! {
             _ = token.cancelled() => break,
-            e = load_and_follow(&store, &cache, &progress) => e,
+            e = load_and_follow(&store, &cache) => e,
         };
-        // Waiting LISTs see their answers dropped and read etcd's revision with a range.
-        *progress.lock().unwrap_or_else(PoisonError::into_inner) = None;
         cache.invalidate();
         warn!(error = %error, "watch cache stopped; LISTs go to etcd until it is reloaded");
         tokio::select! {
@@ -406,11 +313,7 @@ async fn reflect(
 
 /// One life of the cache: load every key at one revision, then apply the watch's changes
 /// until it fails. Returns the failure.
-async fn load_and_follow(
-    store: &EtcdStore,
-    cache: &WatchCache,
-    shared: &SharedProgress,
-) -> crate::Error {
+async fn load_and_follow(store: &EtcdStore, cache: &WatchCache) -> crate::Error {
     let started = Instant::now();
     let mut items = Vec::new();
     let mut revision = 0;
@@ -433,21 +336,10 @@ async fn load_and_follow(
         }
     }
     // Watch first, then publish: changes after `revision` are applied on top of the load.
-    let (mut changes, requester) = match store.watch_keyspace(revision).await {
-        Ok(watch) => watch,
+    let mut changes = match store.watch_keyspace(revision).await {
+        Ok(changes) => changes,
         Err(e) => return e,
     };
-    let progress = Arc::new(Progress {
-        requester,
-        waiters: Default::default(),
-    });
-    // A follower's revision can lag writes its leader acknowledged: with several members,
-    // consistent reads take etcd's revision from a linearizable range instead.
-    let single_member = |count: Result<usize>| matches!(count, Ok(1));
-    let publish = |on: bool| {
-        *shared.lock().unwrap_or_else(PoisonError::into_inner) = on.then(|| progress.clone());
-    };
-    publish(single_member(store.member_count().await));
     let count = items.len();
     cache.reset(items, revision);
     info!(
@@ -456,21 +348,8 @@ async fn load_and_follow(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "watch cache loaded"
     );
-    let mut member_check = tokio::time::interval(MEMBER_CHECK_PERIOD);
-    member_check.tick().await;
     loop {
-        let next = tokio::select! {
-            next = changes.next() => next,
-            _ = member_check.tick() => {
-                publish(single_member(store.member_count().await));
-                continue;
-            }
-        };
-        match next {
-            Some(Ok(Changes {
-                progress: Some(revision),
-                ..
-            })) => progress.answer(revision),
+        match changes.next().await {
             Some(Ok(c)) => cache.apply(c),
             Some(Err(e)) => return e,
             None => return crate::Error::Unavailable("the watch cache's etcd watch ended".into()),
@@ -503,7 +382,7 @@ impl Storage for CachedStore {
             self.cache.misses.fetch_add(1, Ordering::Relaxed);
             return self.inner.list(prefix, opts).await;
         }
-        let current = self.current_revision_for_read().await?;
+        let current = self.inner.current_revision().await?;
         if self.cache.wait_for(current, CATCH_UP_TIMEOUT).await {
             if let Some(res) = self.cache.list(prefix, opts, current) {
                 return Ok(res);
@@ -634,13 +513,11 @@ mod tests {
                 event(EventType::Added, "/registry/pods/c/p9", 10),
             ],
             revision: 10,
-            progress: None,
         });
         // A response with only changes outside the store advances the revision.
         cache.apply(Changes {
             events: vec![],
             revision: 12,
-            progress: None,
         });
         let res = cache
             .list("/registry/pods/", &ListOptions::default(), 12)
@@ -663,7 +540,6 @@ mod tests {
         cache.apply(Changes {
             events: vec![event(EventType::Deleted, "/registry/pods/b/p1", 11)],
             revision: 11,
-            progress: None,
         });
         assert_eq!(cache.len(), 4);
     }
@@ -696,7 +572,6 @@ mod tests {
         cache.apply(Changes {
             events: vec![event(EventType::Added, "/registry/x", 20)],
             revision: 20,
-            progress: None,
         });
         assert!(cache.is_empty());
         cache.reset(vec![kv("/registry/y", 21)], 21);
@@ -716,7 +591,6 @@ mod tests {
         cache.apply(Changes {
             events: vec![],
             revision: 9,
-            progress: None,
         });
         assert!(waiter.await.unwrap());
         let waiter = {

@@ -24,9 +24,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Client, ClusterClient, Compare, CompareOp, ConnectOptions, DeleteOptions,
-    EventType as EtcdEventType, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse, TxnResponse,
-    WatchClient, WatchOptions, WatchRequestSender, WatchResponse, WatchResponseStream,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType as EtcdEventType,
+    GetOptions, KvClient, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchClient, WatchOptions,
+    WatchResponse, WatchStream,
 };
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -53,7 +53,6 @@ const MAX_RECV_MESSAGE_SIZE: usize = i32::MAX as usize;
 pub struct EtcdStore {
     kv: KvClient,
     watch: WatchClient,
-    cluster: ClusterClient,
     /// Extra prefix prepended to every key (empty in production).
     prefix: Arc<str>,
     request_timeout: Duration,
@@ -91,7 +90,6 @@ impl EtcdStore {
             watch: client
                 .watch_client()
                 .max_decoding_message_size(MAX_RECV_MESSAGE_SIZE),
-            cluster: client.cluster_client(),
             prefix: prefix.into(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             compacted: Arc::new(AtomicI64::new(0)),
@@ -186,24 +184,15 @@ impl EtcdStore {
     pub async fn watch_keyspace(
         &self,
         from_revision: i64,
-    ) -> Result<(BoxStream<'static, Result<Changes>>, ProgressRequester)> {
+    ) -> Result<BoxStream<'static, Result<Changes>>> {
         let state = self
             .open_watch(vec![0], vec![0], from_revision, true)
             .await?;
-        let requester = ProgressRequester(state.requests.clone());
-        let stream = futures::stream::unfold(state, |mut state| async move {
+        Ok(futures::stream::unfold(state, |mut state| async move {
             let item = state.next().await?;
             Some((item, state))
         })
-        .boxed();
-        Ok((stream, requester))
-    }
-
-    /// How many members the etcd cluster has (a serializable read of the member list).
-    pub async fn member_count(&self) -> Result<usize> {
-        let mut cluster = self.cluster.clone();
-        let resp = self.timed(cluster.member_list()).await.map_err(map_err)?;
-        Ok(resp.members().len())
+        .boxed())
     }
 
     /// Starts an etcd watch on `[key, end)` after `from_revision` and waits until etcd has
@@ -225,15 +214,13 @@ impl EtcdStore {
             .with_start_revision(start_revision)
             .with_prev_key();
         let mut client = self.watch.clone();
-        let (requests, stream) = self
+        let stream = self
             .timed(client.watch(key, Some(options)))
             .await
-            .map_err(map_err)?
-            .split();
+            .map_err(map_err)?;
         let mut state = WatchState {
             store: self.clone(),
             stream,
-            requests: Arc::new(tokio::sync::Mutex::new(requests)),
             requested: start_revision - 1,
             whole_keyspace,
             pending: VecDeque::new(),
@@ -581,41 +568,14 @@ impl Storage for EtcdStore {
 pub struct Changes {
     /// Changes to this store's keys, in revision order.
     pub events: Vec<WatchEvent>,
-    /// The highest revision of any change in the response, inside the store's prefix or not
-    /// (0 for a progress response).
+    /// The highest revision of any change in the response, inside the store's prefix or not.
     pub revision: i64,
-    /// For the answer to a [`ProgressRequester::request`]: etcd's revision when it took the
-    /// request. Not a promise that every change up to it was delivered: etcd before 3.4.25 /
-    /// 3.5.8 can send it ahead of events still queued (etcd-io/etcd#15220).
-    pub progress: Option<i64>,
-}
-
-/// Asks etcd, on the stream of an [`EtcdStore::watch_keyspace`] watch, for its current
-/// revision: cheaper for etcd than a range (no read transaction). etcd answers the requests of
-/// one stream in order, each with its revision when it took the request.
-#[derive(Clone)]
-pub struct ProgressRequester(Arc<tokio::sync::Mutex<WatchRequestSender>>);
-
-impl ProgressRequester {
-    /// Sends a progress request, calling `before_send` under the same lock first, so that
-    /// callers that queue themselves in `before_send` are queued in the order of the requests.
-    pub async fn request(&self, before_send: impl FnOnce()) -> Result<()> {
-        let mut sender = self.0.lock().await;
-        before_send();
-        sender
-            .request_progress()
-            .await
-            .map_err(|e| Error::Unavailable(format!("etcd watch stream: {e}")))
-    }
 }
 
 /// One watch: the etcd stream plus changes decoded but not yet handed out.
 struct WatchState {
     store: EtcdStore,
-    stream: WatchResponseStream,
-    /// The request half of the watch's gRPC stream: held for as long as the watch (etcd ends
-    /// a watch stream whose client stops sending) and used for progress requests.
-    requests: Arc<tokio::sync::Mutex<WatchRequestSender>>,
+    stream: WatchStream,
     /// The `from_revision` the watch was asked for, for [`Error::Expired`].
     requested: i64,
     /// The watch covers all of etcd: changes outside the store's prefix only count as revisions.
@@ -667,21 +627,11 @@ impl WatchState {
             )));
         }
         if resp.events().is_empty() {
-            // Not a creation (handled by open_watch) nor a cancellation: a progress response.
-            if self.whole_keyspace && !resp.created() {
-                let progress = resp.header().map(|h| h.revision());
-                self.pending.push_back(Ok(Changes {
-                    events: Vec::new(),
-                    revision: 0,
-                    progress,
-                }));
-            }
             return;
         }
         let mut changes = Changes {
             events: Vec::with_capacity(resp.events().len()),
             revision: 0,
-            progress: None,
         };
         for event in resp.events() {
             match self.event(event) {

@@ -307,8 +307,6 @@ async fn cached_lists_see_every_acknowledged_write_and_ignore_other_tenants() {
         "misses: {}",
         a.cache().misses()
     );
-    // A single-member etcd: the revision of each consistent LIST came from a progress request.
-    assert!(a.progress_reads() >= 601, "{}", a.progress_reads());
 
     // Pages of one list: served from memory while nothing changed, by etcd after a change.
     let first = a
