@@ -176,7 +176,8 @@ impl EtcdStore {
 
     /// Every change in the whole etcd keyspace after `from_revision` (0 = from now), one item
     /// per etcd watch response: the changes to this store's keys (prefix stripped, as
-    /// [`Storage::watch`] reports them) and the highest revision the response covers, which also
+    /// [`Storage::watch`] reports them, but without previous values: a deletion's value is
+    /// empty) and the highest revision the response covers, which also
     /// counts writes outside this store's prefix (other tenants of a shared etcd, the
     /// compactor's key). Since every etcd revision is one write and every write is seen here,
     /// a cache fed by this stream knows it has seen every change up to a revision read from
@@ -209,10 +210,13 @@ impl EtcdStore {
             0 => self.current_revision().await? + 1,
             r => r + 1,
         };
-        let options = WatchOptions::new()
+        let mut options = WatchOptions::new()
             .with_range(end)
-            .with_start_revision(start_revision)
-            .with_prev_key();
+            .with_start_revision(start_revision);
+        // A cache only needs the key of a deletion: spare etcd reading every previous value.
+        if !whole_keyspace {
+            options = options.with_prev_key();
+        }
         let mut client = self.watch.clone();
         let stream = self
             .timed(client.watch(key, Some(options)))
@@ -675,12 +679,17 @@ impl WatchState {
             EtcdEventType::Delete => {
                 // Without the previous value a watcher cannot tell what was deleted (upstream
                 // treats this as an error too); it only happens when that value was compacted.
-                let value = prev_value.clone().ok_or_else(|| {
-                    Error::Internal(format!(
-                        "etcd delete event for {key} at revision {} without previous value",
-                        kv.mod_revision()
-                    ))
-                })?;
+                let value = match &prev_value {
+                    Some(v) => v.clone(),
+                    // The keyspace watch asks for no previous values (see open_watch).
+                    None if self.whole_keyspace => Bytes::new(),
+                    None => {
+                        return Err(Error::Internal(format!(
+                            "etcd delete event for {key} at revision {} without previous value",
+                            kv.mod_revision()
+                        )))
+                    }
+                };
                 WatchEvent {
                     event_type: EventType::Deleted,
                     key,
