@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::etcd::{Changes, EtcdStore};
-use crate::{EventType, KeyValue, ListOptions, ListResult, Result, Storage, WatchEvent};
+use crate::{Entry, EventType, KeyValue, ListOptions, ListResult, Result, Storage, WatchEvent};
 
 /// How long a LIST waits for the cache to catch up with etcd before reading etcd instead
 /// (upstream waits up to 3 s for its watch cache, then fails with 504 or falls back).
@@ -47,13 +47,6 @@ const LOAD_PAGE: usize = 10_000;
 
 /// Pause before reloading after the cache's watch failed.
 const RELOAD_BACKOFF: Duration = Duration::from_secs(1);
-
-#[derive(Debug, Clone)]
-struct Entry {
-    value: Bytes,
-    create_revision: i64,
-    mod_revision: i64,
-}
 
 #[derive(Debug, Default)]
 struct State {
@@ -168,28 +161,14 @@ impl WatchCache {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        let start = match &opts.start_after {
-            Some(after) if after.as_str() >= prefix => Bound::Excluded(after.as_str()),
-            _ => Bound::Included(prefix),
-        };
         let mut range = state
             .items
-            .range::<str, _>((start, Bound::Unbounded))
+            .range::<str, _>((opts.start(prefix), Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix));
-        let limit = if opts.limit == 0 {
-            usize::MAX
-        } else {
-            opts.limit
-        };
         let items: Vec<KeyValue> = range
             .by_ref()
-            .take(limit)
-            .map(|(key, e)| KeyValue {
-                key: key.clone(),
-                value: e.value.clone(),
-                create_revision: e.create_revision,
-                mod_revision: e.mod_revision,
-            })
+            .take(opts.max_items())
+            .map(|(key, e)| e.to_key_value(key))
             .collect();
         let remaining = range.count();
         self.hits.fetch_add(1, Ordering::Relaxed);
@@ -206,12 +185,7 @@ impl WatchCache {
         if !state.ready {
             return None;
         }
-        state.items.get(key).map(|e| KeyValue {
-            key: key.to_string(),
-            value: e.value.clone(),
-            create_revision: e.create_revision,
-            mod_revision: e.mod_revision,
-        })
+        state.items.get(key).map(|e| e.to_key_value(key))
     }
 
     /// LISTs answered from memory so far.

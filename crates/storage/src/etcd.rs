@@ -186,26 +186,19 @@ impl EtcdStore {
         &self,
         from_revision: i64,
     ) -> Result<BoxStream<'static, Result<Changes>>> {
-        let state = self
-            .open_watch(vec![0], vec![0], from_revision, true)
-            .await?;
-        Ok(futures::stream::unfold(state, |mut state| async move {
-            let item = state.next().await?;
-            Some((item, state))
-        })
-        .boxed())
+        self.open_watch(vec![0], vec![0], from_revision, true).await
     }
 
     /// Starts an etcd watch on `[key, end)` after `from_revision` and waits until etcd has
     /// registered it, so that setup errors surface now and a dropped stream never leaves a
-    /// half-created watcher behind.
+    /// half-created watcher behind. One item per etcd watch response.
     async fn open_watch(
         &self,
         key: Vec<u8>,
         end: Vec<u8>,
         from_revision: i64,
         whole_keyspace: bool,
-    ) -> Result<WatchState> {
+    ) -> Result<BoxStream<'static, Result<Changes>>> {
         let start_revision = match from_revision {
             0 => self.current_revision().await? + 1,
             r => r + 1,
@@ -245,7 +238,11 @@ impl EtcdStore {
                 ))
             }
         }
-        Ok(state)
+        Ok(futures::stream::unfold(state, |mut state| async move {
+            let item = state.next().await?;
+            Some((item, state))
+        })
+        .boxed())
     }
 
     fn full_key(&self, key: &str) -> Vec<u8> {
@@ -513,18 +510,15 @@ impl Storage for EtcdStore {
         from_revision: i64,
     ) -> Result<BoxStream<'static, Result<WatchEvent>>> {
         let (key, end) = self.prefix_range(prefix);
-        let state = self.open_watch(key, end, from_revision, false).await?;
-        Ok(futures::stream::unfold(state, |mut state| async move {
-            let item = state.next().await?;
-            Some((item, state))
-        })
-        .flat_map(|changes| {
-            futures::stream::iter(match changes {
-                Ok(changes) => changes.events.into_iter().map(Ok).collect::<Vec<_>>(),
-                Err(e) => vec![Err(e)],
+        let changes = self.open_watch(key, end, from_revision, false).await?;
+        Ok(changes
+            .flat_map(|changes| {
+                futures::stream::iter(match changes {
+                    Ok(changes) => changes.events.into_iter().map(Ok).collect::<Vec<_>>(),
+                    Err(e) => vec![Err(e)],
+                })
             })
-        })
-        .boxed())
+            .boxed())
     }
 
     async fn current_revision(&self) -> Result<i64> {

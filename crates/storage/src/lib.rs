@@ -71,6 +71,45 @@ pub struct ListOptions {
     pub revision: i64,
 }
 
+impl ListOptions {
+    /// Where a listing of `prefix` starts: after `start_after` when that is not before the
+    /// prefix, else at the prefix itself.
+    pub(crate) fn start<'a>(&'a self, prefix: &'a str) -> std::ops::Bound<&'a str> {
+        match &self.start_after {
+            Some(after) if after.as_str() >= prefix => std::ops::Bound::Excluded(after.as_str()),
+            _ => std::ops::Bound::Included(prefix),
+        }
+    }
+
+    /// The most items to return (`limit`, or no bound for 0).
+    pub(crate) fn max_items(&self) -> usize {
+        if self.limit == 0 {
+            usize::MAX
+        } else {
+            self.limit
+        }
+    }
+}
+
+/// The state of one stored object in an in-memory store (the embedded store, the watch cache).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub value: Bytes,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+}
+
+impl Entry {
+    pub fn to_key_value(&self, key: &str) -> KeyValue {
+        KeyValue {
+            key: key.to_string(),
+            value: self.value.clone(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListResult {
     pub items: Vec<KeyValue>,

@@ -20,28 +20,9 @@ use std::hash::{Hash, Hasher};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use crate::{Error, EventType, KeyValue, ListOptions, ListResult, Result, WatchEvent};
 
-/// The state of one stored object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Entry {
-    pub value: Bytes,
-    pub create_revision: i64,
-    pub mod_revision: i64,
-}
-
-impl Entry {
-    pub fn to_key_value(&self, key: &str) -> KeyValue {
-        KeyValue {
-            key: key.to_string(),
-            value: self.value.clone(),
-            create_revision: self.create_revision,
-            mod_revision: self.mod_revision,
-        }
-    }
-}
+pub(crate) use crate::Entry;
 
 /// One object as written by one event; never changed afterwards.
 #[derive(Debug, PartialEq, Eq)]
@@ -350,20 +331,13 @@ impl State {
                 oldest: self.oldest,
             });
         }
-        let lower = match &opts.start_after {
-            Some(s) if s.as_str() >= prefix => Bound::Excluded(s.as_str()),
-            _ => Bound::Included(prefix),
-        };
+        let lower = opts.start(prefix);
         let current = self
             .ordered
             .range::<str, _>((lower, Bound::Unbounded))
             .take_while(|o| o.key().starts_with(prefix))
             .map(|o| (o.key(), Some(&o.0.entry)));
-        let limit = if opts.limit == 0 {
-            usize::MAX
-        } else {
-            opts.limit
-        };
+        let limit = opts.max_items();
 
         if at == self.revision {
             let first_page = matches!(lower, Bound::Included(_));
