@@ -54,13 +54,28 @@ pub struct Written {
 }
 
 /// How one attempt of a read-modify-write ended.
-enum Attempt {
+enum Attempt<T> {
     /// The store took the write.
-    Written(Written),
+    Written(T),
     /// The answer needs no write (a no-op, a dry run).
-    Unwritten(Written),
+    Unwritten(T),
     /// Someone else wrote first: read again and retry.
     Conflict,
+}
+
+impl<T> Attempt<T> {
+    /// The answer of a read-modify-write loop after one attempt, or None to try again: after a
+    /// conflict, and when an answer that is not a write (an error included) was decided on a
+    /// cached copy that may be stale, to decide it again on a fresh read.
+    fn settle(outcome: Result<Self, ApiError>, from_cache: bool) -> Option<Result<T, ApiError>> {
+        match outcome {
+            Ok(Attempt::Written(w)) => Some(Ok(w)),
+            Ok(Attempt::Conflict) => None,
+            _ if from_cache => None,
+            Ok(Attempt::Unwritten(w)) => Some(Ok(w)),
+            Err(e) => Some(Err(e)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -669,6 +684,26 @@ impl Registry {
 
     // ---------------------------------------------------------------- update / patch
 
+    /// The object a read-modify-write attempt starts from, and whether it is the watch
+    /// cache's copy (`cached`, taken on the first attempt only) rather than a fresh read.
+    async fn read_for_write(
+        &self,
+        key: &str,
+        cached: &mut Option<KeyValue>,
+        gr: GroupResource<'_>,
+        name: &str,
+    ) -> Result<(Option<KeyValue>, bool), ApiError> {
+        if let Some(kv) = cached.take() {
+            return Ok((Some(kv), true));
+        }
+        let fresh = self
+            .store
+            .get(key)
+            .await
+            .map_err(|e| storage_err(gr, name, e))?;
+        Ok((fresh, false))
+    }
+
     /// Read-modify-write of one object. `mutate` gets the current object (None if absent) and
     /// returns the desired object; an explicit `metadata.resourceVersion` in it is a precondition.
     async fn update_with<F>(
@@ -691,16 +726,7 @@ impl Registry {
         // answer that is not a write is decided again on a fresh read.
         let mut cached = self.store.cached(&key);
         for _attempt in 0..100_000 {
-            let (cur, from_cache) = match cached.take() {
-                Some(kv) => (Some(kv), true),
-                None => (
-                    self.store
-                        .get(&key)
-                        .await
-                        .map_err(|e| storage_err(gr, name, e))?,
-                    false,
-                ),
-            };
+            let (cur, from_cache) = self.read_for_write(&key, &mut cached, gr, name).await?;
             let Some(cur) = cur else {
                 let mut obj = mutate(None)?;
                 if !(apply || scope == Scope::Main && strategy::allow_create_on_update(r)) {
@@ -723,7 +749,7 @@ impl Registry {
                     w
                 });
             };
-            let attempt: Result<Attempt, ApiError> = async {
+            let attempt: Result<Attempt<Written>, ApiError> = async {
                 let old = self.decode(t, &cur)?;
                 let mut new = mutate(Some(&old))?;
                 self.check_identity(t, &mut new)?;
@@ -929,13 +955,8 @@ impl Registry {
                 }
             }
             .await;
-            match attempt {
-                Ok(Attempt::Written(w)) => return Ok(w),
-                Ok(Attempt::Conflict) => continue,
-                // Decided on a cached copy that may be stale: decide again on a fresh read.
-                _ if from_cache => continue,
-                Ok(Attempt::Unwritten(w)) => return Ok(w),
-                Err(e) => return Err(e),
+            if let Some(answer) = Attempt::settle(attempt, from_cache) {
+                return answer;
             }
         }
         Err(ApiError::conflict(
@@ -1172,39 +1193,20 @@ impl Registry {
         // on a fresh read.
         let mut cached = self.store.cached(&key);
         for _ in 0..100_000 {
-            let (cur, from_cache) = match cached.take() {
-                Some(kv) => (kv, true),
-                None => (
-                    self.store
-                        .get(&key)
-                        .await
-                        .map_err(|e| storage_err(gr, name, e))?
-                        .ok_or_else(|| ApiError::not_found(gr, name))?,
-                    false,
-                ),
-            };
-            macro_rules! unwritten {
-                ($answer:expr) => {{
-                    if from_cache {
-                        continue;
-                    }
-                    return $answer;
-                }};
-            }
-            let old = match self.decode(t, &cur) {
-                Ok(old) => old,
-                Err(e) => unwritten!(Err(e)),
-            };
+            let (cur, from_cache) = self.read_for_write(&key, &mut cached, gr, name).await?;
+            let cur = cur.ok_or_else(|| ApiError::not_found(gr, name))?;
+            let attempt: Result<Attempt<Deleted>, ApiError> = async {
+            let old = self.decode(t, &cur)?;
             if let Some(uid) = opts.pointer("/preconditions/uid").and_then(Value::as_str) {
                 if Some(uid) != meta_str(&old, "uid") {
-                    unwritten!(Err(ApiError::conflict(
+                    return Err(ApiError::conflict(
                         gr,
                         name,
                         &format!(
                         "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
                         meta_str(&old, "uid").unwrap_or("")
                     ),
-                    )));
+                    ));
                 }
             }
             if let Some(rv) = opts
@@ -1212,10 +1214,10 @@ impl Registry {
                 .and_then(Value::as_str)
             {
                 if codec::parse_rv(rv)? != cur.mod_revision {
-                    unwritten!(Err(ApiError::conflict(gr, name, &format!(
+                    return Err(ApiError::conflict(gr, name, &format!(
                         "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
                         cur.mod_revision
-                    ))));
+                    )));
                 }
             }
             let mut new = old.clone();
@@ -1260,7 +1262,7 @@ impl Registry {
                     .and_then(Value::as_i64);
                 if already && prev_grace.is_none_or(|p| grace >= p) && finalizers_unchanged {
                     // Nothing more to do: deletion already in progress.
-                    unwritten!(Ok(Deleted::Pending(old)));
+                    return Ok(Attempt::Unwritten(Deleted::Pending(old)));
                 }
                 let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
                 if !already || prev_grace.is_some_and(|p| grace < p) {
@@ -1274,10 +1276,10 @@ impl Registry {
                     new["status"]["phase"] = json!("Terminating");
                 }
                 if dry_run {
-                    unwritten!(Ok(Deleted::Pending(new)));
+                    return Ok(Attempt::Unwritten(Deleted::Pending(new)));
                 }
                 m_remove_rv(&mut new);
-                match self
+                return match self
                     .store
                     .update(&key, codec::encode_for_storage(&new), cur.mod_revision)
                     .await
@@ -1287,25 +1289,30 @@ impl Registry {
                             self.namespaces.set(name, true);
                         }
                         codec::set_rv(&mut new, rev);
-                        return Ok(Deleted::Pending(new));
+                        Ok(Attempt::Written(Deleted::Pending(new)))
                     }
-                    Err(storage::Error::Conflict { .. }) => continue,
-                    Err(e) => return Err(storage_err(gr, name, e)),
-                }
+                    Err(storage::Error::Conflict { .. }) => Ok(Attempt::Conflict),
+                    Err(e) => Err(storage_err(gr, name, e)),
+                };
             }
             if dry_run {
-                unwritten!(Ok(Deleted::Gone(old)));
+                return Ok(Attempt::Unwritten(Deleted::Gone(old)));
             }
             match self.store.delete(&key, Some(cur.mod_revision)).await {
                 Ok((_, _rev)) => {
                     if r.group.is_empty() && r.kind == "Service" {
                         self.alloc.release(&old);
                     }
-                    return Ok(Deleted::Gone(old));
+                    Ok(Attempt::Written(Deleted::Gone(old)))
                 }
-                Err(storage::Error::Conflict { .. }) => continue,
-                Err(storage::Error::NotFound(_)) => unwritten!(Err(ApiError::not_found(gr, name))),
-                Err(e) => return Err(storage_err(gr, name, e)),
+                Err(storage::Error::Conflict { .. }) => Ok(Attempt::Conflict),
+                Err(storage::Error::NotFound(_)) => Err(ApiError::not_found(gr, name)),
+                Err(e) => Err(storage_err(gr, name, e)),
+            }
+            }
+            .await;
+            if let Some(answer) = Attempt::settle(attempt, from_cache) {
+                return answer;
             }
         }
         Err(ApiError::conflict(
