@@ -256,14 +256,21 @@ pub fn parse_routes(text: &str) -> Routes {
     out
 }
 
-impl Dataplane for System {
-    fn restore(&mut self, text: &str) -> Result<(), DataplaneError> {
+impl System {
+    /// `iptables-restore --noflush --wait` of `text` (through `&self`, for parallel restores).
+    fn restore_text(&self, text: &str) -> Result<(), DataplaneError> {
         self.check(
             "iptables-restore",
             &["--noflush".into(), "--wait".into()],
             Some(text),
         )
         .map(|_| ())
+    }
+}
+
+impl Dataplane for System {
+    fn restore(&mut self, text: &str) -> Result<(), DataplaneError> {
+        self.restore_text(text)
     }
 
     /// Several `iptables-restore` processes at once. With the nf_tables backend each commits
@@ -280,11 +287,7 @@ impl Dataplane for System {
                         let Some(text) = texts.get(i) else {
                             return Ok(());
                         };
-                        if let Err(e) = this.check(
-                            "iptables-restore",
-                            &["--noflush".into(), "--wait".into()],
-                            Some(text),
-                        ) {
+                        if let Err(e) = this.restore_text(text) {
                             // Stop handing out parts; the sync fails and the next is full.
                             next.store(texts.len(), std::sync::atomic::Ordering::Relaxed);
                             return Err(e);
