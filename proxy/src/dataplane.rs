@@ -523,6 +523,13 @@ impl Dataplane for Recording {
         Ok(())
     }
 
+    /// In reverse order: parallel restores may finish in any order, so a test that replays
+    /// the recorded texts sees a part run before the ones listed ahead of it.
+    fn restore_all(&mut self, texts: &[String], workers: usize) -> Result<(), DataplaneError> {
+        let _ = workers;
+        texts.iter().rev().try_for_each(|t| self.restore(t))
+    }
+
     fn nft(&mut self, script: &str) -> Result<(), DataplaneError> {
         let mut s = self.lock();
         s.calls.push(Call::Nft(script.to_string()));

@@ -678,6 +678,24 @@ pub fn owned_chains_in_save(save: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Whether `save` (`iptables-save` output, or `nft list chains` as save text) declares `chain`
+/// in `table`.
+pub fn save_has_chain(save: &str, table: &str, chain: &str) -> bool {
+    let mut current = "";
+    save.lines().any(|line| {
+        if let Some(t) = line.strip_prefix('*') {
+            current = t.trim();
+            false
+        } else {
+            current == table
+                && line
+                    .strip_prefix(':')
+                    .and_then(|rest| rest.split_whitespace().next())
+                    == Some(chain)
+        }
+    })
+}
+
 fn write_table(
     out: &mut String,
     name: &str,

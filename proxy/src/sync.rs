@@ -346,8 +346,10 @@ pub struct Proxier<D: Dataplane> {
     /// same Service objects come back (endpoints change far more often than Services).
     service_ports: Option<KeptPorts>,
     /// Service ports per `iptables-restore` of a full sync in the iptables mode (above it, the
-    /// full sync is split: [`FULL_SYNC_PART_PORTS`]).
+    /// full sync is split: [`FULL_SYNC_PART_PORTS`]), and when it rewrites rules already in
+    /// place ([`REWRITE_PART_PORTS`]).
     part_ports: usize,
+    rewrite_part_ports: usize,
     /// `iptables-restore` processes at once for the parts of a split full sync.
     restore_workers: usize,
 }
@@ -357,13 +359,19 @@ pub struct Proxier<D: Dataplane> {
 /// iptables 1.8.9 keeps every chain and jump-target name of a restore in a sorted linked list
 /// walked from the start for each command, so one restore of everything grows with the square
 /// of the chains (10,000 services: 34,000 chains, ~3 billion list steps, 18-24 s); parts of 500
-/// ports keep each list short (bench-proxy, 10,000 services: first full sync 4.5 s in all;
-/// a forced full resync 6.9 s, as each of the 21 restores also costs the kernel ~0.1-0.2 s
-/// once the rules are reachable from the built-in chains).
+/// ports keep each list short (bench-proxy, 10,000 services: first full sync 4.5 s in all).
 /// Each part is complete in itself (a port's chains jump only to each other and to
 /// KUBE-MARK-MASQ) and unreachable until the last restore rewrites KUBE-SERVICES, so traffic
 /// only ever sees whole services; up to this many ports the full sync stays one restore.
 pub const FULL_SYNC_PART_PORTS: usize = 500;
+
+/// Service ports per restore when a full sync rewrites rules already in place (a forced
+/// resync, or the first sync after a proxy restart). Once the rules are reachable from the
+/// built-in chains, the kernel validates the whole table (every jump path from PREROUTING and
+/// OUTPUT) at each commit, ~0.1 s at 10,000 services, and commits are serialized, so fewer,
+/// larger restores win here (bench-proxy, 10,000 services, forced resync: parts of 500 ports
+/// 5.9-6.3 s, 750: 5.4-5.5 s, 1,000: 5.2-5.5 s, 1,500: 6.1-6.6 s).
+pub const REWRITE_PART_PORTS: usize = 1000;
 
 /// At most this many `iptables-restore` processes at once (one per CPU up to it) for the parts
 /// of a split full sync.
@@ -382,6 +390,7 @@ impl<D: Dataplane> Proxier<D> {
             last: None,
             service_ports: None,
             part_ports: FULL_SYNC_PART_PORTS,
+            rewrite_part_ports: REWRITE_PART_PORTS,
             restore_workers: std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
                 .min(MAX_RESTORE_WORKERS),
@@ -394,9 +403,18 @@ impl<D: Dataplane> Proxier<D> {
         self
     }
 
-    /// Service ports per restore of a split full sync (tests; at least 1).
+    /// Service ports per restore of a split full sync, whether it writes new rules or rewrites
+    /// rules in place (tests; at least 1).
     pub fn with_part_ports(mut self, ports: usize) -> Self {
         self.part_ports = ports.max(1);
+        self.rewrite_part_ports = self.part_ports;
+        self
+    }
+
+    /// Service ports per restore of a split full sync that rewrites rules already in place (at
+    /// least 1).
+    pub fn with_rewrite_part_ports(mut self, ports: usize) -> Self {
+        self.rewrite_part_ports = ports.max(1);
         self
     }
 
@@ -553,11 +571,15 @@ impl<D: Dataplane> Proxier<D> {
 
         let apply_start = Instant::now();
         let t = Instant::now();
+        // Whether KUBE-MARK-MASQ, which every part of a split full sync jumps to, already exists
+        // (then no part has to wait for the one that writes it).
+        let mut marks_exist = !kernel_unknown;
         let texts: Vec<String> = if report.full {
             let mut existing: Vec<(String, String)> = Vec::new();
             if kernel_unknown {
                 let chains = self.dataplane.chains().map_err(SyncError::Save)?;
                 existing = rules::owned_chains_in_save(&chains);
+                marks_exist = rules::save_has_chain(&chains, "nat", rules::KUBE_MARK_MASQ);
             } else {
                 // What was applied: unchanged ports' chains and the old ones of the others.
                 let applied = re
@@ -571,7 +593,14 @@ impl<D: Dataplane> Proxier<D> {
                 }
                 existing.extend(applied_before);
             }
-            if re.ports.len() <= self.part_ports {
+            // Rules in place (a forced resync, a restart): each commit costs a validation of
+            // the whole reachable table, so fewer, larger parts.
+            let part_ports = if marks_exist && (!kernel_unknown || !existing.is_empty()) {
+                self.rewrite_part_ports
+            } else {
+                self.part_ports
+            };
+            if re.ports.len() <= part_ports {
                 let mut desired = fixed.clone();
                 for (_, frag) in re.ports.values() {
                     desired.merge(&frag.select(false));
@@ -584,7 +613,7 @@ impl<D: Dataplane> Proxier<D> {
                 // one that makes the new chains reachable (`rules::part_text`).
                 let frags: Vec<&Ruleset> = re.ports.values().map(|(_, f)| f).collect();
                 let mut texts = Vec::new();
-                for (i, part) in frags.chunks(self.part_ports).enumerate() {
+                for (i, part) in frags.chunks(part_ports).enumerate() {
                     let lead = if i == 0 { Some(&fixed) } else { None };
                     texts.push(rules::part_text(part, lead));
                 }
@@ -618,8 +647,13 @@ impl<D: Dataplane> Proxier<D> {
         }
         let t = Instant::now();
         let result = match texts.as_slice() {
-            // A split full sync: the first part (which writes KUBE-MARK-MASQ), the others at
-            // once (they are independent and unreachable until the last), then the last.
+            // A split full sync: the parts at once (they are independent and unreachable until
+            // the last), after the first (which writes KUBE-MARK-MASQ) unless that chain is
+            // already there, then the last.
+            [parts @ .., last] if marks_exist && parts.len() > 1 => self
+                .dataplane
+                .restore_all(parts, self.restore_workers)
+                .and_then(|()| self.dataplane.restore(last)),
             [first, parts @ .., last] if parts.len() > 1 => self
                 .dataplane
                 .restore(first)
@@ -1163,9 +1197,23 @@ mod tests {
             } else {
                 assert_eq!(texts.len(), 1);
             }
+            // (The fake runs parallel restores in reverse order: a part jumping to
+            // KUBE-MARK-MASQ before the first part wrote it would fail the replay.)
             apply_restores(state, &texts);
             // A forced full resync (kernel state known) leaves the same again.
             p.sync(&snap, true).unwrap();
+            apply_restores(state, &restores(&dp.take_calls()));
+            // So does the first sync after a restart, with the chains listed from the kernel.
+            let mut listing = String::new();
+            for table in ["filter", "nat"] {
+                listing.push_str(&format!("*{table}\n"));
+                for (_, c) in state.keys().filter(|(t, _)| t == table) {
+                    listing.push_str(&format!(":{c} - [0:0]\n"));
+                }
+            }
+            dp.set_save_output(&listing);
+            let mut restarted = proxier(&dp).with_part_ports(part_ports);
+            assert!(restarted.sync(&snap, true).unwrap().full);
             apply_restores(state, &restores(&dp.take_calls()));
         }
         assert!(!want.contains_key(&("nat".to_string(), "KUBE-SVC-OLDOLDOLDOLDOLDO".to_string())));

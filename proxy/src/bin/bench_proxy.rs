@@ -12,8 +12,8 @@
 //! [--verbose]` (`--dump-nft PATH` writes the nftables mode's first full script for the first
 //! size instead, `--dump-iptables PATH` the iptables mode's full restore text, to time
 //! `iptables-restore --noflush` on by hand) (default 1000,10000 services × 2 endpoints, 50
-//! rounds, both modes; `--verbose` prints every round; `--part-ports N` and
-//! `--restore-workers N` tune the split iptables full sync). It also times a full sync after a
+//! rounds, both modes; `--verbose` prints every round; `--part-ports N`,
+//! `--rewrite-part-ports N` and `--restore-workers N` tune the split iptables full sync). It also times a full sync after a
 //! proxy restart with the rules in place. Every 10th service is a NodePort, every 7th has ClientIP
 //! affinity, every 5th is a LoadBalancer with externalTrafficPolicy Local, every 11th is UDP,
 //! so the sync exercises every rule shape.
@@ -328,6 +328,8 @@ fn new_proxier(ns: &Netns, mode: Mode) -> Proxier<System> {
     )
     // --part-ports N: service ports per iptables-restore of a split full sync (to tune it).
     .with_part_ports(arg("--part-ports", proxy::sync::FULL_SYNC_PART_PORTS))
+    // --rewrite-part-ports N: the same when the rules are in place (forced resync, restart).
+    .with_rewrite_part_ports(arg("--rewrite-part-ports", proxy::sync::REWRITE_PART_PORTS))
     // --restore-workers N: iptables-restore processes at once for those parts.
     .with_restore_workers(arg("--restore-workers", workers))
 }

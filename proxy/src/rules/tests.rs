@@ -858,6 +858,10 @@ fn owned_chains_are_found_in_iptables_save() {
             ("nat".to_string(), "KUBE-SEP-BBBB".to_string())
         ]
     );
+    assert!(save_has_chain(save, "nat", KUBE_MARK_MASQ));
+    assert!(save_has_chain(save, "filter", "KUBE-SERVICES"));
+    assert!(!save_has_chain(save, "filter", KUBE_MARK_MASQ));
+    assert!(!save_has_chain(save, "nat", "KUBE-SVC-AAA"));
 }
 
 #[test]
