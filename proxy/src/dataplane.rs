@@ -277,6 +277,10 @@ impl Dataplane for System {
     /// its own transaction (the kernel serializes commits, and iptables-nft replays a batch
     /// whose cache went stale), so the parsing and rule building of one overlaps the others'.
     fn restore_all(&mut self, texts: &[String], workers: usize) -> Result<(), DataplaneError> {
+        // The largest first, so no long restore starts last and runs alone.
+        let mut order: Vec<&String> = texts.iter().collect();
+        order.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        let texts = order;
         let next = std::sync::atomic::AtomicUsize::new(0);
         let this = &*self;
         std::thread::scope(|scope| {

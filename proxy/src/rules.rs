@@ -657,7 +657,8 @@ fn service_to_endpoints(
     }
 }
 
-fn is_dynamic(chain: &str) -> bool {
+/// Whether `chain` is one of the per-service-port chains (named after a hash), not a fixed one.
+pub(crate) fn is_dynamic(chain: &str) -> bool {
     DYNAMIC_PREFIXES.iter().any(|p| chain.starts_with(p))
 }
 

@@ -574,6 +574,9 @@ impl<D: Dataplane> Proxier<D> {
         // Whether KUBE-MARK-MASQ, which every part of a split full sync jumps to, already exists
         // (then no part has to wait for the one that writes it).
         let mut marks_exist = !kernel_unknown;
+        // Whether the last restore of a split full sync may run alongside the parts: it deletes
+        // no chain and every chain it jumps to is there already (a resync with nothing changed).
+        let mut last_concurrent = false;
         let texts: Vec<String> = if report.full {
             let mut existing: Vec<(String, String)> = Vec::new();
             if kernel_unknown {
@@ -581,11 +584,12 @@ impl<D: Dataplane> Proxier<D> {
                 existing = rules::owned_chains_in_save(&chains);
                 marks_exist = rules::save_has_chain(&chains, "nat", rules::KUBE_MARK_MASQ);
             } else {
-                // What was applied: unchanged ports' chains and the old ones of the others.
+                // What was applied: unchanged ports' chains and the old ones of the others
+                // (new ports have none).
                 let applied = re
                     .ports
                     .iter()
-                    .filter(|(k, _)| !re.old.contains_key(*k))
+                    .filter(|(k, _)| !re.old.contains_key(*k) && !re.changed.contains(*k))
                     .map(|(_, (_, f))| f)
                     .chain(re.old.values());
                 for frag in applied {
@@ -619,7 +623,18 @@ impl<D: Dataplane> Proxier<D> {
                 }
                 let wanted: BTreeSet<&str> =
                     frags.iter().flat_map(|f| f.nat.chain_names()).collect();
+                let all_there = {
+                    let there: BTreeSet<&str> = existing
+                        .iter()
+                        .filter(|(t, _)| t == "nat")
+                        .map(|(_, c)| c.as_str())
+                        .collect();
+                    wanted
+                        .iter()
+                        .all(|c| !rules::is_dynamic(c) || there.contains(c))
+                };
                 existing.retain(|(t, c)| t != "nat" || !wanted.contains(c.as_str()));
+                last_concurrent = marks_exist && all_there && existing.is_empty();
                 texts.push(rules::restore_text(&fixed, None, &existing));
                 texts
             }
@@ -649,7 +664,10 @@ impl<D: Dataplane> Proxier<D> {
         let result = match texts.as_slice() {
             // A split full sync: the parts at once (they are independent and unreachable until
             // the last), after the first (which writes KUBE-MARK-MASQ) unless that chain is
-            // already there, then the last.
+            // already there, then the last, or the last among them when it depends on none.
+            [_, parts @ .., _] if last_concurrent && !parts.is_empty() => {
+                self.dataplane.restore_all(&texts, self.restore_workers)
+            }
             [parts @ .., last] if marks_exist && parts.len() > 1 => self
                 .dataplane
                 .restore_all(parts, self.restore_workers)
@@ -1151,11 +1169,20 @@ mod tests {
                     // Every jump target exists already.
                     if let Some((_, t)) = rule.rsplit_once(" -j ") {
                         if t.starts_with("KUBE-") {
-                            assert!(state.contains_key(&(table.clone(), t.to_string())), "{t}");
+                            assert!(
+                                state.contains_key(&(table.clone(), t.to_string())),
+                                "{t} in {line}"
+                            );
                         }
                     }
                 } else if let Some(c) = line.strip_prefix("-X ") {
                     assert!(state.remove(&(table.clone(), c.to_string())).is_some());
+                    // The kernel refuses to delete a chain a rule still jumps to.
+                    let jump = format!(" -j {c}");
+                    assert!(
+                        !state.values().flatten().any(|r| r.ends_with(&jump)),
+                        "{c} deleted while in use"
+                    );
                 }
             }
         }
@@ -1203,18 +1230,35 @@ mod tests {
             // A forced full resync (kernel state known) leaves the same again.
             p.sync(&snap, true).unwrap();
             apply_restores(state, &restores(&dp.take_calls()));
-            // So does the first sync after a restart, with the chains listed from the kernel.
-            let mut listing = String::new();
-            for table in ["filter", "nat"] {
-                listing.push_str(&format!("*{table}\n"));
-                for (_, c) in state.keys().filter(|(t, _)| t == table) {
-                    listing.push_str(&format!(":{c} - [0:0]\n"));
-                }
+            // And ones carrying changes: a new service (new chains), then an endpoint replaced
+            // (a new endpoint chain, a stale one).
+            let mut added = snap.clone();
+            added.services.push(service("new", "10.96.0.40", "TCP"));
+            added.slices.push(slice("new", "TCP", &["10.244.1.9"]));
+            let mut changed = added.clone();
+            changed.slices[1] = slice("web", "TCP", &["10.244.1.6", "10.244.1.8"]);
+            for snap in [&added, &changed] {
+                p.sync(snap, true).unwrap();
+                apply_restores(state, &restores(&dp.take_calls()));
             }
-            dp.set_save_output(&listing);
-            let mut restarted = proxier(&dp).with_part_ports(part_ports);
-            assert!(restarted.sync(&snap, true).unwrap().full);
-            apply_restores(state, &restores(&dp.take_calls()));
+            // So do first syncs after a restart, with the chains listed from the kernel: with
+            // nothing changed meanwhile, with chains gone only (a service and an endpoint
+            // removed), then with new ones.
+            let mut shrunk = snap.clone();
+            shrunk.slices[1] = slice("web", "TCP", &["10.244.1.6"]);
+            for snap in [&changed, &shrunk, &snap] {
+                let mut listing = String::new();
+                for table in ["filter", "nat"] {
+                    listing.push_str(&format!("*{table}\n"));
+                    for (_, c) in state.keys().filter(|(t, _)| t == table) {
+                        listing.push_str(&format!(":{c} - [0:0]\n"));
+                    }
+                }
+                dp.set_save_output(&listing);
+                let mut restarted = proxier(&dp).with_part_ports(part_ports);
+                assert!(restarted.sync(snap, true).unwrap().full);
+                apply_restores(state, &restores(&dp.take_calls()));
+            }
         }
         assert!(!want.contains_key(&("nat".to_string(), "KUBE-SVC-OLDOLDOLDOLDOLDO".to_string())));
         assert_eq!(got, want);
