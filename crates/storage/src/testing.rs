@@ -82,11 +82,11 @@ impl EtcdProcess {
         let peer = format!("http://127.0.0.1:{peer_port}");
         let log = std::fs::File::create(dir.path().join("etcd.log"))?;
         // etcd runs under a small shell watchdog that kills it when our end of its stdin pipe
-        // closes, so it also dies when the test process exits without dropping us (a
-        // `static` shared etcd is never dropped).
+        // closes, then removes its directory, so it also dies and leaves nothing behind when
+        // the test process exits without dropping us (a `static` shared etcd is never dropped).
         let child = Command::new("sh")
             .arg("-c")
-            .arg(r#"exec 3<&0; "$0" "$@" </dev/null & pid=$!; (cat <&3 >/dev/null; kill "$pid" 2>/dev/null) & wait "$pid""#)
+            .arg(r#"exec 3<&0; "$0" "$@" </dev/null & pid=$!; (cat <&3 >/dev/null; kill "$pid" 2>/dev/null; while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done; rm -rf "$KUBRS_ETCD_TEST_DIR") & wait "$pid""#)
             .arg(binary)
             .arg("--name=test")
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
@@ -101,6 +101,7 @@ impl EtcdProcess {
             .arg("--log-level=warn")
             // etcd reads ETCD_* variables as flags and warns about ours.
             .env_remove(ETCD_BINARY_ENV)
+            .env("KUBRS_ETCD_TEST_DIR", dir.path())
             .stdin(Stdio::piped())
             .stdout(log.try_clone()?)
             .stderr(log)
