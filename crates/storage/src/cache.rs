@@ -153,12 +153,23 @@ impl WatchCache {
     /// exactly `opts.revision` when that is the applied revision. None when the cache cannot
     /// answer (not ready, at another revision, or older than `at_least`).
     pub fn list(&self, prefix: &str, opts: &ListOptions, at_least: i64) -> Option<ListResult> {
+        let res = self.snapshot(prefix, opts, at_least);
+        let counter = if res.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        res
+    }
+
+    /// [`WatchCache::list`] without counting a hit or a miss.
+    fn snapshot(&self, prefix: &str, opts: &ListOptions, at_least: i64) -> Option<ListResult> {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         let servable = state.ready
             && state.revision >= at_least
             && (opts.revision == 0 || opts.revision == state.revision);
         if !servable {
-            self.misses.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         let mut range = state
@@ -171,7 +182,6 @@ impl WatchCache {
             .map(|(key, e)| e.to_key_value(key))
             .collect();
         let remaining = range.count();
-        self.hits.fetch_add(1, Ordering::Relaxed);
         Some(ListResult {
             items,
             revision: state.revision,
@@ -356,7 +366,21 @@ impl Storage for CachedStore {
             self.cache.misses.fetch_add(1, Ordering::Relaxed);
             return self.inner.list(prefix, opts).await;
         }
-        let current = self.inner.current_revision().await?;
+        // etcd's revision now, and meanwhile a snapshot at the applied revision: when that
+        // already covers etcd's (the cache is caught up, the usual case) it is the answer, and
+        // the round trip overlapped taking it.
+        let current = self.inner.current_revision();
+        tokio::pin!(current);
+        let sent = futures::poll!(current.as_mut());
+        let early = self.cache.snapshot(prefix, opts, 0);
+        let current = match sent {
+            std::task::Poll::Ready(r) => r?,
+            std::task::Poll::Pending => current.await?,
+        };
+        if let Some(res) = early.filter(|res| res.revision >= current) {
+            self.cache.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(res);
+        }
         if self.cache.wait_for(current, CATCH_UP_TIMEOUT).await {
             if let Some(res) = self.cache.list(prefix, opts, current) {
                 return Ok(res);
