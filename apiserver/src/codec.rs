@@ -247,6 +247,24 @@ impl Encoded {
 /// Scans structure (depth and strings) so nested objects with a `metadata` key, such as a
 /// ControllerRevision's `data`, are never mistaken for it.
 fn top_level_metadata_body(v: &[u8]) -> Option<usize> {
+    stored_metadata_body(v).or_else(|| scan_metadata_body(v))
+}
+
+/// [`top_level_metadata_body`] for the layout objects are stored in (keys sorted, so
+/// `{"apiVersion":"…","kind":"…","metadata":{`), without walking the structure: two plain
+/// strings and fixed text, or None for anything else.
+fn stored_metadata_body(v: &[u8]) -> Option<usize> {
+    fn after_plain_string(v: &[u8]) -> Option<&[u8]> {
+        let end = v.iter().position(|&b| b == b'"' || b == b'\\')?;
+        (v[end] == b'"').then(|| &v[end + 1..])
+    }
+    let rest = after_plain_string(v.strip_prefix(b"{\"apiVersion\":\"")?)?;
+    let rest = after_plain_string(rest.strip_prefix(b",\"kind\":\"")?)?;
+    let rest = rest.strip_prefix(b",\"metadata\":{")?;
+    Some(v.len() - rest.len())
+}
+
+fn scan_metadata_body(v: &[u8]) -> Option<usize> {
     let mut depth = 0usize;
     let mut i = 0;
     while i < v.len() {
@@ -614,6 +632,33 @@ mod tests {
         );
         assert!(q.decode(b"{\"spec\": ").is_err());
         assert_eq!(Projection::default().decode(&bytes).unwrap(), obj);
+    }
+
+    #[test]
+    fn metadata_is_found_in_the_stored_layout_and_by_the_structure_scan_alike() {
+        for v in [
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{}}"#,
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{}}"#,
+            r#"{"apiVersion":"apps/v1","kind":"ControllerRevision","data":{"metadata":{}},"metadata":{"name":"r"}}"#,
+            r#"{"apiVersion":"v\"1","kind":"Pod","metadata":{"name":"p"}}"#,
+            r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p"}}"#,
+            r#"{"apiVersion":"v1","kind":"Pod","spec":{"metadata":{}}}"#,
+            r#"{"apiVersion":"v1","kind":"Pod""#,
+        ] {
+            let v = v.as_bytes();
+            assert_eq!(
+                top_level_metadata_body(v),
+                scan_metadata_body(v),
+                "{}",
+                String::from_utf8_lossy(v)
+            );
+        }
+        let v = br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"}}"#;
+        assert_eq!(stored_metadata_body(v), Some(44));
+        assert_eq!(
+            stored_metadata_body(br#"{"apiVersion":"v\"1","kind":"Pod","metadata":{}}"#),
+            None
+        );
     }
 
     #[test]
