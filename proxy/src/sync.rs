@@ -575,7 +575,10 @@ impl<D: Dataplane> Proxier<D> {
         // (then no part has to wait for the one that writes it).
         let mut marks_exist = !kernel_unknown;
         // Whether the last restore of a split full sync may run alongside the parts: it deletes
-        // no chain and every chain it jumps to is there already (a resync with nothing changed).
+        // no chain and every chain it jumps to is there already (typically a resync with
+        // nothing changed). Rules rewritten in place change per chain either way: with ports
+        // whose chains keep their names but change, KUBE-SERVICES may commit before or after
+        // their chains, as with any order of separate restores.
         let mut last_concurrent = false;
         let texts: Vec<String> = if report.full {
             let mut existing: Vec<(String, String)> = Vec::new();
