@@ -662,39 +662,33 @@ pub(crate) fn is_dynamic(chain: &str) -> bool {
     DYNAMIC_PREFIXES.iter().any(|p| chain.starts_with(p))
 }
 
+/// Every `(table, chain)` that `save` (`iptables-save` output, or `nft list chains` as save
+/// text) declares.
+fn declared_chains(save: &str) -> impl Iterator<Item = (&str, &str)> {
+    let mut table = "";
+    save.lines().filter_map(move |line| {
+        if let Some(t) = line.strip_prefix('*') {
+            table = t.trim();
+            None
+        } else {
+            let chain = line.strip_prefix(':')?.split_whitespace().next()?;
+            Some((table, chain))
+        }
+    })
+}
+
 /// Chains found in the kernel (from `iptables-save`) that the proxy owns: `(table, chain)`.
 pub fn owned_chains_in_save(save: &str) -> Vec<(String, String)> {
-    let mut table = String::new();
-    let mut out = Vec::new();
-    for line in save.lines() {
-        if let Some(t) = line.strip_prefix('*') {
-            table = t.trim().to_string();
-        } else if let Some(rest) = line.strip_prefix(':') {
-            let chain = rest.split_whitespace().next().unwrap_or_default();
-            if is_dynamic(chain) {
-                out.push((table.clone(), chain.to_string()));
-            }
-        }
-    }
-    out
+    declared_chains(save)
+        .filter(|(_, chain)| is_dynamic(chain))
+        .map(|(table, chain)| (table.to_string(), chain.to_string()))
+        .collect()
 }
 
 /// Whether `save` (`iptables-save` output, or `nft list chains` as save text) declares `chain`
 /// in `table`.
 pub fn save_has_chain(save: &str, table: &str, chain: &str) -> bool {
-    let mut current = "";
-    save.lines().any(|line| {
-        if let Some(t) = line.strip_prefix('*') {
-            current = t.trim();
-            false
-        } else {
-            current == table
-                && line
-                    .strip_prefix(':')
-                    .and_then(|rest| rest.split_whitespace().next())
-                    == Some(chain)
-        }
-    })
+    declared_chains(save).any(|declared| declared == (table, chain))
 }
 
 fn write_table(
