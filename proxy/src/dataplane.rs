@@ -442,10 +442,14 @@ struct RecordingState {
     conntrack_installed: bool,
 }
 
+/// The first line of [`nft_chains_as_save`]'s text (a comment, as `iptables-save` writes them).
+const NFT_LISTING: &str = "# nft list chains ip\n";
+
 /// `nft list chains ip` output as `iptables-save` would declare the chains of tables filter and
-/// nat (`*filter`, `:CHAIN - [0:0]`, …); other tables (such as the nftables mode's) are left out.
+/// nat (`*filter`, `:CHAIN - [0:0]`, …); other tables (such as the nftables mode's) are named in
+/// comments only (`# table ip kube-proxy`), which restore and the save parsers skip.
 pub fn nft_chains_as_save(listing: &str) -> String {
-    let mut out = String::new();
+    let mut out = String::from(NFT_LISTING);
     let mut keep = false;
     for line in listing.lines().map(str::trim) {
         if let Some(rest) = line.strip_prefix("table ip ") {
@@ -453,6 +457,8 @@ pub fn nft_chains_as_save(listing: &str) -> String {
             keep = matches!(table, "filter" | "nat");
             if keep {
                 out.push_str(&format!("*{table}\n"));
+            } else {
+                out.push_str(&format!("# table ip {table}\n"));
             }
         } else if let Some(rest) = line.strip_prefix("chain ") {
             let chain = rest.trim_end_matches('{').trim();
@@ -462,6 +468,15 @@ pub fn nft_chains_as_save(listing: &str) -> String {
         }
     }
     out
+}
+
+/// Whether `chains` ([`Dataplane::chains`]' text) is nft's listing of every `ip` table and
+/// `table` is not among them (with `iptables-save`'s text, nothing is known about nft tables).
+pub fn nft_listing_lacks_table(chains: &str, table: &str) -> bool {
+    chains.starts_with(NFT_LISTING)
+        && !chains
+            .lines()
+            .any(|l| l.strip_prefix("# table ip ") == Some(table))
 }
 
 /// A fake [`Dataplane`] that records calls; restores can be made to fail, `iptables-save`
@@ -603,12 +618,21 @@ mod tests {
         let listing = "table ip nat {\n\tchain PREROUTING {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t}\n\tchain KUBE-SVC-ABC {\n\t}\n}\ntable ip filter {\n\tchain KUBE-FORWARD {\n\t}\n}\ntable ip kube-proxy {\n\tchain services {\n\t}\n}\ntable ip mangle {\n\tchain KUBE-X {\n\t}\n}\n";
         assert_eq!(
             nft_chains_as_save(listing),
-            "*nat\n:PREROUTING - [0:0]\n:KUBE-SVC-ABC - [0:0]\n*filter\n:KUBE-FORWARD - [0:0]\n"
+            "# nft list chains ip\n*nat\n:PREROUTING - [0:0]\n:KUBE-SVC-ABC - [0:0]\n*filter\n:KUBE-FORWARD - [0:0]\n# table ip kube-proxy\n# table ip mangle\n"
         );
         assert_eq!(
             crate::rules::owned_chains_in_save(&nft_chains_as_save(listing)),
             [("nat".to_string(), "KUBE-SVC-ABC".to_string())]
         );
+        // The nftables mode's table is seen, or known to be absent; iptables-save says nothing.
+        let as_save = nft_chains_as_save(listing);
+        assert!(!nft_listing_lacks_table(&as_save, "kube-proxy"));
+        assert!(nft_listing_lacks_table(&as_save, "kube-prox"));
+        assert!(nft_listing_lacks_table(
+            &nft_chains_as_save("table ip nat {\n}\n"),
+            "kube-proxy"
+        ));
+        assert!(!nft_listing_lacks_table("*nat\n:KUBE-SVC-ABC - [0:0]\nCOMMIT\n", "kube-proxy"));
     }
 
     #[test]

@@ -221,6 +221,96 @@ struct Rerendered<R> {
     changed: Vec<PortKey>,
 }
 
+/// The iptables mode's rendering: every port whose plan changed since `applied` rendered again,
+/// and the fixed chains (`KUBE-SERVICES`, …) rebuilt when a port's rules in them changed.
+/// Gives the ports, the fixed chains, whether they changed, the fixed chains as applied, and
+/// the chains applied before crossing the large-cluster threshold (then the sync is full).
+fn render_iptables(
+    config: &mut SyncConfig,
+    applied: Option<IptState>,
+    plan: Vec<PortPlan>,
+    report: &mut SyncReport,
+) -> IptablesRender {
+    let (mut prev, prev_fixed) = match applied {
+            Some(s) => (s.ports, Some(s.fixed)),
+            None => (Ports::new(), None),
+        };
+        // Crossing upstream's large-cluster threshold changes every port's rules (comments):
+        // a full sync, with the applied chains as the ones to compare against.
+        let mut applied_before: Vec<(String, String)> = Vec::new();
+        let large = rules::is_large_cluster(&plan);
+        if large != config.render.large_cluster {
+            config.render.large_cluster = large;
+            report.full = true;
+            for (_, (_, frag)) in std::mem::take(&mut prev) {
+                applied_before.extend(frag.nat.chain_names().map(|c| ("nat".into(), c.into())));
+            }
+        }
+        let render = config.render.clone();
+        let re = rerender(prev, plan, |p| rules::render_port(p, &render));
+        report.rerendered = re.changed.len();
+        // The fixed chains change only if a changed port's rules in them did.
+        let fixed_changed = prev_fixed.is_none()
+            || re.changed.iter().any(|k| !re.old.contains_key(k))
+            || re.old.iter().any(|(k, old)| {
+                re.ports
+                    .get(k)
+                    .is_none_or(|(_, new)| old.select(true) != new.select(true))
+            });
+        let fixed = match prev_fixed.as_ref() {
+            Some(f) if !fixed_changed => f.clone(),
+            _ => {
+                let mut f = rules::fixed(&render);
+                for (_, frag) in re.ports.values() {
+                    f.merge(&frag.select(true));
+                }
+                rules::order_by_target(&mut f);
+                f.merge(&rules::tail());
+                f
+            }
+        };
+        (re, fixed, fixed_changed, prev_fixed, applied_before)
+}
+
+/// What [`render_iptables`] gives.
+type IptablesRender = (
+    Rerendered<Ruleset>,
+    Ruleset,
+    bool,
+    Option<Ruleset>,
+    Vec<(String, String)>,
+);
+
+/// The restore texts of a split full sync's parts, in order (the first also writes
+/// KUBE-MARK-MASQ, from `fixed`), written by up to `threads` threads: at 10,000 services the
+/// texts are ~10 MB, and the restores wait for them.
+fn part_texts(chunks: &[&[&Ruleset]], fixed: &Ruleset, threads: usize) -> Vec<String> {
+    let threads = threads.clamp(1, chunks.len().max(1));
+    let text = |i: usize| rules::part_text(chunks[i], (i == 0).then_some(fixed));
+    if threads == 1 {
+        return (0..chunks.len()).map(text).collect();
+    }
+    let mut texts = vec![String::new(); chunks.len()];
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (t..chunks.len())
+                        .step_by(threads)
+                        .map(|i| (i, text(i)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            for (i, s) in h.join().expect("restore text thread panicked") {
+                texts[i] = s;
+            }
+        }
+    });
+    texts
+}
+
 /// Reuse the fragment of every port whose plan is unchanged since `prev`, render the others.
 /// Rendering stays a pure function of the plan: a reused fragment is what rendering its
 /// (equal) plan again would give.
@@ -373,9 +463,19 @@ pub const FULL_SYNC_PART_PORTS: usize = 500;
 /// 5.9-6.3 s, 750: 5.4-5.5 s, 1,000: 5.2-5.5 s, 1,500: 6.1-6.6 s).
 pub const REWRITE_PART_PORTS: usize = 1000;
 
-/// At most this many `iptables-restore` processes at once (one per CPU up to it) for the parts
-/// of a split full sync.
+/// At most this many `iptables-restore` processes at once for the parts of a split full sync:
+/// one more than the CPUs, up to this. A restore spends part of its time waiting for the
+/// kernel's nf_tables mutex (another restore's commit), time the extra one uses (bench-proxy,
+/// 10,000 services on 2 CPUs, forced resync: 2 at once 5.9-6.1 s, 3 at once 5.2-5.5 s).
 pub const MAX_RESTORE_WORKERS: usize = 4;
+
+/// `iptables-restore` processes at once by default: one more than the CPUs, up to
+/// [`MAX_RESTORE_WORKERS`].
+pub fn default_restore_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get() + 1)
+        .min(MAX_RESTORE_WORKERS)
+}
 
 impl<D: Dataplane> Proxier<D> {
     pub fn new(dataplane: D, config: SyncConfig) -> Self {
@@ -391,9 +491,7 @@ impl<D: Dataplane> Proxier<D> {
             service_ports: None,
             part_ports: FULL_SYNC_PART_PORTS,
             rewrite_part_ports: REWRITE_PART_PORTS,
-            restore_workers: std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(MAX_RESTORE_WORKERS),
+            restore_workers: default_restore_workers(),
         }
     }
 
@@ -523,44 +621,17 @@ impl<D: Dataplane> Proxier<D> {
         let kernel_unknown = self.ipt.is_none();
         report.full = full || kernel_unknown;
         let t = Instant::now();
-        let (mut prev, prev_fixed) = match self.ipt.take() {
-            Some(s) => (s.ports, Some(s.fixed)),
-            None => (Ports::new(), None),
-        };
-        // Crossing upstream's large-cluster threshold changes every port's rules (comments):
-        // a full sync, with the applied chains as the ones to compare against.
-        let mut applied_before: Vec<(String, String)> = Vec::new();
-        let large = rules::is_large_cluster(&plan);
-        if large != self.config.render.large_cluster {
-            self.config.render.large_cluster = large;
-            report.full = true;
-            for (_, (_, frag)) in std::mem::take(&mut prev) {
-                applied_before.extend(frag.nat.chain_names().map(|c| ("nat".into(), c.into())));
-            }
-        }
-        let config = self.config.render.clone();
-        let re = rerender(prev, plan, |p| rules::render_port(p, &config));
-        report.rerendered = re.changed.len();
-        // The fixed chains change only if a changed port's rules in them did.
-        let fixed_changed = prev_fixed.is_none()
-            || re.changed.iter().any(|k| !re.old.contains_key(k))
-            || re.old.iter().any(|(k, old)| {
-                re.ports
-                    .get(k)
-                    .is_none_or(|(_, new)| old.select(true) != new.select(true))
+        // With the kernel state unknown (start, failure) the chains are listed to find stale
+        // ones; the listing (~0.3 s at 10,000 services) runs while the rules are rendered.
+        let dataplane = &mut self.dataplane;
+        let (listing, (re, fixed, fixed_changed, prev_fixed, applied_before)) =
+            std::thread::scope(|scope| {
+                let listing = kernel_unknown.then(|| scope.spawn(move || dataplane.chains()));
+                let rendered = render_iptables(&mut self.config, self.ipt.take(), plan, report);
+                let listing =
+                    listing.map(|h| h.join().expect("chain listing thread panicked"));
+                (listing, rendered)
             });
-        let fixed = match prev_fixed.as_ref() {
-            Some(f) if !fixed_changed => f.clone(),
-            _ => {
-                let mut f = rules::fixed(&config);
-                for (_, frag) in re.ports.values() {
-                    f.merge(&frag.select(true));
-                }
-                rules::order_by_target(&mut f);
-                f.merge(&rules::tail());
-                f
-            }
-        };
         report.render_time = t.elapsed();
         report.filter_rules = fixed.filter.rule_count();
         report.nat_rules = fixed.nat.rule_count()
@@ -580,10 +651,14 @@ impl<D: Dataplane> Proxier<D> {
         // whose chains keep their names but change, KUBE-SERVICES may commit before or after
         // their chains, as with any order of separate restores.
         let mut last_concurrent = false;
+        // Whether the chain listing showed no nftables-mode table (then none to remove).
+        let mut nft_table_absent = false;
         let texts: Vec<String> = if report.full {
             let mut existing: Vec<(String, String)> = Vec::new();
-            if kernel_unknown {
-                let chains = self.dataplane.chains().map_err(SyncError::Save)?;
+            if let Some(chains) = listing {
+                let chains = chains.map_err(SyncError::Save)?;
+                nft_table_absent =
+                    crate::dataplane::nft_listing_lacks_table(&chains, nftables::TABLE);
                 existing = rules::owned_chains_in_save(&chains);
                 marks_exist = rules::save_has_chain(&chains, "nat", rules::KUBE_MARK_MASQ);
             } else {
@@ -619,11 +694,11 @@ impl<D: Dataplane> Proxier<D> {
                 // fixed chains and the stale chains' deletion in one last restore, which is the
                 // one that makes the new chains reachable (`rules::part_text`).
                 let frags: Vec<&Ruleset> = re.ports.values().map(|(_, f)| f).collect();
-                let mut texts = Vec::new();
-                for (i, part) in frags.chunks(part_ports).enumerate() {
-                    let lead = if i == 0 { Some(&fixed) } else { None };
-                    texts.push(rules::part_text(part, lead));
-                }
+                // Parts of equal size (at most `part_ports` ports): a small remainder part
+                // would cost a whole commit, which validates the whole reachable table.
+                let per_part = frags.len().div_ceil(frags.len().div_ceil(part_ports));
+                let chunks: Vec<&[&Ruleset]> = frags.chunks(per_part).collect();
+                let mut texts = part_texts(&chunks, &fixed, self.restore_workers);
                 let wanted: BTreeSet<&str> =
                     frags.iter().flat_map(|f| f.nat.chain_names()).collect();
                 let all_there = {
@@ -685,7 +760,7 @@ impl<D: Dataplane> Proxier<D> {
         report.restore_time += t.elapsed();
         result.map_err(SyncError::Restore)?;
         report.restored |= !texts.is_empty();
-        if kernel_unknown {
+        if kernel_unknown && !nft_table_absent {
             // Switching from the nftables mode: its table would catch the packets too.
             match self.dataplane.nft(&nftables::cleanup_script()) {
                 Ok(()) => {}
@@ -1011,6 +1086,29 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn iptables_first_sync_removes_the_nftables_table_only_when_nft_may_have_it() {
+        let snap = Snapshot {
+            services: vec![service("dns", "10.96.0.10", "UDP")],
+            slices: vec![slice("dns", "UDP", &["10.244.1.5"])],
+            nodes: vec![],
+        };
+        let cleanup = Call::Nft(nftables::cleanup_script());
+        for (listing, removed) in [
+            // nft's listing of the ip tables: without the nftables mode's table, no nft run.
+            ("table ip nat {\n\tchain KUBE-SVC-OLDOLDOLDOLDOLDO {\n\t}\n}\n", false),
+            ("table ip nat {\n}\ntable ip kube-proxy {\n\tchain services {\n\t}\n}\n", true),
+        ] {
+            let dp = Recording::new();
+            dp.set_save_output(&crate::dataplane::nft_chains_as_save(listing));
+            let mut p = proxier(&dp);
+            assert!(p.sync(&snap, false).unwrap().full);
+            assert_eq!(dp.take_calls().contains(&cleanup), removed, "{listing}");
+        }
+        // iptables-save's text says nothing about nft tables: the table is removed anyway
+        // (`first_sync_is_full_and_removes_leftovers_later_syncs_only_what_changed`).
     }
 
     #[test]

@@ -283,10 +283,12 @@ fn bench(mode: Mode, n: usize, m: usize, rounds: usize, verbose: bool) -> anyhow
     let full = proxier.sync(&snap(&slices), true)?;
     let forced_full = t.elapsed();
     println!(
-        "  forced full resync {} (render {}, {tool} {})",
+        "  forced full resync {} (render {}, script {}, {tool} {}, whole apply {})",
         ms(forced_full),
         ms(full.render_time),
-        ms(full.restore_time)
+        ms(full.script_time),
+        ms(full.restore_time),
+        ms(full.apply_time)
     );
     // A proxy restart: a new proxier with the rules of the old one in place (the kernel state
     // unknown: the chains are listed to find stale ones, then everything is written).
@@ -295,10 +297,12 @@ fn bench(mode: Mode, n: usize, m: usize, rounds: usize, verbose: bool) -> anyhow
     let r = restarted.sync(&snap(&slices), true)?;
     let restart = t.elapsed();
     println!(
-        "  full sync after a proxy restart, rules in place: {} (render {}, {tool} {})",
+        "  full sync after a proxy restart, rules in place: {} (render {}, script {}, {tool} {}, whole apply {})",
         ms(restart),
         ms(r.render_time),
-        ms(r.restore_time)
+        ms(r.script_time),
+        ms(r.restore_time),
+        ms(r.apply_time)
     );
     Ok(Figures {
         mode,
@@ -314,10 +318,8 @@ fn bench(mode: Mode, n: usize, m: usize, rounds: usize, verbose: bool) -> anyhow
 
 /// A proxier syncing the rules of network namespace `ns`.
 fn new_proxier(ns: &Netns, mode: Mode) -> Proxier<System> {
-    // The proxy's default: one `iptables-restore` per CPU, up to its maximum.
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(proxy::sync::MAX_RESTORE_WORKERS);
+    // The proxy's default: one `iptables-restore` more than the CPUs, up to its maximum.
+    let workers = proxy::sync::default_restore_workers();
     Proxier::new(
         System::new(Some(ns.0.clone())),
         SyncConfig {
