@@ -632,7 +632,10 @@ mod tests {
             &nft_chains_as_save("table ip nat {\n}\n"),
             "kube-proxy"
         ));
-        assert!(!nft_listing_lacks_table("*nat\n:KUBE-SVC-ABC - [0:0]\nCOMMIT\n", "kube-proxy"));
+        assert!(!nft_listing_lacks_table(
+            "*nat\n:KUBE-SVC-ABC - [0:0]\nCOMMIT\n",
+            "kube-proxy"
+        ));
     }
 
     #[test]

@@ -232,44 +232,44 @@ fn render_iptables(
     report: &mut SyncReport,
 ) -> IptablesRender {
     let (mut prev, prev_fixed) = match applied {
-            Some(s) => (s.ports, Some(s.fixed)),
-            None => (Ports::new(), None),
-        };
-        // Crossing upstream's large-cluster threshold changes every port's rules (comments):
-        // a full sync, with the applied chains as the ones to compare against.
-        let mut applied_before: Vec<(String, String)> = Vec::new();
-        let large = rules::is_large_cluster(&plan);
-        if large != config.render.large_cluster {
-            config.render.large_cluster = large;
-            report.full = true;
-            for (_, (_, frag)) in std::mem::take(&mut prev) {
-                applied_before.extend(frag.nat.chain_names().map(|c| ("nat".into(), c.into())));
-            }
+        Some(s) => (s.ports, Some(s.fixed)),
+        None => (Ports::new(), None),
+    };
+    // Crossing upstream's large-cluster threshold changes every port's rules (comments):
+    // a full sync, with the applied chains as the ones to compare against.
+    let mut applied_before: Vec<(String, String)> = Vec::new();
+    let large = rules::is_large_cluster(&plan);
+    if large != config.render.large_cluster {
+        config.render.large_cluster = large;
+        report.full = true;
+        for (_, (_, frag)) in std::mem::take(&mut prev) {
+            applied_before.extend(frag.nat.chain_names().map(|c| ("nat".into(), c.into())));
         }
-        let render = config.render.clone();
-        let re = rerender(prev, plan, |p| rules::render_port(p, &render));
-        report.rerendered = re.changed.len();
-        // The fixed chains change only if a changed port's rules in them did.
-        let fixed_changed = prev_fixed.is_none()
-            || re.changed.iter().any(|k| !re.old.contains_key(k))
-            || re.old.iter().any(|(k, old)| {
-                re.ports
-                    .get(k)
-                    .is_none_or(|(_, new)| old.select(true) != new.select(true))
-            });
-        let fixed = match prev_fixed.as_ref() {
-            Some(f) if !fixed_changed => f.clone(),
-            _ => {
-                let mut f = rules::fixed(&render);
-                for (_, frag) in re.ports.values() {
-                    f.merge(&frag.select(true));
-                }
-                rules::order_by_target(&mut f);
-                f.merge(&rules::tail());
-                f
+    }
+    let render = config.render.clone();
+    let re = rerender(prev, plan, |p| rules::render_port(p, &render));
+    report.rerendered = re.changed.len();
+    // The fixed chains change only if a changed port's rules in them did.
+    let fixed_changed = prev_fixed.is_none()
+        || re.changed.iter().any(|k| !re.old.contains_key(k))
+        || re.old.iter().any(|(k, old)| {
+            re.ports
+                .get(k)
+                .is_none_or(|(_, new)| old.select(true) != new.select(true))
+        });
+    let fixed = match prev_fixed.as_ref() {
+        Some(f) if !fixed_changed => f.clone(),
+        _ => {
+            let mut f = rules::fixed(&render);
+            for (_, frag) in re.ports.values() {
+                f.merge(&frag.select(true));
             }
-        };
-        (re, fixed, fixed_changed, prev_fixed, applied_before)
+            rules::order_by_target(&mut f);
+            f.merge(&rules::tail());
+            f
+        }
+    };
+    (re, fixed, fixed_changed, prev_fixed, applied_before)
 }
 
 /// What [`render_iptables`] gives.
@@ -628,8 +628,7 @@ impl<D: Dataplane> Proxier<D> {
             std::thread::scope(|scope| {
                 let listing = kernel_unknown.then(|| scope.spawn(move || dataplane.chains()));
                 let rendered = render_iptables(&mut self.config, self.ipt.take(), plan, report);
-                let listing =
-                    listing.map(|h| h.join().expect("chain listing thread panicked"));
+                let listing = listing.map(|h| h.join().expect("chain listing thread panicked"));
                 (listing, rendered)
             });
         report.render_time = t.elapsed();
@@ -1098,8 +1097,14 @@ mod tests {
         let cleanup = Call::Nft(nftables::cleanup_script());
         for (listing, removed) in [
             // nft's listing of the ip tables: without the nftables mode's table, no nft run.
-            ("table ip nat {\n\tchain KUBE-SVC-OLDOLDOLDOLDOLDO {\n\t}\n}\n", false),
-            ("table ip nat {\n}\ntable ip kube-proxy {\n\tchain services {\n\t}\n}\n", true),
+            (
+                "table ip nat {\n\tchain KUBE-SVC-OLDOLDOLDOLDOLDO {\n\t}\n}\n",
+                false,
+            ),
+            (
+                "table ip nat {\n}\ntable ip kube-proxy {\n\tchain services {\n\t}\n}\n",
+                true,
+            ),
         ] {
             let dp = Recording::new();
             dp.set_save_output(&crate::dataplane::nft_chains_as_save(listing));
