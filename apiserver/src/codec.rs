@@ -587,20 +587,33 @@ impl http_body::Body for ListBody {
 }
 
 /// The current time as upstream renders `metav1.Time` (RFC 3339, seconds).
+/// Now as metav1.Time writes it (`2006-01-02T15:04:05Z`). (`to_rfc3339_opts` rather than a
+/// format string, which chrono parses again on every call: every write takes this.)
 pub fn now_rfc3339() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// Now as metav1.MicroTime writes it (`2006-01-02T15:04:05.000000Z`).
 pub fn now_micro() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn times_are_written_as_metav1_writes_them() {
+        // 2006-01-02T15:04:05Z and 2006-01-02T15:04:05.000000Z
+        let shape = |s: &str| {
+            s.chars()
+                .map(|c| if c.is_ascii_digit() { '9' } else { c })
+                .collect::<String>()
+        };
+        assert_eq!(shape(&now_rfc3339()), "9999-99-99T99:99:99Z");
+        assert_eq!(shape(&now_micro()), "9999-99-99T99:99:99.999999Z");
+    }
 
     #[test]
     fn projection_keeps_only_the_named_paths() {

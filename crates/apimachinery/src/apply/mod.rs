@@ -200,7 +200,13 @@ fn without_managed_fields(obj: &Value) -> Value {
 }
 
 /// Fields no manager owns: identity and server-maintained metadata (upstream's strip set).
-fn unowned() -> FieldSet {
+/// Built once: every write takes it.
+fn unowned() -> &'static FieldSet {
+    static UNOWNED: std::sync::LazyLock<FieldSet> = std::sync::LazyLock::new(unowned_set);
+    &UNOWNED
+}
+
+fn unowned_set() -> FieldSet {
     let f = |s: &str| PathElement::Field(s.into());
     let mut set = FieldSet::new();
     set.insert(&[f("apiVersion")]);
@@ -283,7 +289,7 @@ pub fn apply(
         .map(without_managed_fields)
         .unwrap_or_else(walk::empty_object);
     let config = without_managed_fields(applied);
-    let config_set = walk::field_set(&config, &ctx).difference(&unowned());
+    let config_set = walk::field_set(&config, &ctx).difference(unowned());
 
     let me = Entry {
         manager: manager.to_string(),
@@ -410,7 +416,7 @@ pub fn update_managed_fields_in_place(
         e.set.remove_all(&cmp.removed);
     }
     let mut mine = changed;
-    mine.remove_all(&unowned());
+    mine.remove_all(unowned());
     if !mine.is_empty() {
         let me = Entry {
             manager: manager.to_string(),
