@@ -9,6 +9,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 need_pkgs=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have protoc || need_pkgs+=(protobuf-compiler)   # etcd-client's build compiles etcd's protos
+# ... which import protobuf's well-known types (google/protobuf/descriptor.proto, struct.proto):
+# Debian ships them in libprotobuf-dev, only recommended by protobuf-compiler.
+[ -e /usr/include/google/protobuf/descriptor.proto ] || need_pkgs+=(libprotobuf-dev)
 have etcd || need_pkgs+=(etcd-server)           # the etcd backend and its tests
 have etcdctl || need_pkgs+=(etcd-client)
 have containerd || need_pkgs+=(containerd)      # node agent runtime (later issues)
