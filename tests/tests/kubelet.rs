@@ -34,11 +34,25 @@ fn waiting_reason(p: &Pod, name: &str) -> Option<String> {
     container_status(p, name)?.state?.waiting?.reason
 }
 
+/// One HTTP/1.0 GET. A container without a readiness probe is ready once it has started, which
+/// can be before its server listens (nginx on a cold page cache), so a refused connection is
+/// retried for a few seconds, as a client polling a fresh pod would.
 async fn http_get(addr: &str, path: &str) -> String {
-    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await
-        .expect("connect timeout")
-        .expect("connect");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut s = loop {
+        let c = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+            .await
+            .expect("connect timeout");
+        match c {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            c => break c.expect("connect"),
+        }
+    };
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
         .await
         .unwrap();
