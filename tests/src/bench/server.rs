@@ -302,6 +302,17 @@ impl CpuMeter {
         format!("cpu (cores): {}", parts.join(", "))
     }
 
+    /// CPU seconds each measured process used since [`CpuMeter::start`].
+    pub fn used_secs(&self) -> Vec<(&'static str, f64)> {
+        self.procs
+            .iter()
+            .filter_map(|&(name, pid, start)| {
+                let used = cpu_ticks(pid)?.saturating_sub(start);
+                Some((name, used as f64 / CLOCK_TICKS_PER_SEC))
+            })
+            .collect()
+    }
+
     /// "cpu per request: apiserver 0.21 ms, etcd 0.23 ms" for `requests` served since
     /// [`CpuMeter::start`]: where each request's CPU goes, independent of how busy the
     /// machine was (only the measured processes, not "others").

@@ -78,7 +78,8 @@ impl Throughput {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    fn merge(&mut self, other: Throughput) {
+    /// Adds `other`'s requests (not its elapsed time: that depends on how the runs overlapped).
+    pub fn merge(&mut self, other: Throughput) {
         self.ok += other.ok;
         self.errors += other.errors;
         self.body_bytes += other.body_bytes;

@@ -22,7 +22,7 @@ use anyhow::{anyhow, bail, Result};
 use clap::{Parser, ValueEnum};
 use http::StatusCode;
 
-use bench::client::{Endpoint, Req};
+use bench::client::{Conn, Endpoint, Req};
 use bench::report::{count, judged, mib, ms, summarize, Summary, Table};
 use bench::server::{self, ApiServer, CpuMeter, ServerSpec};
 use bench::workloads::{self, Paced, Throughput, Until, WatchResult};
@@ -275,8 +275,17 @@ async fn bench_embedded(plan: &Plan, tmp: &Path, f: &mut Figures) -> Result<()> 
     let (rss, _) = s.memory()?;
     f.rss_idle = Some(rss);
     println!("  RSS idle after start: {}", mib(rss));
+    // The twin holding only the 10 objects, for GETs measured alternately with the loaded
+    // server's (see `interleaved_gets`).
+    let twin = ApiServer::start(&ServerSpec {
+        data_dir: tmp.join("embedded-10"),
+        log: tmp.join("embedded-10.log"),
+        ..spec.clone()
+    })
+    .await?;
     let pids = [("apiserver", s.pid()), ("bench", std::process::id())];
-    load_phases(plan, &s, &pids, f, None, None).await?;
+    load_phases(plan, &s, &pids, f, None, None, Some(&twin)).await?;
+    twin.stop().await?;
     s.stop().await?;
 
     match ApiServer::start(&spec).await {
@@ -416,6 +425,7 @@ async fn bench_etcd(plan: &Plan, tmp: &Path, f: &mut Figures) -> Result<()> {
         f,
         Some(Instant::now() + plan.etcd_load),
         Some(&api_etcd),
+        None,
     )
     .await?;
     s.stop().await?;
@@ -432,29 +442,29 @@ async fn load_phases(
     f: &mut Figures,
     load_deadline: Option<Instant>,
     etcd: Option<&workloads::RawEtcd>,
+    twin: Option<&ApiServer>,
 ) -> Result<()> {
     let ep = &s.endpoint;
     let mut conn = ep.connect().await?;
     for ns in [NS_GET, NS_LOAD, NS_LIST, NS_WATCH, NS_MUT] {
         workloads::ensure_namespace(&mut conn, ns).await?;
     }
-    for i in 0..10 {
-        let req = Req::post_json(
-            format!("/api/v1/namespaces/{NS_GET}/configmaps"),
-            workloads::configmap(&format!("g-{i}")),
+    create_get_objects(&mut conn).await?;
+    if let Some(twin) = twin {
+        let mut conn = twin.endpoint.connect().await?;
+        workloads::ensure_namespace(&mut conn, NS_GET).await?;
+        create_get_objects(&mut conn).await?;
+    } else {
+        let cpu = CpuMeter::start(pids);
+        let gets = get_phase(plan, ep, NS_GET, "g-", 10, plan.phase).await?;
+        println!(
+            "  GETs, 10 objects: {}; {}; {}",
+            describe_rate(&gets),
+            cpu.report(),
+            cpu.per_request(gets.ok)
         );
-        conn.expect(&req, &[StatusCode::CREATED]).await?;
+        f.get_few = Some(gets);
     }
-
-    let cpu = CpuMeter::start(pids);
-    let gets = get_phase(plan, ep, NS_GET, "g-", 10).await?;
-    println!(
-        "  GETs, 10 objects: {}; {}; {}",
-        describe_rate(&gets),
-        cpu.report(),
-        cpu.per_request(gets.ok)
-    );
-    f.get_few = Some(gets);
 
     let target = if load_deadline.is_some() {
         plan.etcd_objects
@@ -506,16 +516,22 @@ async fn load_phases(
         mib(hwm)
     );
 
-    let cpu = CpuMeter::start(pids);
-    let gets = get_phase(plan, ep, NS_LOAD, "cm-", f.stored).await?;
-    println!(
-        "  GETs, {} objects: {}; {}; {}",
-        count(f.stored as f64),
-        describe_rate(&gets),
-        cpu.report(),
-        cpu.per_request(gets.ok)
-    );
-    f.get_many = Some(gets);
+    if let Some(twin) = twin {
+        let (few, many) = interleaved_gets(plan, s, twin, f.stored).await?;
+        f.get_few = Some(few);
+        f.get_many = Some(many);
+    } else {
+        let cpu = CpuMeter::start(pids);
+        let gets = get_phase(plan, ep, NS_LOAD, "cm-", f.stored, plan.phase).await?;
+        println!(
+            "  GETs, {} objects: {}; {}; {}",
+            count(f.stored as f64),
+            describe_rate(&gets),
+            cpu.report(),
+            cpu.per_request(gets.ok)
+        );
+        f.get_many = Some(gets);
+    }
 
     let cpu = CpuMeter::start(pids);
     let pods = workloads::drive(
@@ -660,20 +676,95 @@ async fn load_phases(
     Ok(())
 }
 
-/// GETs of random objects `{prefix}0..{prefix}{n-1}` in `ns` for one phase.
+/// The 10 ConfigMaps `g-0..g-9` in [`NS_GET`] that the few-objects GETs read.
+async fn create_get_objects(conn: &mut Conn) -> Result<()> {
+    for i in 0..10 {
+        let req = Req::post_json(
+            format!("/api/v1/namespaces/{NS_GET}/configmaps"),
+            workloads::configmap(&format!("g-{i}")),
+        );
+        conn.expect(&req, &[StatusCode::CREATED]).await?;
+    }
+    Ok(())
+}
+
+/// GETs with 10 objects stored and with `stored` objects stored, compared on the same machine:
+/// short rounds alternate between `twin` (a server of its own holding only the 10 objects) and
+/// the loaded server `s` (random objects of all it stores), in the order ABBA… so that a drift
+/// of the machine's speed falls on both alike. (This VM's speed moves by tens of percent within
+/// seconds, so two phases run a minute apart cannot show a 5% difference.) Each side gets
+/// `plan.phase` in all.
+async fn interleaved_gets(
+    plan: &Plan,
+    s: &ApiServer,
+    twin: &ApiServer,
+    stored: usize,
+) -> Result<(Throughput, Throughput)> {
+    let rounds = plan.phase.as_secs().max(1) as u32;
+    let round = plan.phase / rounds;
+    let mut few = Throughput::default();
+    let mut many = Throughput::default();
+    let pids = [
+        ("apiserver (10)", twin.pid()),
+        ("apiserver", s.pid()),
+        ("bench", std::process::id()),
+    ];
+    let cpu = CpuMeter::start(&pids);
+    for r in 0..rounds {
+        for twin_turn in [r % 2 == 0, r % 2 == 1] {
+            if twin_turn {
+                let t = get_phase(plan, &twin.endpoint, NS_GET, "g-", 10, round).await?;
+                few.elapsed += t.elapsed;
+                few.merge(t);
+            } else {
+                let t = get_phase(plan, &s.endpoint, NS_LOAD, "cm-", stored, round).await?;
+                many.elapsed += t.elapsed;
+                many.merge(t);
+            }
+        }
+    }
+    let used = cpu.used_secs();
+    let per_request = |name: &str, n: u64| {
+        used.iter()
+            .find(|(p, _)| *p == name)
+            .map_or("-".into(), |(_, secs)| {
+                format!("{:.3} ms", secs * 1000.0 / n.max(1) as f64)
+            })
+    };
+    println!(
+        "  GETs, alternating {rounds} rounds of {:.1} s between a server with 10 objects and this one; {}",
+        round.as_secs_f64(),
+        cpu.report()
+    );
+    println!(
+        "    10 objects: {}; apiserver cpu per request {}",
+        describe_rate(&few),
+        per_request("apiserver (10)", few.ok)
+    );
+    println!(
+        "    {} objects: {}; apiserver cpu per request {}",
+        count(stored as f64),
+        describe_rate(&many),
+        per_request("apiserver", many.ok)
+    );
+    Ok((few, many))
+}
+
+/// GETs of random objects `{prefix}0..{prefix}{n-1}` in `ns` for `secs`.
 async fn get_phase(
     plan: &Plan,
     ep: &Endpoint,
     ns: &'static str,
     prefix: &'static str,
     n: usize,
+    secs: Duration,
 ) -> Result<Throughput> {
     workloads::drive(
         ep,
         plan.clients,
         Until {
             count: None,
-            deadline: Some(Instant::now() + plan.phase),
+            deadline: Some(Instant::now() + secs),
         },
         StatusCode::OK,
         None,

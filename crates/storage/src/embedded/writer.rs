@@ -28,6 +28,19 @@ pub(crate) const META: TableDefinition<&str, i64> = TableDefinition::new("meta")
 pub(crate) const REVISION_KEY: &str = "revision";
 const HEADER: usize = 16;
 
+/// The copy of a value the store keeps for the object's lifetime: exactly sized, allocated by
+/// the calling thread (the writer, or the loader at open) and shared by every later read
+/// without allocating (`Bytes::from_owner` counts clones in its own header).
+///
+/// Keeping the request's own bytes instead would pin, for as long as the object lives, a buffer
+/// the serving thread allocated among its short-lived ones, with spare capacity and a separate
+/// reference-count block allocated by the first reader: after a bulk load those pinned pieces
+/// scatter the request threads' heaps, and every later request's allocations land in colder,
+/// fragmented memory (GETs after 100,000 creates cost ~15% more per request).
+pub(crate) fn retained(value: &[u8]) -> Bytes {
+    Bytes::from_owner(Box::<[u8]>::from(value))
+}
+
 pub(crate) fn encode(entry: &Entry, buf: &mut Vec<u8>) {
     buf.clear();
     buf.reserve(HEADER + entry.value.len());
@@ -40,7 +53,7 @@ pub(crate) fn decode(raw: &[u8]) -> Option<Entry> {
     let create = i64::from_le_bytes(raw.get(0..8)?.try_into().ok()?);
     let modr = i64::from_le_bytes(raw.get(8..16)?.try_into().ok()?);
     Some(Entry {
-        value: Bytes::copy_from_slice(&raw[HEADER..]),
+        value: retained(&raw[HEADER..]),
         create_revision: create,
         mod_revision: modr,
     })
@@ -148,7 +161,7 @@ impl Writer {
                             let node = Node::new(
                                 key.as_str(),
                                 Entry {
-                                    value,
+                                    value: retained(&value),
                                     create_revision: revision,
                                     mod_revision: revision,
                                 },
@@ -182,7 +195,7 @@ impl Writer {
                             let node = Node::new(
                                 key.as_str(),
                                 Entry {
-                                    value,
+                                    value: retained(&value),
                                     create_revision: cur.entry.create_revision,
                                     mod_revision: revision,
                                 },
