@@ -33,10 +33,9 @@ const HEADER: usize = 16;
 /// without allocating (`Bytes::from_owner` counts clones in its own header).
 ///
 /// Keeping the request's own bytes instead would pin, for as long as the object lives, a buffer
-/// the serving thread allocated among its short-lived ones, with spare capacity and a separate
-/// reference-count block allocated by the first reader: after a bulk load those pinned pieces
-/// scatter the request threads' heaps, and every later request's allocations land in colder,
-/// fragmented memory (GETs after 100,000 creates cost ~15% more per request).
+/// the serving thread allocated among its short-lived ones, with the spare capacity its encoder
+/// left (RSS with 100,000 small ConfigMaps: 102.6 MiB that way, 96.8 MiB with the copy) and a
+/// reference-count block allocated later by whichever thread reads it first.
 pub(crate) fn retained(value: &[u8]) -> Bytes {
     Bytes::from_owner(Box::<[u8]>::from(value))
 }
