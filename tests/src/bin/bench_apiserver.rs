@@ -710,19 +710,26 @@ async fn interleaved_gets(
         ("bench", std::process::id()),
     ];
     let cpu = CpuMeter::start(&pids);
+    // Each round's ratio (many ÷ few), to show how much the rounds themselves scatter.
+    let mut ratios = Vec::with_capacity(rounds as usize);
     for r in 0..rounds {
+        let (mut few_rate, mut many_rate) = (0.0, 0.0);
         for twin_turn in [r % 2 == 0, r % 2 == 1] {
             if twin_turn {
                 let t = get_phase(plan, &twin.endpoint, NS_GET, "g-", 10, round).await?;
+                few_rate = t.per_sec();
                 few.elapsed += t.elapsed;
                 few.merge(t);
             } else {
                 let t = get_phase(plan, &s.endpoint, NS_LOAD, "cm-", stored, round).await?;
+                many_rate = t.per_sec();
                 many.elapsed += t.elapsed;
                 many.merge(t);
             }
         }
+        ratios.push(many_rate / few_rate.max(1e-9));
     }
+    ratios.sort_by(f64::total_cmp);
     let used = cpu.used_secs();
     let per_request = |name: &str, n: u64| {
         used.iter()
@@ -746,6 +753,12 @@ async fn interleaved_gets(
         count(stored as f64),
         describe_rate(&many),
         per_request("apiserver", many.ok)
+    );
+    println!(
+        "    ratio per round: median {:.2}× (lowest {:.2}×, highest {:.2}×); the summary uses the totals",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
     );
     Ok((few, many))
 }
