@@ -586,7 +586,6 @@ impl http_body::Body for ListBody {
     }
 }
 
-/// The current time as upstream renders `metav1.Time` (RFC 3339, seconds).
 /// Now as metav1.Time writes it (`2006-01-02T15:04:05Z`). (`to_rfc3339_opts` rather than a
 /// format string, which chrono parses again on every call: every write takes this.)
 pub fn now_rfc3339() -> String {

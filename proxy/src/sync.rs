@@ -221,10 +221,21 @@ struct Rerendered<R> {
     changed: Vec<PortKey>,
 }
 
+/// What [`render_iptables`] gives.
+struct IptablesRender {
+    re: Rerendered<Ruleset>,
+    /// The fixed chains (`KUBE-SERVICES`, …) as they should be.
+    fixed: Ruleset,
+    /// Whether `fixed` differs from `prev_fixed` (always, when there is none).
+    fixed_changed: bool,
+    /// The fixed chains as applied, if known.
+    prev_fixed: Option<Ruleset>,
+    /// The chains applied before crossing the large-cluster threshold (then the sync is full).
+    applied_before: Vec<(String, String)>,
+}
+
 /// The iptables mode's rendering: every port whose plan changed since `applied` rendered again,
-/// and the fixed chains (`KUBE-SERVICES`, …) rebuilt when a port's rules in them changed.
-/// Gives the ports, the fixed chains, whether they changed, the fixed chains as applied, and
-/// the chains applied before crossing the large-cluster threshold (then the sync is full).
+/// and the fixed chains rebuilt when a port's rules in them changed.
 fn render_iptables(
     config: &mut SyncConfig,
     applied: Option<IptState>,
@@ -269,17 +280,14 @@ fn render_iptables(
             f
         }
     };
-    (re, fixed, fixed_changed, prev_fixed, applied_before)
+    IptablesRender {
+        re,
+        fixed,
+        fixed_changed,
+        prev_fixed,
+        applied_before,
+    }
 }
-
-/// What [`render_iptables`] gives.
-type IptablesRender = (
-    Rerendered<Ruleset>,
-    Ruleset,
-    bool,
-    Option<Ruleset>,
-    Vec<(String, String)>,
-);
 
 /// The restore texts of a split full sync's parts, in order (the first also writes
 /// KUBE-MARK-MASQ, from `fixed`), written by up to `threads` threads: at 10,000 services the
@@ -624,13 +632,21 @@ impl<D: Dataplane> Proxier<D> {
         // With the kernel state unknown (start, failure) the chains are listed to find stale
         // ones; the listing (~0.3 s at 10,000 services) runs while the rules are rendered.
         let dataplane = &mut self.dataplane;
-        let (listing, (re, fixed, fixed_changed, prev_fixed, applied_before)) =
-            std::thread::scope(|scope| {
-                let listing = kernel_unknown.then(|| scope.spawn(move || dataplane.chains()));
-                let rendered = render_iptables(&mut self.config, self.ipt.take(), plan, report);
-                let listing = listing.map(|h| h.join().expect("chain listing thread panicked"));
-                (listing, rendered)
-            });
+        let (
+            listing,
+            IptablesRender {
+                re,
+                fixed,
+                fixed_changed,
+                prev_fixed,
+                applied_before,
+            },
+        ) = std::thread::scope(|scope| {
+            let listing = kernel_unknown.then(|| scope.spawn(move || dataplane.chains()));
+            let rendered = render_iptables(&mut self.config, self.ipt.take(), plan, report);
+            let listing = listing.map(|h| h.join().expect("chain listing thread panicked"));
+            (listing, rendered)
+        });
         report.render_time = t.elapsed();
         report.filter_rules = fixed.filter.rule_count();
         report.nat_rules = fixed.nat.rule_count()
