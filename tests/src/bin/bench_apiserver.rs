@@ -449,21 +449,15 @@ async fn load_phases(
     for ns in [NS_GET, NS_LOAD, NS_LIST, NS_WATCH, NS_MUT] {
         workloads::ensure_namespace(&mut conn, ns).await?;
     }
-    create_get_objects(&mut conn).await?;
+    // The 10 objects go to the twin when there is one (their GETs then alternate with the
+    // loaded server's, below), else here, measured before the load.
     if let Some(twin) = twin {
         let mut conn = twin.endpoint.connect().await?;
         workloads::ensure_namespace(&mut conn, NS_GET).await?;
         create_get_objects(&mut conn).await?;
     } else {
-        let cpu = CpuMeter::start(pids);
-        let gets = get_phase(plan, ep, NS_GET, "g-", 10, plan.phase).await?;
-        println!(
-            "  GETs, 10 objects: {}; {}; {}",
-            describe_rate(&gets),
-            cpu.report(),
-            cpu.per_request(gets.ok)
-        );
-        f.get_few = Some(gets);
+        create_get_objects(&mut conn).await?;
+        f.get_few = Some(timed_gets(plan, ep, pids, NS_GET, "g-", 10).await?);
     }
 
     let target = if load_deadline.is_some() {
@@ -521,16 +515,7 @@ async fn load_phases(
         f.get_few = Some(few);
         f.get_many = Some(many);
     } else {
-        let cpu = CpuMeter::start(pids);
-        let gets = get_phase(plan, ep, NS_LOAD, "cm-", f.stored, plan.phase).await?;
-        println!(
-            "  GETs, {} objects: {}; {}; {}",
-            count(f.stored as f64),
-            describe_rate(&gets),
-            cpu.report(),
-            cpu.per_request(gets.ok)
-        );
-        f.get_many = Some(gets);
+        f.get_many = Some(timed_gets(plan, ep, pids, NS_LOAD, "cm-", f.stored).await?);
     }
 
     let cpu = CpuMeter::start(pids);
@@ -756,28 +741,49 @@ async fn interleaved_gets(
     );
     println!(
         "    ratio per round: median {:.2}× (lowest {:.2}×, highest {:.2}×); the summary uses the totals",
-        ratios[ratios.len() / 2],
+        (ratios[(ratios.len() - 1) / 2] + ratios[ratios.len() / 2]) / 2.0,
         ratios[0],
         ratios[ratios.len() - 1]
     );
     Ok((few, many))
 }
 
-/// GETs of random objects `{prefix}0..{prefix}{n-1}` in `ns` for `secs`.
+/// [`get_phase`] for `plan.phase`, printed with the CPU the processes in `pids` used.
+async fn timed_gets(
+    plan: &Plan,
+    ep: &Endpoint,
+    pids: &[(&'static str, u32)],
+    ns: &'static str,
+    prefix: &'static str,
+    n: usize,
+) -> Result<Throughput> {
+    let cpu = CpuMeter::start(pids);
+    let gets = get_phase(plan, ep, ns, prefix, n, plan.phase).await?;
+    println!(
+        "  GETs, {} objects: {}; {}; {}",
+        count(n as f64),
+        describe_rate(&gets),
+        cpu.report(),
+        cpu.per_request(gets.ok)
+    );
+    Ok(gets)
+}
+
+/// GETs of random objects `{prefix}0..{prefix}{n-1}` in `ns` for `length`.
 async fn get_phase(
     plan: &Plan,
     ep: &Endpoint,
     ns: &'static str,
     prefix: &'static str,
     n: usize,
-    secs: Duration,
+    length: Duration,
 ) -> Result<Throughput> {
     workloads::drive(
         ep,
         plan.clients,
         Until {
             count: None,
-            deadline: Some(Instant::now() + secs),
+            deadline: Some(Instant::now() + length),
         },
         StatusCode::OK,
         None,
