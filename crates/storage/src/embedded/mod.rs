@@ -30,6 +30,7 @@
 //! directory can be reopened at once. Open watch streams then end. A write whose future is
 //! dropped after it was queued may still be applied (as with etcd).
 
+mod node;
 mod state;
 mod writer;
 

@@ -1,8 +1,8 @@
 //! The embedded store's in-memory state: every current object, the global revision and a
 //! bounded ring of recent events, all guarded by one lock.
 //!
-//! Each object is one immutable [`Node`] (key and state) behind an `Arc`; a write replaces the
-//! node. The current nodes are indexed twice, by pointer: a hash set for point lookups (one hash
+//! Each object is one immutable [`Node`] (key, revisions and value in one shared allocation); a
+//! write replaces the node. The current nodes are indexed twice, by pointer: a hash set for point lookups (one hash
 //! and one probe however many objects are stored) and an ordered set for prefix ranges,
 //! pagination and counts. Events hold the nodes they wrote and replaced, so the ring shares keys
 //! and values with the current objects and costs only its small fixed-size slots unless it holds
@@ -18,45 +18,22 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::ops::Bound;
-use std::sync::Arc;
 
+pub(crate) use super::node::Node;
 use crate::{Error, EventType, KeyValue, ListOptions, ListResult, Result, WatchEvent};
-
-pub(crate) use crate::Entry;
-
-/// One object as written by one event; never changed afterwards.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Node {
-    pub key: Box<str>,
-    pub entry: Entry,
-}
-
-impl Node {
-    pub fn new(key: impl Into<Box<str>>, entry: Entry) -> Arc<Self> {
-        Arc::new(Self {
-            key: key.into(),
-            entry,
-        })
-    }
-
-    /// What keeping this node alive costs: the node, its `Arc` counts, its key and its value.
-    fn bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + 16 + self.key.len() + self.entry.value.len()
-    }
-}
 
 /// A current node, hashed, compared and looked up by its key.
 #[derive(Debug, Clone)]
-struct Obj(Arc<Node>);
+struct Obj(Node);
 
 impl Obj {
-    fn key(&self) -> &str {
-        &self.0.key
+    fn key(&self) -> &[u8] {
+        self.0.key_bytes()
     }
 }
 
-impl Borrow<str> for Obj {
-    fn borrow(&self) -> &str {
+impl Borrow<[u8]> for Obj {
+    fn borrow(&self) -> &[u8] {
         self.key()
     }
 }
@@ -69,7 +46,7 @@ impl PartialEq for Obj {
 
 impl Eq for Obj {}
 
-// Consistent with `Borrow<str>`: hashes and orders exactly as the key does.
+// Consistent with `Borrow<[u8]>`: hashes and orders exactly as the key does.
 impl Hash for Obj {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.key().hash(state);
@@ -94,22 +71,22 @@ pub(crate) struct Event {
     pub event_type: EventType,
     pub revision: i64,
     /// The object after the change; for a deletion, the deleted object (with its old revisions).
-    pub node: Arc<Node>,
+    pub node: Node,
     /// The object before the change, if it existed.
-    pub prev: Option<Arc<Node>>,
+    pub prev: Option<Node>,
 }
 
 impl Event {
     pub fn key(&self) -> &str {
-        &self.node.key
+        self.node.key()
     }
 
     pub fn to_watch_event(&self) -> WatchEvent {
         WatchEvent {
             event_type: self.event_type,
             key: self.key().to_string(),
-            value: self.node.entry.value.clone(),
-            prev_value: self.prev.as_ref().map(|p| p.entry.value.clone()),
+            value: self.node.value(),
+            prev_value: self.prev.as_ref().map(Node::value),
             revision: self.revision,
         }
     }
@@ -156,8 +133,8 @@ const MAX_PREALLOCATED_EVENTS: usize = 1 << 16;
 
 impl State {
     /// A state holding `objects` (in any order) at `revision`, with an empty ring.
-    pub fn new<K: Into<Box<str>>>(
-        objects: impl IntoIterator<Item = (K, Entry)>,
+    pub fn new(
+        objects: impl IntoIterator<Item = Node>,
         revision: i64,
         history_limit: usize,
         history_bytes_limit: usize,
@@ -166,9 +143,9 @@ impl State {
         let mut objects = HashSet::with_capacity(input.size_hint().0);
         let mut ordered = Vec::with_capacity(input.size_hint().0);
         let mut dirs = HashMap::new();
-        for (key, entry) in input {
-            let obj = Obj(Node::new(key, entry));
-            count_dirs(&mut dirs, obj.key(), true);
+        for node in input {
+            count_dirs(&mut dirs, node.key(), true);
+            let obj = Obj(node);
             objects.insert(obj.clone());
             ordered.push(obj);
         }
@@ -196,16 +173,12 @@ impl State {
     }
 
     /// The current node of `key`.
-    pub fn node(&self, key: &str) -> Option<&Arc<Node>> {
-        self.objects.get(key).map(|o| &o.0)
-    }
-
-    pub fn entry(&self, key: &str) -> Option<&Entry> {
-        self.node(key).map(|n| &n.entry)
+    pub fn node(&self, key: &str) -> Option<&Node> {
+        self.objects.get(key.as_bytes()).map(|o| &o.0)
     }
 
     pub fn get(&self, key: &str) -> Option<KeyValue> {
-        self.entry(key).map(|e| e.to_key_value(key))
+        self.node(key).map(|n| n.key_value_for(key))
     }
 
     /// The retained events, oldest first.
@@ -224,8 +197,8 @@ impl State {
             );
             match ev.event_type {
                 EventType::Deleted => {
-                    if self.objects.remove(ev.key()) {
-                        self.ordered.remove(ev.key());
+                    if self.objects.remove(ev.node.key_bytes()) {
+                        self.ordered.remove(ev.node.key_bytes());
                         count_dirs(&mut self.dirs, ev.key(), false);
                     }
                 }
@@ -286,7 +259,7 @@ impl State {
         let mut events = Vec::new();
         let mut new_next = next.max(self.oldest);
         for ev in self.history.iter().skip(start).take(max_scan) {
-            if ev.key().starts_with(prefix) {
+            if ev.node.key_bytes().starts_with(prefix.as_bytes()) {
                 events.push(ev.to_watch_event());
             }
             new_next = ev.revision + 1;
@@ -305,8 +278,9 @@ impl State {
         if prefix.ends_with('/') {
             return self.dirs.get(prefix).copied().unwrap_or(0);
         }
+        let prefix = prefix.as_bytes();
         self.ordered
-            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(|o| o.key().starts_with(prefix))
             .count()
     }
@@ -334,9 +308,9 @@ impl State {
         let lower = opts.start(prefix);
         let current = self
             .ordered
-            .range::<str, _>((lower, Bound::Unbounded))
-            .take_while(|o| o.key().starts_with(prefix))
-            .map(|o| (o.key(), Some(&o.0.entry)));
+            .range::<[u8], _>((lower.map(str::as_bytes), Bound::Unbounded))
+            .take_while(|o| o.key().starts_with(prefix.as_bytes()))
+            .map(|o| (o.0.key(), Some(&o.0)));
         let limit = opts.max_items();
 
         if at == self.revision {
@@ -345,7 +319,7 @@ impl State {
                 // The total is known: no need to walk the keys after the page.
                 let items: Vec<KeyValue> = current
                     .take(limit)
-                    .filter_map(|(k, e)| e.map(|e| e.to_key_value(k)))
+                    .filter_map(|(k, n)| n.map(|n| n.key_value_for(k)))
                     .collect();
                 let remaining = self.count(prefix).saturating_sub(items.len());
                 return Ok(ListResult {
@@ -358,7 +332,7 @@ impl State {
         }
         // Undo, newest first, every retained event newer than `at`: for each key the last
         // undo written is the state before its oldest newer event, i.e. its state at `at`.
-        let mut overlay: BTreeMap<&str, Option<&Entry>> = BTreeMap::new();
+        let mut overlay: BTreeMap<&str, Option<&Node>> = BTreeMap::new();
         let skip = usize::try_from(at + 1 - self.oldest).unwrap_or(0);
         let after = |k: &str| match lower {
             Bound::Excluded(s) => k > s,
@@ -366,7 +340,7 @@ impl State {
         };
         for ev in self.history.iter().skip(skip).rev() {
             if ev.key().starts_with(prefix) && after(ev.key()) {
-                overlay.insert(ev.key(), ev.prev.as_ref().map(|p| &p.entry));
+                overlay.insert(ev.key(), ev.prev.as_ref());
             }
         }
         Ok(page(
@@ -401,14 +375,14 @@ fn count_dirs(dirs: &mut HashMap<String, usize>, key: &str, add: bool) {
 }
 
 fn page<'a>(
-    mut items: impl Iterator<Item = (&'a str, Option<&'a Entry>)>,
+    mut items: impl Iterator<Item = (&'a str, Option<&'a Node>)>,
     limit: usize,
     revision: i64,
 ) -> ListResult {
     let mut out = Vec::new();
-    for (k, e) in items.by_ref() {
-        if let Some(e) = e {
-            out.push(e.to_key_value(k));
+    for (k, n) in items.by_ref() {
+        if let Some(n) = n {
+            out.push(n.key_value_for(k));
             if out.len() == limit {
                 break;
             }
@@ -425,8 +399,8 @@ fn page<'a>(
 /// Merges the current map with an overlay of older states; the overlay wins on equal keys.
 struct Merge<
     'a,
-    C: Iterator<Item = (&'a str, Option<&'a Entry>)>,
-    O: Iterator<Item = (&'a str, Option<&'a Entry>)>,
+    C: Iterator<Item = (&'a str, Option<&'a Node>)>,
+    O: Iterator<Item = (&'a str, Option<&'a Node>)>,
 > {
     current: std::iter::Peekable<C>,
     overlay: std::iter::Peekable<O>,
@@ -434,10 +408,10 @@ struct Merge<
 
 impl<'a, C, O> Iterator for Merge<'a, C, O>
 where
-    C: Iterator<Item = (&'a str, Option<&'a Entry>)>,
-    O: Iterator<Item = (&'a str, Option<&'a Entry>)>,
+    C: Iterator<Item = (&'a str, Option<&'a Node>)>,
+    O: Iterator<Item = (&'a str, Option<&'a Node>)>,
 {
-    type Item = (&'a str, Option<&'a Entry>);
+    type Item = (&'a str, Option<&'a Node>);
 
     fn next(&mut self) -> Option<Self::Item> {
         let order = match (self.current.peek(), self.overlay.peek()) {

@@ -1,14 +1,9 @@
 //! Unit tests of the in-memory state (history ring, lists at older revisions) and encoding.
 
-use std::sync::Arc;
-
-use bytes::Bytes;
-
-use super::state::{Entry, Event, Node, State};
-use super::writer::{decode, encode};
+use super::state::{Event, Node, State};
 use crate::{Error, EventType, ListOptions};
 
-fn no_objects() -> Vec<(String, Entry)> {
+fn no_objects() -> Vec<Node> {
     Vec::new()
 }
 
@@ -19,25 +14,11 @@ fn write(state: &mut State, key: &str, value: Option<&str>) {
     let (event_type, node) = match (value, &prev) {
         (Some(v), None) => (
             EventType::Added,
-            Node::new(
-                key,
-                Entry {
-                    value: Bytes::from(v.to_string()),
-                    create_revision: revision,
-                    mod_revision: revision,
-                },
-            ),
+            Node::new(key, revision, revision, v.as_bytes()),
         ),
         (Some(v), Some(p)) => (
             EventType::Modified,
-            Node::new(
-                key,
-                Entry {
-                    value: Bytes::from(v.to_string()),
-                    create_revision: p.entry.create_revision,
-                    mod_revision: revision,
-                },
-            ),
+            Node::new(key, p.create_revision(), revision, v.as_bytes()),
         ),
         (None, Some(p)) => (EventType::Deleted, p.clone()),
         (None, None) => panic!("deleting missing key {key}"),
@@ -233,19 +214,6 @@ fn events_since_scans_in_chunks_and_filters_by_prefix() {
 }
 
 #[test]
-fn entries_round_trip_through_the_file_encoding() {
-    let e = Entry {
-        value: Bytes::from_static(b"{\"a\":1}"),
-        create_revision: 3,
-        mod_revision: i64::MAX,
-    };
-    let mut buf = Vec::new();
-    encode(&e, &mut buf);
-    assert_eq!(decode(&buf), Some(e));
-    assert_eq!(decode(&buf[..10]), None);
-}
-
-#[test]
 fn directory_counts_match_a_scan_through_creates_and_deletes() {
     let mut s = State::new(no_objects(), 0, 100, usize::MAX);
     let keys = [
@@ -263,7 +231,7 @@ fn directory_counts_match_a_scan_through_creates_and_deletes() {
     // Reloading builds the same counts from the map.
     let reloaded = State::new(
         keys.iter()
-            .filter_map(|k| s.entry(k).map(|e| (k.to_string(), e.clone())))
+            .filter_map(|k| s.node(k).cloned())
             .collect::<Vec<_>>(),
         s.revision,
         10,
@@ -271,7 +239,7 @@ fn directory_counts_match_a_scan_through_creates_and_deletes() {
     );
     let scan = |prefix: &str| {
         keys.iter()
-            .filter(|k| k.starts_with(prefix) && s.entry(k).is_some())
+            .filter(|k| k.starts_with(prefix) && s.node(k).is_some())
             .count()
     };
     for prefix in [
@@ -332,23 +300,21 @@ fn the_ring_shares_nodes_with_the_current_objects() {
     let ring = s.events();
     assert_eq!(ring.len(), 4);
     let current = s.node("/a").expect("current");
+    let same = |a: &Node, b: &Node| a.shares_allocation(b);
     assert!(
-        Arc::ptr_eq(&ring[1].node, current),
+        same(&ring[1].node, current),
         "the current object is not copied into the ring"
     );
     assert!(
-        Arc::ptr_eq(ring[1].prev.as_ref().expect("prev"), &ring[0].node),
+        same(ring[1].prev.as_ref().expect("prev"), &ring[0].node),
         "a replaced object is shared by the events that wrote and replaced it"
     );
     // A deleted object lives on in the ring only, as the node its events already shared.
     assert!(s.node("/b").is_none());
-    assert!(Arc::ptr_eq(&ring[2].node, &ring[3].node));
-    assert!(Arc::ptr_eq(
-        &ring[2].node,
-        ring[3].prev.as_ref().expect("prev")
-    ));
+    assert!(same(&ring[2].node, &ring[3].node));
+    assert!(same(&ring[2].node, ring[3].prev.as_ref().expect("prev")));
     assert!(
-        std::mem::size_of::<Event>() <= 32,
+        std::mem::size_of::<Event>() <= 48,
         "a ring slot costs {} bytes",
         std::mem::size_of::<Event>()
     );

@@ -10,53 +10,22 @@
 //! The thread exits once every sender is dropped and the queue is drained; dropping the
 //! `watch::Sender` it owns ends every open watch stream.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use bytes::Bytes;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::state::{Entry, Event, Node};
+use super::state::{Event, Node};
 use super::Shared;
 use crate::{Error, EventType, KeyValue, Result};
 
-/// Objects: key -> `create_revision (i64 LE) | mod_revision (i64 LE) | value`.
+/// Objects: key -> `create_revision (i64 LE) | mod_revision (i64 LE) | value` (a node's
+/// [`Node::record`]).
 pub(crate) const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 /// Store metadata; [`REVISION_KEY`] holds the global revision.
 pub(crate) const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 pub(crate) const REVISION_KEY: &str = "revision";
-const HEADER: usize = 16;
-
-/// The copy of a value the store keeps for the object's lifetime: exactly sized, allocated by
-/// the calling thread (the writer, or the loader at open) and shared by every later read
-/// without allocating (`Bytes::from_owner` counts clones in its own header).
-///
-/// Keeping the request's own bytes instead would pin, for as long as the object lives, a buffer
-/// the serving thread allocated among its short-lived ones, with the spare capacity its encoder
-/// left (RSS with 100,000 small ConfigMaps: 102.6 MiB that way, 96.8 MiB with the copy) and a
-/// reference-count block allocated later by whichever thread reads it first.
-pub(crate) fn retained(value: &[u8]) -> Bytes {
-    Bytes::from_owner(Box::<[u8]>::from(value))
-}
-
-pub(crate) fn encode(entry: &Entry, buf: &mut Vec<u8>) {
-    buf.clear();
-    buf.reserve(HEADER + entry.value.len());
-    buf.extend_from_slice(&entry.create_revision.to_le_bytes());
-    buf.extend_from_slice(&entry.mod_revision.to_le_bytes());
-    buf.extend_from_slice(&entry.value);
-}
-
-pub(crate) fn decode(raw: &[u8]) -> Option<Entry> {
-    let create = i64::from_le_bytes(raw.get(0..8)?.try_into().ok()?);
-    let modr = i64::from_le_bytes(raw.get(8..16)?.try_into().ok()?);
-    Some(Entry {
-        value: retained(&raw[HEADER..]),
-        create_revision: create,
-        mod_revision: modr,
-    })
-}
 
 #[derive(Debug)]
 pub(crate) enum Op {
@@ -115,7 +84,6 @@ pub(crate) struct Writer {
 impl Writer {
     pub fn run(mut self) {
         let mut batch = Vec::with_capacity(self.max_batch);
-        let mut buf = Vec::new();
         while let Some(first) = self.rx.blocking_recv() {
             let mut bytes = first.op.size();
             batch.push(first);
@@ -128,12 +96,12 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.process(&mut batch, &mut buf);
+            self.process(&mut batch);
         }
         tracing::debug!("embedded store writer stopped");
     }
 
-    fn process(&mut self, batch: &mut Vec<Request>, buf: &mut Vec<u8>) {
+    fn process(&mut self, batch: &mut Vec<Request>) {
         let n = batch.len();
         let span = tracing::debug_span!("group_commit", ops = n);
         let _enter = span.enter();
@@ -146,7 +114,7 @@ impl Writer {
         {
             let state = self.shared.read();
             let mut revision = state.revision;
-            let mut overlay: HashMap<String, Option<Arc<Node>>> = HashMap::new();
+            let mut overlay: HashMap<String, Option<Node>> = HashMap::new();
             for Request { op, reply } in batch.drain(..) {
                 let current = match overlay.get(op.key()) {
                     Some(n) => n.clone(),
@@ -157,14 +125,7 @@ impl Writer {
                         Some(_) => Err(Error::AlreadyExists(key)),
                         None => {
                             revision += 1;
-                            let node = Node::new(
-                                key.as_str(),
-                                Entry {
-                                    value: retained(&value),
-                                    create_revision: revision,
-                                    mod_revision: revision,
-                                },
-                            );
+                            let node = Node::new(&key, revision, revision, &value);
                             overlay.insert(key, Some(node.clone()));
                             events.push(Event {
                                 event_type: EventType::Added,
@@ -181,8 +142,8 @@ impl Writer {
                         expected,
                     } => match current {
                         None => Err(Error::NotFound(key)),
-                        Some(cur) if cur.entry.mod_revision != expected => {
-                            let current = Some(cur.entry.to_key_value(&key));
+                        Some(cur) if cur.mod_revision() != expected => {
+                            let current = Some(cur.key_value_for(&key));
                             Err(Error::Conflict {
                                 key,
                                 expected,
@@ -191,14 +152,7 @@ impl Writer {
                         }
                         Some(cur) => {
                             revision += 1;
-                            let node = Node::new(
-                                key.as_str(),
-                                Entry {
-                                    value: retained(&value),
-                                    create_revision: cur.entry.create_revision,
-                                    mod_revision: revision,
-                                },
-                            );
+                            let node = Node::new(&key, cur.create_revision(), revision, &value);
                             overlay.insert(key, Some(node.clone()));
                             events.push(Event {
                                 event_type: EventType::Modified,
@@ -211,8 +165,8 @@ impl Writer {
                     },
                     Op::Delete { key, expected } => match current {
                         None => Err(Error::NotFound(key)),
-                        Some(cur) if expected.is_some_and(|e| e != cur.entry.mod_revision) => {
-                            let current = Some(cur.entry.to_key_value(&key));
+                        Some(cur) if expected.is_some_and(|e| e != cur.mod_revision()) => {
+                            let current = Some(cur.key_value_for(&key));
                             Err(Error::Conflict {
                                 key,
                                 expected: expected.unwrap_or_default(),
@@ -221,7 +175,7 @@ impl Writer {
                         }
                         Some(cur) => {
                             revision += 1;
-                            let deleted = cur.entry.to_key_value(&key);
+                            let deleted = cur.key_value_for(&key);
                             overlay.insert(key, None);
                             events.push(Event {
                                 event_type: EventType::Deleted,
@@ -238,7 +192,7 @@ impl Writer {
         }
 
         if !events.is_empty() {
-            if let Err(e) = self.commit(&events, buf) {
+            if let Err(e) = self.commit(&events) {
                 tracing::error!(error = %e, ops = events.len(), "embedded store commit failed");
                 let msg = format!("commit failed: {e}");
                 for (_, result) in &mut replies {
@@ -260,7 +214,7 @@ impl Writer {
         }
     }
 
-    fn commit(&self, events: &[Event], buf: &mut Vec<u8>) -> Result<(), redb::Error> {
+    fn commit(&self, events: &[Event]) -> Result<(), redb::Error> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
@@ -271,8 +225,7 @@ impl Writer {
                         objects.remove(ev.key())?;
                     }
                     EventType::Added | EventType::Modified => {
-                        encode(&ev.node.entry, buf);
-                        objects.insert(ev.key(), buf.as_slice())?;
+                        objects.insert(ev.key(), ev.node.record())?;
                     }
                 }
             }
@@ -287,7 +240,7 @@ impl Writer {
 }
 
 /// Every stored object, in key order.
-pub(crate) type Objects = Vec<(Box<str>, Entry)>;
+pub(crate) type Objects = Vec<Node>;
 
 /// Loads every object and the revision; used once at open.
 pub(crate) fn load(db: &Database) -> Result<(Objects, i64), redb::Error> {
@@ -299,10 +252,10 @@ pub(crate) fn load(db: &Database) -> Result<(Objects, i64), redb::Error> {
     let mut items = Vec::with_capacity(usize::try_from(objects.len()?).unwrap_or(0));
     for item in objects.iter()? {
         let (k, v) = item?;
-        let entry = decode(v.value()).ok_or_else(|| {
+        let node = Node::from_record(k.value(), v.value()).ok_or_else(|| {
             redb::StorageError::Corrupted(format!("object {} has a truncated header", k.value()))
         })?;
-        items.push((Box::from(k.value()), entry));
+        items.push(node);
     }
     Ok((items, revision))
 }
