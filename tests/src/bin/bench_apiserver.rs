@@ -51,6 +51,10 @@ struct Args {
     /// Seconds for each timed throughput phase (GETs, raw etcd puts). Default 5 (2 with --quick).
     #[arg(long)]
     phase_secs: Option<f64>,
+    /// Rounds of 1 s per side for the embedded store's GETs with 10 against many objects (see
+    /// `interleaved_gets`). Default 12 (4 with --quick): single rounds scatter by ±0.2× here.
+    #[arg(long)]
+    get_rounds: Option<u32>,
     /// Pods stored for the LIST latency figure.
     #[arg(long, default_value_t = 3000)]
     list_pods: usize,
@@ -90,6 +94,7 @@ struct Plan {
     etcd_load: Duration,
     clients: usize,
     phase: Duration,
+    get_rounds: u32,
     list_pods: usize,
     lists: usize,
     watchers: usize,
@@ -117,6 +122,7 @@ impl Plan {
             etcd_load: Duration::from_secs(a.etcd_load_secs),
             clients: a.clients,
             phase: Duration::from_secs_f64(a.phase_secs.unwrap_or(if a.quick { 2.0 } else { 5.0 })),
+            get_rounds: a.get_rounds.unwrap_or(if a.quick { 4 } else { 12 }).max(1),
             list_pods: a.list_pods,
             lists: a.lists,
             watchers: a.watchers,
@@ -678,15 +684,15 @@ async fn create_get_objects(conn: &mut Conn) -> Result<()> {
 /// the loaded server `s` (random objects of all it stores), in the order ABBA… so that a drift
 /// of the machine's speed falls on both alike. (This VM's speed moves by tens of percent within
 /// seconds, so two phases run a minute apart cannot show a 5% difference.) Each side gets
-/// `plan.phase` in all.
+/// `plan.get_rounds` rounds of 1 s.
 async fn interleaved_gets(
     plan: &Plan,
     s: &ApiServer,
     twin: &ApiServer,
     stored: usize,
 ) -> Result<(Throughput, Throughput)> {
-    let rounds = plan.phase.as_secs().max(1) as u32;
-    let round = plan.phase / rounds;
+    let rounds = plan.get_rounds;
+    let round = Duration::from_secs(1);
     let mut few = Throughput::default();
     let mut many = Throughput::default();
     let pids = [
