@@ -6,6 +6,7 @@
 //! Logs, exec, attach, port-forward and the proxy subresources go from the handler to
 //! [`proxy`], which reaches kubelets, pods and services where [`kubelet`] says.
 
+pub mod allocator;
 pub mod auth;
 pub mod bootstrap;
 pub mod codec;
