@@ -2,9 +2,9 @@
 //! bounded ring of recent events, all guarded by one lock.
 //!
 //! Each object is one immutable [`Node`] (key, revisions and value in one shared allocation); a
-//! write replaces the node. The current nodes are indexed twice, by pointer: a hash set for point lookups (one hash
-//! and one probe however many objects are stored) and an ordered set for prefix ranges,
-//! pagination and counts. Events hold the nodes they wrote and replaced, so the ring shares keys
+//! write replaces the node. The current nodes are indexed twice, by pointer: a hash set for
+//! point lookups (one hash and one probe however many objects are stored) and an ordered set for
+//! prefix ranges, pagination and counts. Events hold the nodes they wrote and replaced, so the ring shares keys
 //! and values with the current objects and costs only its small fixed-size slots unless it holds
 //! nodes that are no longer current.
 //!

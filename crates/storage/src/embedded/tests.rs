@@ -1,4 +1,5 @@
-//! Unit tests of the in-memory state (history ring, lists at older revisions) and encoding.
+//! Unit tests of the in-memory state (history ring, lists at older revisions, directory counts).
+//! The node layout and its file record are tested in `node.rs`.
 
 use super::state::{Event, Node, State};
 use crate::{Error, EventType, ListOptions};
@@ -300,19 +301,24 @@ fn the_ring_shares_nodes_with_the_current_objects() {
     let ring = s.events();
     assert_eq!(ring.len(), 4);
     let current = s.node("/a").expect("current");
-    let same = |a: &Node, b: &Node| a.shares_allocation(b);
     assert!(
-        same(&ring[1].node, current),
+        ring[1].node.shares_allocation(current),
         "the current object is not copied into the ring"
     );
     assert!(
-        same(ring[1].prev.as_ref().expect("prev"), &ring[0].node),
+        ring[1]
+            .prev
+            .as_ref()
+            .expect("prev")
+            .shares_allocation(&ring[0].node),
         "a replaced object is shared by the events that wrote and replaced it"
     );
     // A deleted object lives on in the ring only, as the node its events already shared.
     assert!(s.node("/b").is_none());
-    assert!(same(&ring[2].node, &ring[3].node));
-    assert!(same(&ring[2].node, ring[3].prev.as_ref().expect("prev")));
+    assert!(ring[2].node.shares_allocation(&ring[3].node));
+    assert!(ring[2]
+        .node
+        .shares_allocation(ring[3].prev.as_ref().expect("prev")));
     assert!(
         std::mem::size_of::<Event>() <= 48,
         "a ring slot costs {} bytes",

@@ -10,10 +10,11 @@
 //! The thread exits once every sender is dropped and the queue is drained; dropping the
 //! `watch::Sender` it owns ends every open watch stream.
 
-use bytes::Bytes;
-use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use bytes::Bytes;
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::state::{Event, Node};
