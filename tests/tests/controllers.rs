@@ -374,7 +374,11 @@ async fn deleting_owned_pod_recreates_it() {
 async fn replicaset_adopts_matching_orphans_and_releases_relabelled_pods() {
     let env = Env::start().await;
     let papi: Api<Pod> = Api::namespaced(env.client.clone(), "default");
-    let orphan: Pod = serde_json::from_value(json!({"metadata": {"name": "orphan", "labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}})).unwrap();
+    // If the controller's pod informer has not delivered the orphan yet when the ReplicaSet
+    // first syncs, it creates two pods, adopts the orphan on the next sync and deletes one of
+    // three pods created within the same second, ranked by UID alone (as upstream). The
+    // deletion cost keeps that choice off the orphan, so the test checks adoption, not the race.
+    let orphan: Pod = serde_json::from_value(json!({"metadata": {"name": "orphan", "labels": {"app": "web"}, "annotations": {"controller.kubernetes.io/pod-deletion-cost": "100"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}})).unwrap();
     papi.create(&PostParams::default(), &orphan)
         .await
         .expect("create orphan");
