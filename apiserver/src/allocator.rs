@@ -13,7 +13,10 @@
 //! ms). So [`return_freed_memory`] sets a short delay, which a burst of requests still reuses
 //! memory within, and twice a second purges what has waited longer, idle or not: idle RSS
 //! 16.0–16.4 MiB, CPU per LIST 5.1 ms. (A plain `mi_collect(false)` left it at 17 MiB: without
-//! force, mimalloc purges only when a page is freed after the delay.)
+//! force, mimalloc purges only when a page is freed after the delay.) mimalloc's pages belong to
+//! the thread that allocated them, and that purge reached only the timer's own thread's pages:
+//! so all work runs on the runtime's workers, and each also collects when it parks
+//! ([`on_thread_park`]).
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
