@@ -42,30 +42,29 @@ pub async fn return_freed_memory() {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        collect(true);
+        collect();
     }
 }
 
-/// Runs on a worker thread each time it parks (`on_thread_park` in `main.rs`), at most once per
-/// [`PURGE_EVERY`] per thread: frees the empty pages that thread's own heap holds and purges
-/// freed ranges. mimalloc keeps pages per thread and `mi_collect` only frees the calling
-/// thread's, so the timer task of [`return_freed_memory`] alone left whatever the other worker
-/// had freed (bench-kubelet: API server idle in a cluster 18.6 MiB, 7.3 anonymous; with this
-/// 16.4, 5.3). Forced, as a plain collect here kept it at 18.1 MiB.
+/// Runs on a worker thread each time it parks (`on_thread_park` in `main.rs`): [`collect`]s
+/// unless this thread did within [`PURGE_EVERY`]. mimalloc keeps pages per thread and
+/// `mi_collect` only frees the calling thread's, so the timer task of [`return_freed_memory`]
+/// alone left whatever the other worker had freed (bench-kubelet: API server idle in a cluster
+/// 18.6 MiB, 7.3 anonymous; with this 16.4, 5.3). Forced, as a plain collect here kept it at
+/// 18.1 MiB.
 pub fn on_thread_park() {
-    thread_local! {
-        static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
+    if LAST_COLLECT
+        .get()
+        .is_none_or(|t| t.elapsed() >= PURGE_EVERY)
+    {
+        collect();
     }
-    LAST.with(|last| {
-        let now = Instant::now();
-        if last
-            .get()
-            .is_none_or(|t| now.duration_since(t) >= PURGE_EVERY)
-        {
-            last.set(Some(now));
-            collect(true);
-        }
-    });
+}
+
+thread_local! {
+    /// When this thread last ran [`collect`]: the timer's worker, which parks right after its
+    /// tick, then has nothing to collect again.
+    static LAST_COLLECT: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 #[allow(unsafe_code)]
@@ -76,11 +75,12 @@ fn set_purge_delay(ms: i64) {
 }
 
 #[allow(unsafe_code)]
-fn collect(force: bool) {
-    // SAFETY: mi_collect frees this thread's empty pages and purges freed ranges whose delay
-    // has passed (with `force`, every freed range: the delay only saves work); it takes no
-    // pointers and may be called from any thread at any time.
-    unsafe { libmimalloc_sys::mi_collect(force) }
+fn collect() {
+    LAST_COLLECT.set(Some(Instant::now()));
+    // SAFETY: mi_collect(true) frees this thread's empty pages and purges every freed range
+    // waiting for its delay (the delay only saves work); it takes no pointers and may be called
+    // from any thread at any time.
+    unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
 #[cfg(test)]
