@@ -454,13 +454,16 @@ pub async fn paced_mutations(
         let c = ep.connect().await?;
         pool.lock().expect("pool lock").push(c);
     }
-    let t0 = tokio::time::Instant::now() + Duration::from_millis(50);
+    let t0 = Instant::now() + Duration::from_millis(50);
+    let mut alarms = alarms((0..objects * 3).map(|i| t0 + period * i as u32)).into_iter();
     let mut tasks = Vec::with_capacity(objects);
     for j in 0..objects {
         let (ep, pool, ns) = (ep.clone(), pool.clone(), ns.to_string());
+        let steps_due: Vec<_> = alarms.by_ref().take(3).collect();
         tasks.push(tokio::spawn(async move {
             let first = t0 + period * (3 * j as u32);
-            tokio::time::sleep_until(first).await;
+            let mut due = steps_due.into_iter();
+            let _ = due.next().expect("three alarms per object").await;
             let pooled = pool.lock().expect("pool lock").pop();
             let mut conn = match pooled {
                 Some(c) => c,
@@ -486,7 +489,9 @@ pub async fn paced_mutations(
             let mut healthy = true;
             for (k, (req, want)) in steps.iter().enumerate() {
                 let scheduled = first + period * k as u32;
-                tokio::time::sleep_until(scheduled).await;
+                if k > 0 {
+                    let _ = due.next().expect("three alarms per object").await;
+                }
                 let result = conn.send(req).await;
                 let latency = scheduled.elapsed();
                 out.push(match result {
@@ -525,6 +530,31 @@ pub async fn paced_mutations(
     let wall = t0.elapsed().as_secs_f64();
     paced.achieved_rate = (paced.latencies.len() as u64 + paced.errors) as f64 / wall.max(1e-9);
     Ok(paced)
+}
+
+/// One receiver per instant in `at` (in order), each completed at its instant, to within
+/// about 0.1 ms, by one OS thread sleeping from one to the next.
+///
+/// Paced latencies are measured from each request's scheduled time, and tokio's timer fires up
+/// to ~2 ms late (a 1 ms wheel, then epoll's whole-millisecond timeout): awaiting
+/// `sleep_until` would add that lateness to every figure as if the server had taken it.
+pub fn alarms(at: impl Iterator<Item = Instant>) -> Vec<tokio::sync::oneshot::Receiver<()>> {
+    let (due, receivers): (Vec<_>, Vec<_>) = at
+        .map(|t| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            ((t, tx), rx)
+        })
+        .unzip();
+    std::thread::spawn(move || {
+        for (t, tx) in due {
+            let now = Instant::now();
+            if t > now {
+                std::thread::sleep(t - now);
+            }
+            let _ = tx.send(());
+        }
+    });
+    receivers
 }
 
 /// Raw etcd-client load on one connection, the yardstick for the API server's etcd figures.
@@ -650,14 +680,15 @@ impl RawEtcd {
         let period = Duration::from_secs_f64(1.0 / rate);
         let n = ((duration.as_secs_f64() * rate) as usize).max(1);
         let value = Bytes::from(vec![b'v'; value_len]);
-        let t0 = tokio::time::Instant::now() + Duration::from_millis(50);
+        let t0 = Instant::now() + Duration::from_millis(50);
+        let due = alarms((0..n).map(|i| t0 + period * i as u32));
         let mut tasks = Vec::with_capacity(n);
-        for i in 0..n {
+        for (i, due) in due.into_iter().enumerate() {
             let (mut kv, value) = (self.client.kv_client(), value.clone());
             let key = format!("{prefix}{i}");
             tasks.push(tokio::spawn(async move {
                 let scheduled = t0 + period * i as u32;
-                tokio::time::sleep_until(scheduled).await;
+                let _ = due.await;
                 let result = kv.put(key, value.to_vec(), None).await;
                 result
                     .map(|_| scheduled.elapsed())
