@@ -258,7 +258,7 @@ pub fn log_findings(path: &Path) -> (usize, Vec<String>) {
 /// CPU time used by a few processes over a phase, to show who had the cores.
 pub struct CpuMeter {
     procs: Vec<(&'static str, u32, u64)>,
-    busy: Option<u64>,
+    busy: Option<(u64, u64)>,
     t0: Instant,
 }
 
@@ -292,11 +292,14 @@ impl CpuMeter {
             })
             .collect();
         // Everything else on the machine (other builds and tests) competes for the same cores.
-        if let (Some(start), Some(now)) = (self.busy, busy_ticks()) {
+        // Steal is time the hypervisor gave this VM's cores to someone else: part of "others",
+        // shown on its own because no process here can be blamed for it.
+        if let (Some((start, steal0)), Some((now, steal1))) = (self.busy, busy_ticks()) {
             let others = now.saturating_sub(start).saturating_sub(ours);
             parts.push(format!(
-                "others {:.2}",
-                others as f64 / CLOCK_TICKS_PER_SEC / secs
+                "others {:.2} (steal {:.2})",
+                others as f64 / CLOCK_TICKS_PER_SEC / secs,
+                steal1.saturating_sub(steal0) as f64 / CLOCK_TICKS_PER_SEC / secs
             ));
         }
         format!("cpu (cores): {}", parts.join(", "))
@@ -346,8 +349,9 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
-/// Busy time of all CPUs together (everything but idle and iowait), in clock ticks.
-fn busy_ticks() -> Option<u64> {
+/// Busy time of all CPUs together (everything but idle and iowait), and the part of it that
+/// was steal, in clock ticks.
+fn busy_ticks() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let fields: Vec<u64> = stat
         .lines()
@@ -358,7 +362,7 @@ fn busy_ticks() -> Option<u64> {
         .collect();
     // user nice system idle iowait irq softirq steal (guest time is already in user).
     let total: u64 = fields.iter().take(8).sum();
-    Some(total - fields.get(3)? - fields.get(4)?)
+    Some((total - fields.get(3)? - fields.get(4)?, *fields.get(7)?))
 }
 
 /// The pid of a descendant of this process whose command name is `comm` (see [`child_pids`]).
